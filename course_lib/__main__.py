@@ -1,0 +1,53 @@
+"""Command line: ``python -m course_lib {check,make-exercises} ...``."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _check(args: argparse.Namespace) -> int:
+    from .exercises import format_scorecard, scorecard
+
+    path = Path(args.notebook)
+    if path.suffix != ".ipynb":
+        print(f"error: expected a Jupyter notebook (.ipynb), got {path}", file=sys.stderr)
+        return 2
+    try:
+        results = scorecard(path, timeout=args.timeout)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(format_scorecard(path, results))
+    return 0 if results and all(r.status == "passed" for r in results) else 1
+
+
+def _make_exercises(args: argparse.Namespace) -> int:
+    from .exercises import write_exercises
+
+    for line in write_exercises(Path(args.solutions), Path(args.exercises), force=args.force):
+        print(line)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m course_lib", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    check = sub.add_parser("check", help="run a copy of an exercise notebook and print a scorecard")
+    check.add_argument("notebook", help="e.g. exercises/03_attention.ipynb (never modified)")
+    check.add_argument("--timeout", type=int, default=600, help="seconds allowed per cell")
+    check.set_defaults(func=_check)
+
+    make = sub.add_parser("make-exercises", help="generate exercises/ from solutions/ (keeps edited notebooks)")
+    make.add_argument("--solutions", default="solutions")
+    make.add_argument("--exercises", default="exercises")
+    make.add_argument("--force", action="store_true", help="regenerate edited notebooks too, after a backup")
+    make.set_defaults(func=_make_exercises)
+
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

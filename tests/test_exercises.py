@@ -1,0 +1,112 @@
+"""Exercise pipeline: exercises/ is generated from solutions/, stubs fail, solutions pass."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from course_lib.exercises import (
+    DEFAULT_TODO,
+    format_scorecard,
+    grade,
+    is_untouched,
+    make_exercise,
+    strip_code,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+SOLUTIONS = sorted((ROOT / "solutions").glob("*.ipynb"))
+EXERCISES = sorted((ROOT / "exercises").glob("*.ipynb"))
+
+
+def _ids(paths):
+    return [p.name for p in paths]
+
+
+def test_strip_code_replaces_blocks_keeps_indent_and_message():
+    src = "def f(x):\n    ### BEGIN SOLUTION compute x squared\n    y = x * x\n    return y\n    ### END SOLUTION\n"
+    assert strip_code(src) == "def f(x):\n    raise NotImplementedError('compute x squared')"
+    assert strip_code("### BEGIN SOLUTION\nz = 1\n### END SOLUTION") == f"raise NotImplementedError({DEFAULT_TODO!r})"
+    assert strip_code("a = 1\nb = 2") == "a = 1\nb = 2"
+
+
+@pytest.mark.parametrize("bad", ["### BEGIN SOLUTION\nx = 1", "x = 1\n### END SOLUTION",
+                                 "### BEGIN SOLUTION\n### BEGIN SOLUTION\n### END SOLUTION"])
+def test_strip_code_rejects_unbalanced_markers(bad):
+    with pytest.raises(ValueError, match="SOLUTION"):
+        strip_code(bad)
+
+
+def test_every_solution_has_an_exercise_and_back():
+    assert _ids(SOLUTIONS) == _ids(EXERCISES)
+    assert len(SOLUTIONS) >= 1
+
+
+@pytest.mark.parametrize("solution", SOLUTIONS, ids=_ids(SOLUTIONS))
+def test_exercises_are_generated_from_solutions(solution):
+    expected = nbformat.writes(make_exercise(nbformat.read(solution, as_version=4))) + "\n"
+    actual = (ROOT / "exercises" / solution.name).read_text(encoding="utf-8")
+    assert actual == expected, (
+        f"exercises/{solution.name} is not what solutions/{solution.name} generates: "
+        "run `python -m course_lib make-exercises` (never edit exercises/ by hand)"
+    )
+    nb = json.loads(actual)
+    text = json.dumps(nb["cells"], ensure_ascii=False)
+    assert "BEGIN SOLUTION" not in text and "END SOLUTION" not in text
+    assert "raise NotImplementedError" in text
+    assert is_untouched(ROOT / "exercises" / solution.name)
+
+
+def _execute(path: Path) -> nbformat.NotebookNode:
+    nb = nbformat.read(path, as_version=4)
+    NotebookClient(nb, timeout=600, allow_errors=True, kernel_name="python3",
+                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    return nb
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("exercise", EXERCISES, ids=_ids(EXERCISES))
+def test_untouched_exercise_runs_to_first_stub_and_every_check_is_not_attempted(exercise):
+    nb = _execute(exercise)
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        if "raise NotImplementedError" in cell.source:
+            break
+        errors = [o for o in cell.outputs if o.output_type == "error"]
+        assert not errors, f"{exercise.name}: a cell before the first exercise failed: {errors[0].ename}: {errors[0].evalue}"
+    results = grade(nb)
+    assert results, f"{exercise.name} has no checker cells (cells calling checks.chNN.name(...))"
+    wrong = [r for r in results if r.status != "not attempted"]
+    assert not wrong, format_scorecard(exercise, results)
+
+
+def test_grade_reads_pass_fail_and_not_attempted():
+    nb = nbformat.v4.new_notebook()
+    def code(src, outputs):
+        cell = nbformat.v4.new_code_cell(src)
+        cell.outputs = outputs
+        return cell
+    err = lambda name, value: nbformat.v4.new_output("error", ename=name, evalue=value, traceback=[])
+    out = lambda text: nbformat.v4.new_output("stream", name="stdout", text=text)
+    nb.cells = [
+        code("def f(): raise NotImplementedError('x')", []),
+        code("checks.ch03.f(f)", [err("NotImplementedError", "x")]),
+        code("x = 1", []),
+        code("checks.ch03.g(g)", [err("CheckFailed", "\n  tried: t\n  hint:     divide by sqrt(d_k)")]),
+        code("checks.ch03.h(h)", [out("✓ h works\n")]),
+        code("y = stub()", [err("NotImplementedError", "write y")]),
+        code("checks.ch03.k(y)", [err("NameError", "name 'y' is not defined")]),
+        code("checks.ch03.m(m)", [err("TypeError", "boom")]),
+    ]
+    results = [(r.name, r.status, r.detail) for r in grade(nb)]
+    assert results == [
+        ("ch03.f", "not attempted", ""),
+        ("ch03.g", "failed", "divide by sqrt(d_k)"),
+        ("ch03.h", "passed", ""),
+        ("ch03.k", "not attempted", ""),
+        ("ch03.m", "error", "TypeError: boom"),
+    ]
