@@ -29,12 +29,13 @@ def hangul_font_path() -> Path:
 
 
 def use_hangul_font() -> str:
-    """Make matplotlib draw Hangul (and a plain '-' for minus signs, which the font lacks)."""
+    """Make matplotlib draw Hangul beside Latin text, digits and minus signs."""
     path = hangul_font_path()
     if HANGUL_FONT not in {f.name for f in font_manager.fontManager.ttflist}:
         font_manager.fontManager.addfont(str(path))
-    matplotlib.rcParams["font.family"] = [HANGUL_FONT, "DejaVu Sans"]
-    matplotlib.rcParams["axes.unicode_minus"] = False
+    # DejaVu Sans first (Latin, digits, the minus sign U+2212 and math), NanumGothic for Hangul:
+    # matplotlib falls back glyph by glyph, so no label shows boxes and no warning is printed.
+    matplotlib.rcParams["font.family"] = ["DejaVu Sans", HANGUL_FONT]
     return HANGUL_FONT
 
 

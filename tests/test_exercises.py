@@ -110,3 +110,21 @@ def test_grade_reads_pass_fail_and_not_attempted():
         ("ch03.k", "not attempted", ""),
         ("ch03.m", "error", "TypeError: boom"),
     ]
+
+
+@pytest.mark.slow
+def test_check_command_scores_a_solution_notebook_as_all_passed():
+    import subprocess
+    import sys
+
+    solution = next((p for p in SOLUTIONS if p.name.startswith("03")), SOLUTIONS[0] if SOLUTIONS else None)
+    if solution is None:
+        pytest.fail("no solution notebooks")
+    before = solution.read_bytes()
+    proc = subprocess.run([sys.executable, "-m", "course_lib", "check", str(solution)],
+                          capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    total = len(lines) - 2
+    assert total >= 3 and lines[-1].strip() == f"{total}/{total} exercises passed", proc.stdout
+    assert solution.read_bytes() == before

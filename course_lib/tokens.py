@@ -1,0 +1,313 @@
+"""Chapter 01 · Tokens: words, Hangul syllables and jamo, a vocabulary, byte-pair encoding.
+
+Everything is written by hand: a word tokenizer for the corpus format, the arithmetic that splits a
+Hangul syllable into its jamo, a ``Vocab`` with the four special tokens, and a byte-pair encoder
+(BPE) whose ``detokenize(tokenize(text)) == text`` holds for every string.
+"""
+from __future__ import annotations
+
+import heapq
+import re
+from collections import Counter
+from typing import Iterable
+
+import torch
+
+__all__ = ["word_tokenize", "detokenize", "decompose", "Vocab", "BPE", "SPACE", "LITERAL_SPACE_MARK", "pretokenize"]
+
+# --- words ------------------------------------------------------------------------------------
+
+_WORD = re.compile(r"\w+(?:['’-]\w+)*|[^\w\s]")
+_NO_SPACE_BEFORE = re.compile(r"\s+([.,!?;:%)\]}])")
+_NO_SPACE_AFTER = re.compile(r"([(\[{])\s+")
+
+
+def word_tokenize(text: str) -> list[str]:
+    """Split at whitespace and split every punctuation mark off as its own token.
+
+    ``word_tokenize("순이는 창문을 닫았다.") == ["순이는", "창문을", "닫았다", "."]``
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"word_tokenize expects a str, got {type(text).__name__}")
+    return _WORD.findall(text)
+
+
+def detokenize(tokens: list[str]) -> str:
+    """Join tokens with spaces and attach punctuation back (the inverse for the corpus format)."""
+    _check_tokens(tokens, "detokenize")
+    text = " ".join(tokens)
+    return _NO_SPACE_AFTER.sub(r"\1", _NO_SPACE_BEFORE.sub(r"\1", text))
+
+
+def _check_tokens(tokens: object, where: str) -> None:
+    if isinstance(tokens, str):
+        raise TypeError(f"{where} expects a list of tokens (e.g. word_tokenize(text)), got a str: {tokens[:30]!r}")
+    if not isinstance(tokens, (list, tuple)) or not all(isinstance(t, str) for t in tokens):
+        raise TypeError(f"{where} expects a list of str tokens, got {type(tokens).__name__}")
+
+
+# --- Hangul -----------------------------------------------------------------------------------
+
+HANGUL_FIRST, HANGUL_LAST = 0xAC00, 0xD7A3  # 가 ... 힣: 19 initials x 21 medials x 28 finals = 11172
+INITIALS = "ㄱㄲㄴㄷㄸㄹㅁㅂㅃㅅㅆㅇㅈㅉㅊㅋㅌㅍㅎ"  # 19
+MEDIALS = "ㅏㅐㅑㅒㅓㅔㅕㅖㅗㅘㅙㅚㅛㅜㅝㅞㅟㅠㅡㅢㅣ"  # 21
+FINALS = ("", *"ㄱㄲㄳㄴㄵㄶㄷㄹㄺㄻㄼㄽㄾㄿㅀㅁㅂㅄㅅㅆㅇㅈㅊㅋㅌㅍㅎ")  # 28, index 0 = no final
+
+
+def decompose(syllable: str) -> tuple[str, str, str]:
+    """Split one Hangul syllable into (initial, medial, final) jamo; final is "" without batchim.
+
+    ``code = 0xAC00 + (initial * 21 + medial) * 28 + final``, so ``decompose("닫") == ("ㄷ", "ㅏ", "ㄷ")``.
+    """
+    if not isinstance(syllable, str) or len(syllable) != 1:
+        raise TypeError(f"decompose expects one character, got {syllable!r}")
+    offset = ord(syllable) - HANGUL_FIRST
+    if not 0 <= offset <= HANGUL_LAST - HANGUL_FIRST:
+        raise ValueError(f"{syllable!r} (U+{ord(syllable):04X}) is not a Hangul syllable (U+AC00..U+D7A3)")
+    initial, rest = divmod(offset, 21 * 28)
+    medial, final = divmod(rest, 28)
+    return INITIALS[initial], MEDIALS[medial], FINALS[final]
+
+
+# --- vocabulary -------------------------------------------------------------------------------
+
+class Vocab:
+    """Token <-> id, with ``<pad> <bos> <eos> <unk>`` at ids 0, 1, 2, 3; unknown tokens -> ``<unk>``."""
+
+    PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
+    SPECIALS = (PAD, BOS, EOS, UNK)
+    pad_id, bos_id, eos_id, unk_id = 0, 1, 2, 3
+
+    def __init__(self, itos: list[str]) -> None:
+        if list(itos[:4]) != list(self.SPECIALS):
+            raise ValueError(f"a Vocab starts with the special tokens {list(self.SPECIALS)}, got {list(itos[:4])}")
+        if len(set(itos)) != len(itos):
+            raise ValueError("a Vocab cannot hold the same token twice")
+        self.itos: list[str] = list(itos)
+        self.stoi: dict[str, int] = {tok: i for i, tok in enumerate(self.itos)}
+
+    @classmethod
+    def build(cls, token_lists: Iterable[list[str]], min_freq: int = 1, max_size: int | None = None) -> "Vocab":
+        """Count tokens; keep those seen ``min_freq`` times or more, most frequent first (ties: A-Z).
+
+        ``max_size`` caps the total size, the four special tokens included.
+        """
+        if isinstance(min_freq, bool) or not isinstance(min_freq, int) or min_freq < 1:
+            raise ValueError(f"min_freq must be an int >= 1, got {min_freq!r}")
+        if max_size is not None and (not isinstance(max_size, int) or max_size < len(cls.SPECIALS)):
+            raise ValueError(f"max_size must be None or an int >= {len(cls.SPECIALS)} (the special tokens), got {max_size!r}")
+        counts: Counter[str] = Counter()
+        for tokens in token_lists:
+            _check_tokens(tokens, "Vocab.build (each item)")
+            counts.update(tokens)
+        kept = sorted((t for t, c in counts.items() if c >= min_freq and t not in cls.SPECIALS),
+                      key=lambda t: (-counts[t], t))
+        if max_size is not None:
+            kept = kept[: max_size - len(cls.SPECIALS)]
+        return cls([*cls.SPECIALS, *kept])
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    def __contains__(self, token: object) -> bool:
+        return token in self.stoi
+
+    def __repr__(self) -> str:
+        return f"Vocab({len(self)} tokens: {self.itos[4:10]}...)"
+
+    def encode(self, tokens: list[str], add_bos: bool = False, add_eos: bool = False) -> list[int]:
+        """Ids of the tokens; a token not in the vocabulary becomes ``unk_id``."""
+        _check_tokens(tokens, "Vocab.encode")
+        ids = [self.stoi.get(tok, self.unk_id) for tok in tokens]
+        return [self.bos_id] * add_bos + ids + [self.eos_id] * add_eos
+
+    def decode(self, ids: Iterable[int], skip_special: bool = True) -> list[str]:
+        """Tokens of the ids. With ``skip_special``: drop ``<pad>``/``<bos>``, stop at ``<eos>`` (``<unk>`` stays)."""
+        if isinstance(ids, torch.Tensor):
+            if ids.dim() != 1:
+                raise ValueError(f"Vocab.decode expects one sequence of ids (1-D), got shape {tuple(ids.shape)}")
+            ids = ids.tolist()
+        tokens = []
+        for i in ids:
+            if isinstance(i, bool) or not isinstance(i, int):
+                raise TypeError(f"Vocab.decode expects int ids, got {type(i).__name__} {i!r}")
+            if not 0 <= i < len(self):
+                raise IndexError(f"id {i} is out of range for a vocabulary of size {len(self)} (ids 0..{len(self) - 1})")
+            if skip_special and i == self.eos_id:
+                break
+            if skip_special and i in (self.pad_id, self.bos_id):
+                continue
+            tokens.append(self.itos[i])
+        return tokens
+
+    def encode_batch(self, token_lists: list[list[str]], add_bos: bool = False, add_eos: bool = False) -> torch.Tensor:
+        """Encode several sequences and pad them on the right with ``pad_id``.
+
+        Shape:
+            returns (B, L) int64, L = the longest sequence (with bos/eos)
+        """
+        if isinstance(token_lists, str) or not isinstance(token_lists, (list, tuple)) or not token_lists:
+            raise ValueError("Vocab.encode_batch expects a non-empty list of token lists")
+        rows = [self.encode(tokens, add_bos, add_eos) for tokens in token_lists]
+        batch = torch.full((len(rows), max(len(r) for r in rows)), self.pad_id, dtype=torch.long)  # (B, L)
+        for b, row in enumerate(rows):
+            batch[b, : len(row)] = torch.tensor(row, dtype=torch.long)
+        return batch
+
+    def to_dict(self) -> dict:
+        return {"itos": list(self.itos)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Vocab":
+        if not isinstance(d, dict) or "itos" not in d:
+            raise ValueError("Vocab.from_dict expects a dict made by Vocab.to_dict (with key 'itos')")
+        return cls(list(d["itos"]))
+
+
+# --- byte-pair encoding -----------------------------------------------------------------------
+
+SPACE = "▁"  # U+2581: a space, made visible and attached to the word after it
+LITERAL_SPACE_MARK = "<U+2581>"  # the piece for a literal U+2581 in the input (kept apart, never merged)
+_CHUNK = re.compile(rf"{SPACE}?\w+|{SPACE}?[^\w\s{SPACE}]+|{SPACE}|\s")
+
+
+def pretokenize(text: str) -> list[str]:
+    """Cut text into the chunks BPE works inside: spaces become ``▁`` glued to the next word.
+
+    One space is put in front of a non-empty text, so that every word starts with ``▁`` (as in
+    SentencePiece): ``pretokenize("나는 학교에 간다.") == ["▁나는", "▁학교에", "▁간다", "."]``.
+    No chunk holds both a word character and a punctuation mark, so no piece can equal
+    ``LITERAL_SPACE_MARK``, the piece that stands for a literal U+2581 in the input.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"BPE works on str, got {type(text).__name__}")
+    chunks: list[str] = []
+    for k, part in enumerate((" " + text if text else text).split(SPACE)):
+        if k:
+            chunks.append(LITERAL_SPACE_MARK)
+        chunks.extend(_CHUNK.findall(part.replace(" ", SPACE)))
+    return chunks
+
+
+def _merge(symbols: list[str], pair: tuple[str, str]) -> list[str]:
+    """Replace every occurrence of ``pair`` by one symbol, left to right, never overlapping."""
+    a, b = pair
+    out, i = [], 0
+    while i < len(symbols):
+        if i + 1 < len(symbols) and symbols[i] == a and symbols[i + 1] == b:
+            out.append(a + b)
+            i += 2
+        else:
+            out.append(symbols[i])
+            i += 1
+    return out
+
+
+class BPE:
+    """Byte-pair encoding on characters: learn merges from text, apply them in the learned order."""
+
+    def __init__(self, merges: list[tuple[str, str]], alphabet: Iterable[str] = ()) -> None:
+        self.merges: list[tuple[str, str]] = [tuple(m) for m in merges]
+        if not all(len(m) == 2 and all(isinstance(s, str) and s for s in m) for m in self.merges):
+            raise ValueError("every merge must be a pair of two non-empty strings")
+        self.ranks: dict[tuple[str, str], int] = {m: r for r, m in enumerate(self.merges)}
+        self.alphabet: list[str] = sorted(set(alphabet))  # the characters seen in training
+        if not all(isinstance(ch, str) and len(ch) == 1 for ch in self.alphabet):
+            raise ValueError("the alphabet must hold single characters")
+
+    @classmethod
+    def train(cls, texts: Iterable[str], num_merges: int, min_freq: int = 2) -> "BPE":
+        """Learn up to ``num_merges`` merges: each time, merge the most frequent adjacent pair.
+
+        Pairs are counted inside chunks (see ``pretokenize``), over distinct chunks weighted by
+        their frequency. Ties go to the smallest pair in string order. Stops early when the best
+        pair occurs fewer than ``min_freq`` times.
+        """
+        if isinstance(num_merges, bool) or not isinstance(num_merges, int) or num_merges < 0:
+            raise ValueError(f"num_merges must be an int >= 0, got {num_merges!r}")
+        if isinstance(texts, str):
+            raise TypeError("BPE.train expects an iterable of texts, got one str: wrap it in a list")
+        freqs: Counter[str] = Counter()
+        for text in texts:
+            freqs.update(c for c in pretokenize(text) if c != LITERAL_SPACE_MARK)
+        words = [list(w) for w in freqs]  # each distinct chunk as a list of symbols
+        counts = list(freqs.values())
+        pair_counts: Counter[tuple[str, str]] = Counter()
+        where: dict[tuple[str, str], set[int]] = {}  # pair -> ids of words that (may) contain it
+        for w, symbols in enumerate(words):
+            for pair in zip(symbols, symbols[1:]):
+                pair_counts[pair] += counts[w]
+                where.setdefault(pair, set()).add(w)
+        heap = [(-c, p) for p, c in pair_counts.items()]
+        heapq.heapify(heap)
+        merges: list[tuple[str, str]] = []
+        while len(merges) < num_merges and heap:
+            neg, pair = heapq.heappop(heap)
+            if pair_counts.get(pair, 0) != -neg:  # stale entry: the count has changed since
+                continue
+            if -neg < min_freq:
+                break
+            merges.append(pair)
+            for w in where.pop(pair, ()):
+                old = words[w]
+                new = _merge(old, pair)
+                if new == old:
+                    continue
+                changed = set()
+                for p in zip(old, old[1:]):
+                    pair_counts[p] -= counts[w]
+                    changed.add(p)
+                for p in zip(new, new[1:]):
+                    pair_counts[p] += counts[w]
+                    where.setdefault(p, set()).add(w)
+                    changed.add(p)
+                words[w] = new
+                for p in changed:
+                    if pair_counts[p] > 0:
+                        heapq.heappush(heap, (-pair_counts[p], p))
+                    else:
+                        del pair_counts[p]
+        return cls(merges, alphabet={ch for word in freqs for ch in word})
+
+    def _encode_chunk(self, chunk: str) -> list[str]:
+        """Apply the merges to one chunk in their learned order (the next applicable one each time)."""
+        symbols, last = list(chunk), -1
+        while len(symbols) > 1:
+            ranked = [(r, p) for p in zip(symbols, symbols[1:]) if (r := self.ranks.get(p, -1)) > last]
+            if not ranked:
+                break
+            last, pair = min(ranked)
+            symbols = _merge(symbols, pair)
+        return symbols
+
+    def tokenize(self, text: str) -> list[str]:
+        """Subword pieces of ``text``; a space shows as ``▁`` at the start of the next piece."""
+        pieces: list[str] = []
+        for chunk in pretokenize(text):
+            pieces.extend([chunk] if chunk == LITERAL_SPACE_MARK else self._encode_chunk(chunk))
+        return pieces
+
+    def detokenize(self, pieces: list[str]) -> str:
+        """The exact text back: ``detokenize(tokenize(text)) == text`` for every str."""
+        _check_tokens(pieces, "BPE.detokenize")
+        text = "".join(SPACE if p == LITERAL_SPACE_MARK else p.replace(SPACE, " ") for p in pieces)
+        return text[1:] if text.startswith(" ") else text  # the space pretokenize put in front
+
+    @property
+    def pieces(self) -> list[str]:
+        """Every piece tokenize can return for text made of training characters (for a Vocab)."""
+        base = set(self.alphabet)
+        made = [p for p in dict.fromkeys(a + b for a, b in self.merges) if p not in base]
+        return [*self.alphabet, *made, LITERAL_SPACE_MARK]
+
+    def __repr__(self) -> str:
+        return f"BPE({len(self.merges)} merges, first {self.merges[:3]})"
+
+    def to_dict(self) -> dict:
+        return {"merges": [list(m) for m in self.merges], "alphabet": list(self.alphabet)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BPE":
+        if not isinstance(d, dict) or "merges" not in d:
+            raise ValueError("BPE.from_dict expects a dict made by BPE.to_dict (with key 'merges')")
+        return cls([tuple(m) for m in d["merges"]], d.get("alphabet", ()))
