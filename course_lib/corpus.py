@@ -1,0 +1,340 @@
+"""An English→Korean parallel corpus generated from a small grammar (no downloads).
+
+One sampler per construction (transitive, motion, because, ...) picks words that fit each other and
+builds the pair with ``course_lib.grammar``, which holds the morphology and the lexicon.
+``make_splits`` holds whole (subject, verb, complement) keys out of training.
+"""
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from .grammar import (ADJECTIVES, ADJECTIVES_OF, CLASSES, DIET, HONOURED, KOREAN_NOUNS, MEALS, NOUNS, PLACE_OBJECTS,
+                      REASONS, STATES, TIMES, TOOLS, VEHICLES, VERBS, VERBS_BY_FRAME, Noun, Verb, be_form, build_sentence,
+                      complements, has_batchim, lemma, like_sentence, noun_ids, number_of, particle, subject_np, with_particle)
+
+__all__ = ["Pair", "Splits", "NOTE_EXAMPLES", "has_batchim", "particle", "generate", "make_splits", "load_pairs",
+           "statistics", "NOUNS", "VERBS", "ADJECTIVES", "KOREAN_NOUNS"]
+
+
+# ------------------------------------------------------------------ sampling
+@dataclass(frozen=True)
+class Pair:
+    en: str
+    ko: str
+    construction: str
+    key: tuple          # (subject, verb, complement): the combination held out between splits
+    tense: str = ""
+    words: tuple = ()   # content-word ids used: "N.cat", "V.eat", "A.blue", "R.hungry"
+
+
+def _article(rng: random.Random, n: Noun | None) -> str:
+    if n is None or n.kind not in "cmp":
+        return ""
+    if n.kind == "c":
+        return "pl" if n.id in CLASSES["food"] and rng.random() < 0.2 else rng.choice(("a", "the"))
+    return rng.choice(("", "the"))
+
+
+def _tense(rng: random.Random, v: Verb, s: tuple[Noun, ...], simple: bool = True) -> str:
+    if "P" in v.flags or "S" in v.flags:
+        return "past" if "P" in v.flags else "present"
+    tense = "past" if rng.random() < 0.55 else "present"
+    if simple and tense == "present" and v.en[0] == v.en[2] and (len(s) > 1 or number_of(s[0]) != "sg"):
+        return "past"  # "I read a book" would be ambiguous between 읽는다 and 읽었다
+    return tense
+
+
+def _time(rng: random.Random, v: Verb, tense: str, prog: bool = False, comp: Noun | None = None):
+    if "T" in v.flags or rng.random() > 0.3:
+        return None
+    options = [t for t in TIMES[("prog_" if prog else "") + tense]
+               if not (comp and comp.id in MEALS and ("morning" in t[0] or "night" in t[0]))]
+    return rng.choice(options) if options else None
+
+
+_SIMPLE = {"transitive": VERBS_BY_FRAME["obj"], "motion": VERBS_BY_FRAME["dest"], "location": VERBS_BY_FRAME["loc"],
+           "negation": [v for f in ("obj", "dest", "loc") for v in VERBS_BY_FRAME[f] if "N" not in v.flags],
+           "progressive": [v for f in ("obj", "dest", "loc", "none") for v in VERBS_BY_FRAME[f] if "G" not in v.flags]}
+
+
+def _pair(construction: str, built: tuple, key: tuple, tense: str) -> Pair:
+    return Pair(built[0], built[1], construction, key, tense, built[2])
+
+
+def _s_simple(rng: random.Random, construction: str) -> Pair | None:
+    """transitive / motion / location at a place, negated or progressive ones too."""
+    neg, prog = construction == "negation", construction == "progressive"
+    v = rng.choice(_SIMPLE[construction])
+    s = NOUNS[rng.choice(v.subjects)]
+    comps = complements(v, s)
+    if not comps and v.frame != "none":
+        return None
+    c = NOUNS[rng.choice(comps)] if comps else None
+    tense = "present" if prog and rng.random() < 0.7 else _tense(rng, v, (s,), simple=not (neg or prog))
+    built = build_sentence((s,), v, c, tense=tense, neg=neg, prog=prog, art=(_article(rng, c),), time=_time(rng, v, tense, prog, c))
+    return _pair(construction, built, (s.id, v.id, c.id if c else "-"), tense)
+
+
+def _s_place_object(rng: random.Random) -> Pair | None:
+    vid, places, objs = rng.choice(PLACE_OBJECTS)
+    v = VERBS[vid]
+    s = NOUNS[rng.choice([p for p in v.subjects if p in CLASSES["person"]])]
+    o, place = NOUNS[rng.choice([o for o in noun_ids(objs) if o in complements(v, s)])], NOUNS[rng.choice(noun_ids(places))]
+    tense = _tense(rng, v, (s,))
+    built = build_sentence((s,), v, o, tense=tense, art=(_article(rng, o),), place=place, time=_time(rng, v, tense, comp=o))
+    return _pair("location", built, (s.id, v.id, o.id), tense)
+
+
+def _s_adjective(rng: random.Random) -> Pair | None:
+    v = rng.choice(VERBS_BY_FRAME["obj"])
+    s = NOUNS[rng.choice(v.subjects)]
+    options = [c for c in complements(v, s) if c in ADJECTIVES_OF]
+    if not options:
+        return None
+    o = NOUNS[rng.choice(options)]
+    prog = "G" not in v.flags and rng.random() < 0.3
+    tense = "present" if prog else _tense(rng, v, (s,))
+    built = build_sentence((s,), v, o, tense=tense, prog=prog, adj=rng.choice(ADJECTIVES_OF[o.id]), art=(_article(rng, o),))
+    return _pair("adjective", built, (s.id, v.id, o.id), tense)
+
+
+def _s_description(rng: random.Random) -> Pair:
+    tense = rng.choice(("present", "past"))
+    if rng.random() < 0.5:  # The ball is blue. → 공은 파랗다.
+        adj = rng.choice([a for a in ADJECTIVES.values() if a.pres])
+        n = NOUNS[rng.choice(adj.nouns)]
+        en = f"The {n.en} {be_form('pl' if n.kind == 'p' else 'sg', tense == 'past')} {adj.id}."
+        ko = f"{with_particle(n.ko, '은/는')} {adj.pres if tense == 'present' else adj.past}."
+        return Pair(en, ko, "description", (n.id, "be", adj.id), tense, ("N." + n.id, "A." + adj.id))
+    state = rng.choice(STATES)  # Minsu is tired. → 민수는 피곤하다.
+    n = NOUNS[rng.choice(noun_ids(REASONS[state][4]))]
+    en = f"{subject_np(n)} {be_form(number_of(n), tense == 'past')} {state}."
+    ko = f"{with_particle(n.ko, '은/는')} {REASONS[state][1 if tense == 'present' else 2]}."
+    return Pair(en[0].upper() + en[1:], ko, "description", (n.id, "be", state), tense, ("N." + n.id, "R." + state))
+
+
+def _s_because(rng: random.Random) -> Pair | None:
+    reason = rng.choice(list(REASONS))
+    action = rng.choice(REASONS[reason][5].split())
+    vid, spec = action.lstrip("!").split(":")
+    v = VERBS[vid]
+    s = NOUNS[rng.choice([x for x in noun_ids(REASONS[reason][4]) if x in v.subjects])]
+    options = complements(v, s) if spec in "*-" else [x for x in noun_ids(spec.replace("+", " ")) if x in complements(v, s)]
+    if spec != "-" and not options:
+        return None
+    c = NOUNS[rng.choice(options)] if spec != "-" else None
+    tense = _tense(rng, v, (s,), simple=not action.startswith("!"))
+    built = build_sentence((s,), v, c, tense=tense, neg=action.startswith("!"), art=(_article(rng, c),), reason=reason)
+    return _pair("because", built, (s.id, v.id, c.id if c else "-"), tense)
+
+
+def _s_coordination(rng: random.Random) -> Pair | None:
+    v = rng.choice(_SIMPLE["transitive"] + _SIMPLE["motion"] + _SIMPLE["location"])
+    if v.frame == "obj" and rng.random() < 0.3:  # two objects: 빵과 우유를
+        s = NOUNS[rng.choice(v.subjects)]
+        if len(complements(v, s)) < 2:
+            return None
+        a, b = (NOUNS[x] for x in rng.sample(complements(v, s), 2))
+        tense = _tense(rng, v, (s,))
+        built = build_sentence((s,), v, (a, b), tense=tense, art=(_article(rng, a), _article(rng, b)))
+        return _pair("coordination", built, (s.id, v.id, a.id + "+" + b.id), tense)
+    a, b = rng.sample([x for x in v.subjects if NOUNS[x].kind != "P"], 2)
+    if "I" in v.subjects and a in CLASSES["person"] and rng.random() < 0.25:
+        b = "I"  # "Suni and I" → 순이와 나는
+    s = (NOUNS[a], NOUNS[b])
+    comps = [c for c in complements(v, s[0]) if c in complements(v, s[1])]
+    if not comps:
+        return None
+    c = NOUNS[rng.choice(comps)]
+    tense = _tense(rng, v, s)
+    built = build_sentence(s, v, c, tense=tense, art=(_article(rng, c),), time=_time(rng, v, tense, comp=c))
+    return _pair("coordination", built, (a + "+" + b, v.id, c.id), tense)
+
+
+def _s_dative(rng: random.Random) -> Pair:
+    v = rng.choice(VERBS_BY_FRAME["dat"])
+    s = NOUNS[rng.choice(v.subjects)]
+    if v.id == "teach":
+        recipients = noun_ids("name kidnoun")
+    elif v.id == "give":  # animals get food they eat; 주다 is not used towards honoured people
+        recipients = [x for x in noun_ids("people animal") if x not in HONOURED and x not in ("fish", "frog", "butterfly")]
+    else:
+        recipients = CLASSES["people"]
+    r = NOUNS[rng.choice([x for x in recipients if x != s.id])]
+    o = NOUNS[rng.choice(noun_ids(DIET.get(r.id, "") + " water") if r.id in CLASSES["animal"] else v.complements)]
+    tense = _tense(rng, v, (s,))
+    return _pair("dative", build_sentence((s,), v, o, tense=tense, art=(_article(rng, o),), recipient=r), (s.id, v.id, o.id), tense)
+
+
+def _s_instrument(rng: random.Random) -> Pair:
+    if rng.random() < 0.3:  # by bus → 버스로
+        tools, places = rng.choice(VEHICLES)
+        v, objs = VERBS[rng.choice(("go", "come", "go_back", "come_back"))], noun_ids(places)
+    else:
+        vid, tools, objs = rng.choice(TOOLS)
+        v, objs = VERBS[vid], noun_ids(objs)
+    s = NOUNS[rng.choice([x for x in v.subjects if x in CLASSES["person"]])]
+    c = NOUNS[rng.choice([x for x in objs if x in complements(v, s)])]
+    tense = _tense(rng, v, (s,))
+    built = build_sentence((s,), v, c, tense=tense, art=(_article(rng, c),), tool=NOUNS[rng.choice(noun_ids(tools))])
+    return _pair("instrument", built, (s.id, v.id, c.id), tense)
+
+
+def _like(s: Noun, o: Noun, construction: str = "like") -> Pair:
+    """I like cats. → 나는 고양이가 좋다."""
+    return _pair(construction, like_sentence(s, o), (s.id, "like", o.id), "present")
+
+
+NOTE_EXAMPLES: list[tuple[str, str]] = [
+    ("I go to school.", "나는 학교에 간다."), ("Suni closed the window.", "순이는 창문을 닫았다."),
+    ("She closed the drawer.", "그녀는 서랍을 닫았다."), ("He closed his heart.", "그는 마음을 닫았다."),
+    ("I was born in Paris.", "나는 파리에서 태어났다."),
+    ("The boy is holding a blue ball.", "소년은 파란 공을 들고 있다."), ("I like cats.", "나는 고양이가 좋다."),
+]
+
+
+def _note_pairs() -> list[Pair]:
+    """The concept note's sentences, built by the grammar (the idiom 마음을 닫다 is written out)."""
+    N, V = NOUNS, VERBS
+    return [_pair("note", build_sentence((N["I"],), V["go"], N["school"], tense="present"), ("I", "go", "school"), "present"),
+            _pair("note", build_sentence((N["Suni"],), V["close"], N["window"], art=("the",)), ("Suni", "close", "window"), "past"),
+            _pair("note", build_sentence((N["she"],), V["close"], N["drawer"], art=("the",)), ("she", "close", "drawer"), "past"),
+            Pair("He closed his heart.", "그는 마음을 닫았다.", "note", ("he", "close", "heart"), "past",
+                 ("N.he", "V.close", "N.heart")),
+            _pair("note", build_sentence((N["I"],), V["born"], N["Paris"]), ("I", "born", "Paris"), "past"),
+            _pair("note", build_sentence((N["boy"],), V["hold"], N["ball"], tense="present", prog=True, art=("a",),
+                                         adj=ADJECTIVES["blue"]), ("boy", "hold", "ball"), "present"),
+            _like(N["I"], N["cat"], "note")]
+
+
+_BUILDERS = {"transitive": lambda r: _s_simple(r, "transitive"), "motion": lambda r: _s_simple(r, "motion"),
+             "location": lambda r: _s_simple(r, "location") if r.random() < 0.6 else _s_place_object(r),
+             "adjective": _s_adjective, "description": _s_description, "negation": lambda r: _s_simple(r, "negation"),
+             "progressive": lambda r: _s_simple(r, "progressive"), "because": _s_because, "coordination": _s_coordination,
+             "dative": _s_dative, "instrument": _s_instrument,
+             "like": lambda r: _like(NOUNS[r.choice(CLASSES["person"])], NOUNS[r.choice(CLASSES["likeable"])])}
+_WEIGHTS = {"transitive": 16, "motion": 10, "location": 11, "adjective": 10, "description": 4, "negation": 10,
+            "progressive": 10, "because": 12, "coordination": 6, "dative": 5, "instrument": 4, "like": 2}
+
+
+def _sample(rng: random.Random, n: int) -> list[Pair]:
+    pairs = {p.en: p for p in _note_pairs()}
+    target, names = n + len(pairs), list(_WEIGHTS)
+    for _ in range(40 * n + 1000):
+        if len(pairs) >= target:
+            return list(pairs.values())
+        for name in rng.choices(names, weights=list(_WEIGHTS.values()), k=min(256, 2 * (target - len(pairs)))):
+            p = _BUILDERS[name](rng)
+            if p is not None and p.en not in pairs and len(pairs) < target:
+                pairs[p.en] = p
+    raise RuntimeError(f"the grammar produced only {len(pairs)} distinct pairs, fewer than the {target} asked for")
+
+
+def generate(seed: int = 0, n_pairs: int = 22000) -> list[Pair]:
+    """The note's examples, then `n_pairs` distinct pairs sampled from the grammar; deterministic in `seed`."""
+    if not isinstance(seed, int) or not isinstance(n_pairs, int) or n_pairs < 0:
+        raise ValueError(f"generate expects an int seed and an int n_pairs >= 0, got {seed!r}, {n_pairs!r}")
+    return _sample(random.Random(seed), n_pairs)
+
+
+# ------------------------------------------------------------------ splits, files, statistics
+@dataclass(frozen=True)
+class Splits:
+    train: list[Pair]
+    valid: list[Pair]
+    test: list[Pair]
+
+
+def make_splits(seed: int = 0, n_train: int = 20000, n_valid: int = 1000, n_test: int = 1000) -> Splits:
+    """Deterministic splits. Valid and test hold whole keys (subject, verb, complement) never seen in train,
+    every word they use occurs in train, and the note's sentences are in train."""
+    for name, value in (("seed", seed), ("n_train", n_train), ("n_valid", n_valid), ("n_test", n_test)):
+        if not isinstance(value, int) or isinstance(value, bool) or (name != "seed" and value < 0):
+            raise ValueError(f"make_splits expects {name} to be a non-negative int, got {value!r}")
+    if n_train < len(NOTE_EXAMPLES):
+        raise ValueError(f"n_train must be at least {len(NOTE_EXAMPLES)} (the note's examples), got {n_train}")
+    rng, total = random.Random(seed), n_train + n_valid + n_test
+    pool = _sample(rng, total + total // 40 + 50)
+    groups: dict[tuple, list[Pair]] = {}
+    for p in pool:
+        groups.setdefault(p.key, []).append(p)
+    tokens = {p.en: {("en", w.strip(".")) for w in p.en.split()} | {("ko", w.strip(".")) for w in p.ko.split()} for p in pool}
+    group_tokens = {k: set().union(*(tokens[p.en] for p in g)) for k, g in groups.items()}
+    carriers = Counter(t for toks in group_tokens.values() for t in toks)  # how many keys use each word
+    keys = [k for k, g in groups.items() if all(p.construction != "note" for p in g)]
+    rng.shuffle(keys)
+    test, valid, held = [], [], set()  # pairs held out for test and valid, and their keys
+    for k in keys:
+        if len(test) >= n_test and len(valid) >= n_valid:
+            break
+        if any(carriers[t] < 2 for t in group_tokens[k]):
+            continue  # holding this key out would take a word out of train
+        carriers.subtract(group_tokens[k])
+        (test if len(test) < n_test else valid).extend(groups[k])
+        held.add(k)
+    test, valid = test[:n_test], valid[:n_valid]
+    if len(test) < n_test or len(valid) < n_valid:
+        raise RuntimeError("could not hold out enough keys; ask for smaller valid/test splits")
+    rest = [p for p in pool if p.key not in held]
+    needed = set().union(set(), *(tokens[p.en] for p in valid + test))
+    chosen = [p.construction == "note" for p in rest]
+    for i, p in enumerate(rest):  # first one train sentence for every word of valid/test, then fill in order
+        chosen[i] = chosen[i] or bool(tokens[p.en] & needed)
+        needed -= tokens[p.en] if chosen[i] else set()
+    extra = n_train - sum(chosen)
+    if extra < 0 or needed:
+        raise ValueError(f"n_train={n_train} is too small to contain every word of valid/test; use a larger n_train")
+    for i in range(len(rest)):
+        if extra and not chosen[i]:
+            chosen[i], extra = True, extra - 1
+    if extra:
+        raise RuntimeError(f"the grammar produced too few pairs for n_train={n_train}")
+    return Splits([p for p, c in zip(rest, chosen) if c], valid, test)
+
+
+def load_pairs(path: str | Path, max_pairs: int | None = None) -> list[tuple[str, str]]:
+    """Read `English<TAB>Korean[<TAB>anything]` lines (UTF-8, BOM allowed); blank lines are skipped."""
+    path = Path(path)
+    if max_pairs is not None and (not isinstance(max_pairs, int) or max_pairs < 0):
+        raise ValueError(f"max_pairs must be None or a non-negative int, got {max_pairs!r}")
+    if not path.is_file():
+        raise FileNotFoundError(f"no sentence-pair file at {path} (expected UTF-8 text, one 'English<TAB>Korean' per line)")
+    pairs: list[tuple[str, str]] = []
+    lineno = 0  # for the UnicodeDecodeError message
+    try:
+        with path.open(encoding="utf-8-sig") as f:
+            for lineno, line in enumerate(f, 1):
+                if max_pairs is not None and len(pairs) >= max_pairs:
+                    break
+                if not line.strip():
+                    continue
+                cols = line.rstrip("\r\n").split("\t")
+                if len(cols) < 2:
+                    raise ValueError(f"{path}, line {lineno}: expected 'English<TAB>Korean', found no tab in {line[:60]!r}")
+                en, ko = cols[0].strip(), cols[1].strip()
+                if not en or not ko:
+                    raise ValueError(f"{path}, line {lineno}: the {'Korean' if en else 'English'} side is empty in {line.rstrip()[:60]!r}")
+                pairs.append((en, ko))
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path} is not UTF-8 text (line {lineno + 1}): {err}") from None
+    return pairs
+
+
+def statistics(splits: Splits) -> dict:
+    """Pairs per split, word types per language, content words, constructions, tenses, sentence lengths."""
+    parts = {"train": splits.train, "valid": splits.valid, "test": splits.test}
+    pairs = [p for ps in parts.values() for p in ps]
+    lengths = {lang: [len(getattr(p, lang).split()) for p in pairs] or [0] for lang in ("en", "ko")}
+    content = {lemma(w) for p in pairs for w in p.words if not (w.startswith("N.") and NOUNS[w[2:]].kind == "P")}
+    return {
+        "pairs": {**{k: len(v) for k, v in parts.items()}, "total": len(pairs)},
+        "words": {lang: len({w.strip(".") for p in pairs for w in getattr(p, lang).split()}) for lang in ("en", "ko")},
+        "content_words": {"en": len({e for e, _ in content}), "ko": len({k for _, k in content})},
+        "constructions": dict(Counter(p.construction for p in pairs).most_common()),
+        "tenses": dict(Counter(p.tense for p in pairs).most_common()),
+        "held_out_keys": {"valid": len({p.key for p in splits.valid}), "test": len({p.key for p in splits.test})},
+        "sentence_length": {lang: {"mean": round(sum(v) / len(v), 2), "max": max(v)} for lang, v in lengths.items()},
+    }
