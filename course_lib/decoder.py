@@ -1,0 +1,138 @@
+"""Chapter 06 · The decoder: masked self-attention, cross-attention to the encoder, feed-forward.
+
+A decoder layer has three sub-layers, each wrapped in a residual connection:
+
+1. masked self-attention over the target prefix (``tgt_mask``, usually ``causal_mask(T)``),
+2. cross-attention (encoder-decoder attention): queries from the decoder, keys and values from
+   ``memory``, the encoder's FINAL output, the same tensor for every decoder layer,
+3. the position-wise feed-forward network.
+
+Masks follow the course convention: boolean, **True = may attend**.
+"""
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from .encoder import FeedForward, LayerNorm, check_input, check_torch_layer, clone_layers, copy_common, stack_from_torch
+from .multihead import MultiHeadAttention
+
+__all__ = ["DecoderLayer", "Decoder"]
+
+
+def check_memory(x: Tensor, memory: object, d_model: int) -> None:
+    """Raise a clear error unless ``memory`` is (B, S, D) with the same B as the decoder input."""
+    check_input(memory, d_model, "memory", "(B, S, D), the encoder's output")
+    if memory.shape[0] != x.shape[0]:
+        raise ValueError(f"memory has batch size {memory.shape[0]} but x has {x.shape[0]}: "
+                         "each target sentence needs its own encoded source, memory (B, S, D)")
+
+
+class DecoderLayer(nn.Module):
+    """One decoder layer: masked self-attention, cross-attention, feed-forward (each with a residual).
+
+    ``norm_first=False`` is the paper (post-LN), ``True`` is pre-LN (see ``EncoderLayer``).
+
+    Shape:
+        x: (B, T, D) target vectors; memory: (B, S, D) the encoder's final output
+        tgt_mask: bool (T, T) or (B, T, T), True = may attend (causal, maybe & target padding)
+        memory_mask: bool (B, 1, S), True = a real source token (not padding)
+        returns (B, T, D) [and (self weights (B, H, T, T), cross weights (B, H, T, S))]
+    """
+
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.1, norm_first: bool = False,
+                 eps: float = 1e-5, bias: bool = True) -> None:
+        super().__init__()
+        self.d_model, self.n_heads, self.norm_first = d_model, n_heads, norm_first
+        self.self_attn = MultiHeadAttention(d_model, n_heads, dropout=dropout, bias=bias)
+        self.cross_attn = MultiHeadAttention(d_model, n_heads, dropout=dropout, bias=bias)
+        self.ff = FeedForward(d_model, d_ff, dropout=dropout, bias=bias)
+        self.norm1 = LayerNorm(d_model, eps=eps, bias=bias)
+        self.norm2 = LayerNorm(d_model, eps=eps, bias=bias)
+        self.norm3 = LayerNorm(d_model, eps=eps, bias=bias)
+        self.dropout1 = nn.Dropout(dropout)
+        self.dropout2 = nn.Dropout(dropout)
+        self.dropout3 = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, memory: Tensor, tgt_mask: Tensor | None = None, memory_mask: Tensor | None = None,
+                return_attention: bool = False):
+        check_input(x, self.d_model, "x", "(B, T, D)")
+        check_memory(x, memory, self.d_model)
+        if self.norm_first:
+            attended, self_w = self._sa_block(self.norm1(x), tgt_mask, return_attention)
+            x = x + attended  # (B, T, D)
+            crossed, cross_w = self._ca_block(self.norm2(x), memory, memory_mask, return_attention)
+            x = x + crossed  # (B, T, D)
+            x = x + self._ff_block(self.norm3(x))
+        else:
+            attended, self_w = self._sa_block(x, tgt_mask, return_attention)
+            x = self.norm1(x + attended)  # (B, T, D)
+            crossed, cross_w = self._ca_block(x, memory, memory_mask, return_attention)
+            x = self.norm2(x + crossed)  # (B, T, D)
+            x = self.norm3(x + self._ff_block(x))
+        return (x, (self_w, cross_w)) if return_attention else x
+
+    def _sa_block(self, x: Tensor, mask: Tensor | None, return_attention: bool) -> tuple[Tensor, Tensor | None]:
+        if return_attention:
+            out, weights = self.self_attn(x, x, x, mask=mask, return_attention=True)  # (B, T, D), (B, H, T, T)
+            return self.dropout1(out), weights
+        return self.dropout1(self.self_attn(x, x, x, mask=mask)), None
+
+    def _ca_block(self, x: Tensor, memory: Tensor, mask: Tensor | None, return_attention: bool) -> tuple[Tensor, Tensor | None]:
+        # queries come from the decoder (x); keys and values from the encoder's output (memory)
+        if return_attention:
+            out, weights = self.cross_attn(x, memory, memory, mask=mask, return_attention=True)  # (B, T, D), (B, H, T, S)
+            return self.dropout2(out), weights
+        return self.dropout2(self.cross_attn(x, memory, memory, mask=mask)), None
+
+    def _ff_block(self, x: Tensor) -> Tensor:
+        return self.dropout3(self.ff(x))
+
+    @classmethod
+    def from_torch(cls, module: nn.TransformerDecoderLayer) -> "DecoderLayer":
+        """Our layer with the same weights as a ``nn.TransformerDecoderLayer(batch_first=True)``."""
+        check_torch_layer(module, nn.TransformerDecoderLayer)
+        attn = module.self_attn
+        layer = cls(attn.embed_dim, attn.num_heads, module.linear1.out_features, dropout=module.dropout.p,
+                    norm_first=module.norm_first, bias=module.linear1.bias is not None)
+        copy_common(layer, module, [("norm1", "norm1"), ("norm2", "norm2"), ("norm3", "norm3")])
+        return layer
+
+
+class Decoder(nn.Module):
+    """``n_layers`` copies of one ``DecoderLayer``; every layer reads the same ``memory``.
+
+    ``final_norm=None`` adds a last LayerNorm exactly when the layers are pre-LN.
+
+    Shape:
+        x: (B, T, D), memory: (B, S, D), masks as in ``DecoderLayer`` -> (B, T, D)
+        [and a list of n_layers (self weights, cross weights) with return_attention=True]
+    """
+
+    def __init__(self, layer: DecoderLayer, n_layers: int, final_norm: bool | None = None) -> None:
+        super().__init__()
+        if not isinstance(layer, DecoderLayer):
+            raise TypeError(f"Decoder expects a DecoderLayer to copy, got {type(layer).__name__}")
+        self.layers = clone_layers(layer, n_layers)
+        self.d_model = layer.d_model
+        use_norm = layer.norm_first if final_norm is None else final_norm
+        self.norm = LayerNorm(layer.d_model, eps=layer.norm1.eps, bias=layer.norm1.bias is not None) if use_norm else None
+
+    def forward(self, x: Tensor, memory: Tensor, tgt_mask: Tensor | None = None, memory_mask: Tensor | None = None,
+                return_attention: bool = False):
+        weights = []
+        for layer in self.layers:  # the same memory, the encoder's final output, for every layer
+            if return_attention:
+                x, w = layer(x, memory, tgt_mask, memory_mask, return_attention=True)  # (B, T, D)
+                weights.append(w)
+            else:
+                x = layer(x, memory, tgt_mask, memory_mask)  # (B, T, D)
+        if self.norm is not None:
+            x = self.norm(x)
+        return (x, weights) if return_attention else x
+
+    @classmethod
+    def from_torch(cls, module: nn.TransformerDecoder) -> "Decoder":
+        """Our stack with the same weights as a ``nn.TransformerDecoder`` of batch-first layers."""
+        if not isinstance(module, nn.TransformerDecoder):
+            raise TypeError(f"Decoder.from_torch expects nn.TransformerDecoder, got {type(module).__name__}")
+        return stack_from_torch(cls, DecoderLayer, module)

@@ -1,0 +1,239 @@
+"""Chapter 05 · The encoder: layer norm, feed-forward network, residual sub-layers, a stack of N.
+
+Everything here is written by hand on top of chapter 04's ``MultiHeadAttention``. PyTorch's
+``nn.TransformerEncoderLayer`` appears only in ``from_torch``, which copies its weights so that
+the tests (and the notebook) can prove the two compute the same thing.
+
+Masks follow the course convention: boolean, **True = may attend** (the opposite of PyTorch's
+boolean ``src_mask`` / ``src_key_padding_mask``, where True means "blocked" / "padding").
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .multihead import MultiHeadAttention
+
+__all__ = ["LayerNorm", "FeedForward", "EncoderLayer", "Encoder"]
+
+
+def check_input(x: object, d_model: int, name: str = "x", shape: str = "(B, S, D)") -> None:
+    """Raise a clear error unless ``x`` is a floating tensor of shape ``(B, L, d_model)``."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape {shape}, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor of shape {shape} (token vectors, not ids), got dtype {x.dtype}")
+    if x.dim() != 3 or x.shape[-1] != d_model:
+        raise ValueError(f"{name} must have shape {shape} with D = d_model = {d_model}, got {tuple(x.shape)}")
+
+
+class LayerNorm(nn.Module):
+    """Normalise every token vector to mean 0 and variance 1, then scale and shift.
+
+    ``y = (x - mean) / sqrt(var + eps) * weight + bias`` over the last dimension, with the
+    biased variance (divide by D, not D - 1), exactly like ``nn.LayerNorm(d_model)``.
+
+    Shape:
+        x: (..., D) -> (..., D)
+    """
+
+    def __init__(self, d_model: int, eps: float = 1e-5, bias: bool = True) -> None:
+        super().__init__()
+        self.d_model, self.eps = d_model, eps
+        self.weight = nn.Parameter(torch.ones(d_model))  # (D,) gain, starts at 1
+        self.bias = nn.Parameter(torch.zeros(d_model)) if bias else None  # (D,) shift, starts at 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[-1:] != (self.d_model,):
+            raise ValueError(f"LayerNorm expects (..., D) with D = {self.d_model}, got {tuple(x.shape)}")
+        centred = x - x.mean(dim=-1, keepdim=True)  # (..., D) mean 0 over the features
+        var = centred.square().mean(dim=-1, keepdim=True)  # (..., 1) biased variance: divide by D
+        x_hat = centred * torch.rsqrt(var + self.eps)  # (..., D) eps inside the square root
+        if self.bias is None:
+            return x_hat * self.weight  # (..., D) a learned gain per feature
+        return torch.addcmul(self.bias, x_hat, self.weight)  # (..., D) bias + x_hat * weight, in one step
+
+    def extra_repr(self) -> str:
+        return f"{self.d_model}, eps={self.eps}, bias={self.bias is not None}"
+
+
+class FeedForward(nn.Module):
+    """The position-wise feed-forward network: Linear -> ReLU -> dropout -> Linear.
+
+    The same two linear maps are applied to every position separately (nothing mixes tokens).
+
+    Shape:
+        x: (B, T, D) -> (B, T, D), with a hidden width d_ff in between
+    """
+
+    def __init__(self, d_model: int, d_ff: int, dropout: float = 0.1, bias: bool = True) -> None:
+        super().__init__()
+        self.linear1 = nn.Linear(d_model, d_ff, bias=bias)
+        self.dropout = nn.Dropout(dropout)
+        self.linear2 = nn.Linear(d_ff, d_model, bias=bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        hidden = F.relu(self.linear1(x))  # (B, T, d_ff)
+        return self.linear2(self.dropout(hidden))  # (B, T, D)
+
+
+class EncoderLayer(nn.Module):
+    """One encoder layer: self-attention and a feed-forward network, each wrapped in a residual.
+
+    ``norm_first=False`` is the paper (post-LN): ``x = norm(x + sublayer(x))``.
+    ``norm_first=True`` is pre-LN: ``x = x + sublayer(norm(x))``; the residual stream itself is
+    never normalised, which is why a pre-LN ``Encoder`` ends with one extra LayerNorm.
+
+    Shape:
+        x: (B, S, D); mask: bool, True = may attend, (B, 1, S) padding or (B, S, S) / (S, S)
+        returns (B, S, D) [and attention weights (B, H, S, S) with return_attention=True]
+    """
+
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.1, norm_first: bool = False,
+                 eps: float = 1e-5, bias: bool = True) -> None:
+        super().__init__()
+        self.d_model, self.n_heads, self.norm_first = d_model, n_heads, norm_first
+        self.self_attn = MultiHeadAttention(d_model, n_heads, dropout=dropout, bias=bias)
+        self.ff = FeedForward(d_model, d_ff, dropout=dropout, bias=bias)
+        self.norm1 = LayerNorm(d_model, eps=eps, bias=bias)
+        self.norm2 = LayerNorm(d_model, eps=eps, bias=bias)
+        self.dropout1 = nn.Dropout(dropout)  # on the attention branch, before the residual sum
+        self.dropout2 = nn.Dropout(dropout)  # on the feed-forward branch
+
+    def forward(self, x: Tensor, mask: Tensor | None = None, return_attention: bool = False):
+        check_input(x, self.d_model, "x", "(B, S, D)")
+        if self.norm_first:
+            attended, weights = self._sa_block(self.norm1(x), mask, return_attention)
+            x = x + attended  # (B, S, D) the residual stream stays un-normalised
+            x = x + self._ff_block(self.norm2(x))
+        else:
+            attended, weights = self._sa_block(x, mask, return_attention)
+            x = self.norm1(x + attended)  # (B, S, D)
+            x = self.norm2(x + self._ff_block(x))
+        return (x, weights) if return_attention else x
+
+    def _sa_block(self, x: Tensor, mask: Tensor | None, return_attention: bool) -> tuple[Tensor, Tensor | None]:
+        if return_attention:
+            out, weights = self.self_attn(x, x, x, mask=mask, return_attention=True)  # (B, S, D), (B, H, S, S)
+            return self.dropout1(out), weights
+        return self.dropout1(self.self_attn(x, x, x, mask=mask)), None
+
+    def _ff_block(self, x: Tensor) -> Tensor:
+        return self.dropout2(self.ff(x))
+
+    @classmethod
+    def from_torch(cls, module: nn.TransformerEncoderLayer) -> "EncoderLayer":
+        """Our layer with the same weights as a ``nn.TransformerEncoderLayer(batch_first=True)``."""
+        check_torch_layer(module, nn.TransformerEncoderLayer)
+        attn = module.self_attn
+        layer = cls(attn.embed_dim, attn.num_heads, module.linear1.out_features, dropout=module.dropout.p,
+                    norm_first=module.norm_first, bias=module.linear1.bias is not None)
+        copy_common(layer, module, [("norm1", "norm1"), ("norm2", "norm2")])
+        return layer
+
+
+class Encoder(nn.Module):
+    """``n_layers`` independent copies of one ``EncoderLayer``, applied in order.
+
+    ``final_norm=None`` adds a last LayerNorm exactly when the layers are pre-LN (``norm_first``):
+    their output is a sum that no norm has touched. Post-LN layers already end with a norm.
+
+    Shape:
+        x: (B, S, D), mask as in ``EncoderLayer`` -> (B, S, D)
+        [and a list of n_layers attention weights (B, H, S, S) with return_attention=True]
+    """
+
+    def __init__(self, layer: EncoderLayer, n_layers: int, final_norm: bool | None = None) -> None:
+        super().__init__()
+        if not isinstance(layer, EncoderLayer):
+            raise TypeError(f"Encoder expects an EncoderLayer to copy, got {type(layer).__name__}")
+        self.layers = clone_layers(layer, n_layers)
+        self.d_model = layer.d_model
+        use_norm = layer.norm_first if final_norm is None else final_norm
+        self.norm = LayerNorm(layer.d_model, eps=layer.norm1.eps, bias=layer.norm1.bias is not None) if use_norm else None
+
+    def forward(self, x: Tensor, mask: Tensor | None = None, return_attention: bool = False):
+        weights = []
+        for layer in self.layers:
+            if return_attention:
+                x, w = layer(x, mask, return_attention=True)  # (B, S, D), (B, H, S, S)
+                weights.append(w)
+            else:
+                x = layer(x, mask)  # (B, S, D)
+        if self.norm is not None:
+            x = self.norm(x)
+        return (x, weights) if return_attention else x
+
+    @classmethod
+    def from_torch(cls, module: nn.TransformerEncoder) -> "Encoder":
+        """Our stack with the same weights as a ``nn.TransformerEncoder`` of batch-first layers."""
+        if not isinstance(module, nn.TransformerEncoder):
+            raise TypeError(f"Encoder.from_torch expects nn.TransformerEncoder, got {type(module).__name__}")
+        return stack_from_torch(cls, EncoderLayer, module)
+
+
+# --- helpers shared with chapter 06 (decoder.py imports them; nothing is pasted twice) ----------
+
+def clone_layers(layer: nn.Module, n_layers: int) -> nn.ModuleList:
+    """``n_layers`` deep copies of ``layer`` (each with its own parameters)."""
+    if not isinstance(n_layers, int) or n_layers < 1:
+        raise ValueError(f"n_layers must be a positive int, got {n_layers!r}")
+    return nn.ModuleList(copy.deepcopy(layer) for _ in range(n_layers))
+
+
+def check_torch_layer(module: nn.Module, kind: type) -> None:
+    """Refuse PyTorch layers that ours cannot reproduce, saying what to change."""
+    name = kind.__name__
+    if not isinstance(module, kind):
+        raise TypeError(f"from_torch expects nn.{name}, got {type(module).__name__}")
+    if not module.self_attn.batch_first:
+        raise ValueError(f"nn.{name} must be built with batch_first=True: ours takes (B, L, D) inputs")
+    if not (module.activation is F.relu or isinstance(module.activation, nn.ReLU)):
+        raise ValueError(f"nn.{name} must use activation='relu' (ours is Linear -> ReLU -> Linear), got {module.activation}")
+    norms = [m for n, m in module.named_children() if n.startswith("norm")]
+    if any(not isinstance(n, nn.LayerNorm) or n.weight is None for n in norms):
+        raise ValueError(f"nn.{name} must use nn.LayerNorm with elementwise_affine=True")
+
+
+def copy_common(ours: nn.Module, theirs: nn.Module, norm_pairs: list[tuple[str, str]]) -> None:
+    """Copy the feed-forward and LayerNorm weights (and eps, dtype, device, train mode) from PyTorch's layer."""
+    ref = theirs.linear1.weight
+    ours.to(dtype=ref.dtype, device=ref.device)  # first, so that float64 weights are copied without rounding
+    with torch.no_grad():
+        for mine, src in ((ours.ff.linear1, theirs.linear1), (ours.ff.linear2, theirs.linear2)):
+            mine.weight.copy_(src.weight)
+            if mine.bias is not None:
+                mine.bias.copy_(src.bias)
+        for mine_name, src_name in norm_pairs:
+            copy_norm(getattr(ours, mine_name), getattr(theirs, src_name))
+    ours.self_attn = MultiHeadAttention.from_torch(theirs.self_attn).to(dtype=ref.dtype, device=ref.device)
+    if hasattr(ours, "cross_attn"):
+        ours.cross_attn = MultiHeadAttention.from_torch(theirs.multihead_attn).to(dtype=ref.dtype, device=ref.device)
+    ours.train(theirs.training)
+
+
+def copy_norm(ours: LayerNorm, theirs: nn.LayerNorm) -> None:
+    """Copy one nn.LayerNorm (weights and eps) into ours."""
+    if tuple(theirs.normalized_shape) != (ours.d_model,):
+        raise ValueError(f"nn.LayerNorm normalises over {tuple(theirs.normalized_shape)}, ours over ({ours.d_model},)")
+    with torch.no_grad():
+        ours.weight.copy_(theirs.weight)
+        if theirs.bias is None:
+            ours.bias = None
+        else:
+            ours.bias.copy_(theirs.bias)
+    ours.eps = theirs.eps
+
+
+def stack_from_torch(cls: type, layer_cls: type, module: nn.Module) -> nn.Module:
+    """Build our Encoder/Decoder from PyTorch's TransformerEncoder/TransformerDecoder."""
+    layers = [layer_cls.from_torch(m) for m in module.layers]
+    stack = cls(layers[0], len(layers), final_norm=module.norm is not None)
+    stack.layers = nn.ModuleList(layers)
+    if module.norm is not None:
+        copy_norm(stack.norm, module.norm)
+        stack.norm.to(dtype=module.norm.weight.dtype, device=module.norm.weight.device)
+    return stack.train(module.training)

@@ -1,0 +1,140 @@
+"""Chapter 07 · The whole Transformer: embeddings, positions, encoder, decoder, output projection.
+
+Every part comes from an earlier chapter; this module only wires them together (the Annotated
+Transformer's ``make_model``, as a typed config and one class).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .attention import causal_mask, padding_mask
+from .decoder import Decoder, DecoderLayer
+from .embeddings import PositionalEncoding, TokenEmbedding
+from .encoder import Encoder, EncoderLayer
+
+__all__ = ["TransformerConfig", "Transformer", "count_parameters"]
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    """Every size and switch of the model; ``asdict`` of it is saved with each checkpoint."""
+
+    src_vocab_size: int
+    tgt_vocab_size: int
+    d_model: int = 512
+    n_heads: int = 8
+    d_ff: int = 2048
+    n_layers: int = 6  # N, for the encoder and for the decoder
+    dropout: float = 0.1
+    max_len: int = 512
+    norm_first: bool = False  # False = post-LN, as in the paper
+    share_embeddings: bool = False  # one table for source and target (needs one shared vocabulary)
+    tie_output: bool = False  # the pre-softmax projection reuses the target embedding table
+    pad_id: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("src_vocab_size", "tgt_vocab_size", "d_model", "n_heads", "d_ff", "n_layers", "max_len"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"TransformerConfig.{name} must be a positive int, got {value!r}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        if self.share_embeddings and self.src_vocab_size != self.tgt_vocab_size:
+            raise ValueError("share_embeddings needs one vocabulary: src_vocab_size "
+                             f"({self.src_vocab_size}) != tgt_vocab_size ({self.tgt_vocab_size})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+
+    @classmethod
+    def tiny(cls, src_vocab_size: int = 64, tgt_vocab_size: int = 64, **changes) -> "TransformerConfig":
+        """A model small enough for unit tests and a laptop CPU."""
+        sizes = dict(d_model=32, n_heads=4, d_ff=64, n_layers=2, dropout=0.0, max_len=64)
+        return cls(src_vocab_size, tgt_vocab_size, **{**sizes, **changes})
+
+    @classmethod
+    def paper_base(cls, vocab_size: int = 37000) -> "TransformerConfig":
+        """The paper's base model: N=6, d_model=512, d_ff=2048, h=8, shared and tied embeddings."""
+        return cls(vocab_size, vocab_size, share_embeddings=True, tie_output=True)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Transformer(nn.Module):
+    """The encoder-decoder Transformer of "Attention Is All You Need".
+
+    Shape:
+        src (B, S) ids, tgt (B, T) ids -> logits (B, T, V_tgt)
+        src_mask: bool (B, 1, S), True = real token; None builds ``padding_mask(src, pad_id)``
+        tgt_mask: bool (T, T) or (B, T, T); None builds ``causal_mask(T)``
+    """
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        if not isinstance(config, TransformerConfig):
+            raise TypeError(f"Transformer expects a TransformerConfig, got {type(config).__name__}")
+        c = self.config = config
+        self.src_embed = TokenEmbedding(c.src_vocab_size, c.d_model)  # ids -> vectors * sqrt(D)
+        self.tgt_embed = self.src_embed if c.share_embeddings else TokenEmbedding(c.tgt_vocab_size, c.d_model)
+        self.pos = PositionalEncoding(c.d_model, c.max_len, c.dropout)
+        self.encoder = Encoder(EncoderLayer(c.d_model, c.n_heads, c.d_ff, c.dropout, c.norm_first), c.n_layers)
+        self.decoder = Decoder(DecoderLayer(c.d_model, c.n_heads, c.d_ff, c.dropout, c.norm_first), c.n_layers)
+        self.generator = nn.Linear(c.d_model, c.tgt_vocab_size, bias=False)  # the pre-softmax projection
+        if c.tie_output:
+            self.generator.weight = self.tgt_embed.weight  # (V, D): one table, used both ways
+
+    def encode(self, src: Tensor, src_mask: Tensor | None = None, return_attention: bool = False):
+        """(B, S) ids -> memory (B, S, D) [and one (B, H, S, S) map per layer]."""
+        self._check_ids(src, self.config.src_vocab_size, "src")
+        src_mask = padding_mask(src, self.config.pad_id) if src_mask is None else src_mask  # (B, 1, S)
+        x = self.pos(self.src_embed(src))  # (B, S, D)
+        return self.encoder(x, src_mask, return_attention=return_attention)
+
+    def decode(self, tgt: Tensor, memory: Tensor, src_mask: Tensor | None = None, tgt_mask: Tensor | None = None,
+               return_attention: bool = False, src: Tensor | None = None):
+        """Target prefix (B, T) and memory (B, S, D) -> logits (B, T, V) [and per-layer maps].
+
+        ``src_mask`` hides the source padding from cross-attention; pass it (or ``src``, from
+        which it is built) whenever the batch is padded.
+        """
+        self._check_ids(tgt, self.config.tgt_vocab_size, "tgt")
+        if src_mask is None and src is not None:
+            src_mask = padding_mask(src, self.config.pad_id)  # (B, 1, S)
+        tgt_mask = causal_mask(tgt.shape[1], tgt.device) if tgt_mask is None else tgt_mask  # (T, T)
+        y = self.pos(self.tgt_embed(tgt))  # (B, T, D)
+        out = self.decoder(y, memory, tgt_mask, src_mask, return_attention=return_attention)
+        if return_attention:
+            hidden, weights = out
+            return self.generator(hidden), weights  # (B, T, V)
+        return self.generator(out)  # (B, T, V)
+
+    def forward(self, src: Tensor, tgt: Tensor, src_mask: Tensor | None = None, tgt_mask: Tensor | None = None) -> Tensor:
+        src_mask = padding_mask(src, self.config.pad_id) if src_mask is None else src_mask  # (B, 1, S)
+        memory = self.encode(src, src_mask)  # (B, S, D)
+        return self.decode(tgt, memory, src_mask, tgt_mask)  # (B, T, V)
+
+    @staticmethod
+    def _check_ids(ids: Tensor, vocab_size: int, name: str) -> None:
+        if not isinstance(ids, Tensor) or ids.dim() != 2 or ids.is_floating_point():
+            got = f"{ids.dtype} {tuple(ids.shape)}" if isinstance(ids, Tensor) else type(ids).__name__
+            raise TypeError(f"{name} must be integer token ids of shape (B, L), got {got}")
+        if ids.numel() and (ids.min() < 0 or ids.max() >= vocab_size):
+            raise ValueError(f"{name} ids must lie in 0..{vocab_size - 1} (the vocabulary), "
+                             f"got values from {int(ids.min())} to {int(ids.max())}")
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Trainable parameters, counting a tied (shared) table once."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def _self_check() -> None:  # pragma: no cover - run by hand: python -m course_lib.model
+    print(f"{count_parameters(Transformer(TransformerConfig.paper_base())):,} parameters in paper_base")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    torch.manual_seed(0)
+    _self_check()

@@ -1,0 +1,116 @@
+"""Chapter 04 · Multi-head attention: project, split into heads, attend, merge, project back.
+
+``MultiHeadAttention`` is written by hand on top of chapter 03's attention. Its forward never
+calls ``nn.MultiheadAttention``; ``from_torch`` only copies that module's weights so the two can
+be compared. A fused path through ``F.scaled_dot_product_attention`` exists for chapter 08, but
+only when switched on explicitly (``fused=True`` or ``set_fused(model, True)``).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .attention import check_mask, scaled_dot_product_attention
+
+__all__ = ["MultiHeadAttention", "split_heads", "merge_heads", "set_fused"]
+
+
+def split_heads(x: Tensor, n_heads: int) -> Tensor:
+    """(B, T, D) -> (B, H, T, Dh): head h gets features h*Dh .. (h+1)*Dh - 1 of every token."""
+    b, t, d = x.shape
+    return x.view(b, t, n_heads, d // n_heads).transpose(1, 2)  # (B, H, T, Dh)
+
+
+def merge_heads(x: Tensor) -> Tensor:
+    """(B, H, T, Dh) -> (B, T, D): concatenate the heads' outputs back into one vector per token."""
+    b, h, t, dh = x.shape
+    return x.transpose(1, 2).reshape(b, t, h * dh)  # (B, T, D)
+
+
+class MultiHeadAttention(nn.Module):
+    """``n_heads`` attentions side by side, each on its own ``d_model / n_heads`` slice.
+
+    Args:
+        mask (forward): bool, True = may attend, broadcastable to (B, T_q, T_k), e.g. (B, 1, T_k)
+            for padding or (T_q, T_k) for causal; the same mask is used by every head.
+    Shape:
+        query (B, T_q, D), key and value (B, T_k, D) -> (B, T_q, D)
+        [and weights (B, H, T_q, T_k) with return_attention=True]
+    """
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True, fused: bool = False) -> None:
+        super().__init__()
+        if n_heads < 1 or d_model % n_heads != 0:
+            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads}): "
+                             f"each head gets d_model / n_heads features")
+        self.d_model, self.n_heads, self.d_k = d_model, n_heads, d_model // n_heads
+        self.dropout, self.fused = dropout, fused
+        self.w_q = nn.Linear(d_model, d_model, bias=bias)  # all heads' W^Q side by side
+        self.w_k = nn.Linear(d_model, d_model, bias=bias)
+        self.w_v = nn.Linear(d_model, d_model, bias=bias)
+        self.w_o = nn.Linear(d_model, d_model, bias=bias)  # mixes the concatenated heads
+
+    def forward(self, query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None = None,
+                return_attention: bool = False):
+        self._check_inputs(query, key, value, mask)
+        q = split_heads(self.w_q(query), self.n_heads)  # (B, H, T_q, Dh)
+        k = split_heads(self.w_k(key), self.n_heads)  # (B, H, T_k, Dh)
+        v = split_heads(self.w_v(value), self.n_heads)  # (B, H, T_k, Dh)
+        if mask is not None and mask.dim() == 3:
+            mask = mask.unsqueeze(1)  # (B, 1, T_q or 1, T_k): the same mask for every head
+        p = self.dropout if self.training else 0.0
+        if self.fused and not return_attention:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, H, T_q, Dh)
+            weights = None
+        else:
+            out, weights = scaled_dot_product_attention(q, k, v, mask, dropout_p=p)  # (B, H, T_q, Dh)
+        out = self.w_o(merge_heads(out))  # (B, T_q, D)
+        return (out, weights) if return_attention else out
+
+    def _check_inputs(self, query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None) -> None:
+        for name, t in (("query", query), ("key", key), ("value", value)):
+            if not isinstance(t, Tensor) or t.dim() != 3 or t.shape[-1] != self.d_model:
+                got = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+                raise ValueError(f"{name} must have shape (B, T, D) with D = d_model = {self.d_model}, got {got}")
+        if key.shape[:2] != value.shape[:2] or query.shape[0] != key.shape[0]:
+            raise ValueError(f"query (B, T_q, D), key and value (B, T_k, D) must agree on B and T_k: "
+                             f"got query {tuple(query.shape)}, key {tuple(key.shape)}, value {tuple(value.shape)}")
+        if mask is not None:
+            shape = (query.shape[0], query.shape[1], key.shape[1])
+            check_mask(mask, shape, "(B, T_q, T_k)")
+            if mask.dim() > 3:
+                raise ValueError(f"mask must have at most 3 dims, broadcastable to (B, T_q, T_k) = {shape}; "
+                                 f"got {tuple(mask.shape)} (the heads share one mask)")
+
+    def extra_repr(self) -> str:
+        return f"d_model={self.d_model}, n_heads={self.n_heads}, dropout={self.dropout}, fused={self.fused}"
+
+    @classmethod
+    def from_torch(cls, module: nn.MultiheadAttention) -> "MultiHeadAttention":
+        """Ours with the same weights as ``module``: ``in_proj_weight`` is [W_q; W_k; W_v] stacked."""
+        if not isinstance(module, nn.MultiheadAttention):
+            raise TypeError(f"from_torch expects nn.MultiheadAttention, got {type(module).__name__}")
+        if not module._qkv_same_embed_dim or module.bias_k is not None or module.add_zero_attn:
+            raise ValueError("from_torch supports nn.MultiheadAttention with kdim = vdim = embed_dim, "
+                             "add_bias_kv=False and add_zero_attn=False")
+        ref = module.in_proj_weight
+        ours = cls(module.embed_dim, module.num_heads, dropout=module.dropout,
+                   bias=module.in_proj_bias is not None).to(dtype=ref.dtype, device=ref.device)
+        with torch.no_grad():
+            for i, lin in enumerate((ours.w_q, ours.w_k, ours.w_v)):
+                lin.weight.copy_(ref.chunk(3)[i])  # rows i*D .. (i+1)*D - 1
+                if lin.bias is not None:
+                    lin.bias.copy_(module.in_proj_bias.chunk(3)[i])
+            ours.w_o.weight.copy_(module.out_proj.weight)
+            if ours.w_o.bias is not None:
+                ours.w_o.bias.copy_(module.out_proj.bias)
+        return ours.train(module.training)
+
+
+def set_fused(model: nn.Module, fused: bool = True) -> nn.Module:
+    """Switch every ``MultiHeadAttention`` inside ``model`` to (or away from) the fused kernel."""
+    for m in model.modules():
+        if isinstance(m, MultiHeadAttention):
+            m.fused = fused
+    return model

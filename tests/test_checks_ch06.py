@@ -1,0 +1,244 @@
+"""Checkers of chapter 06: the solutions pass, stubs propagate NotImplementedError, classic mistakes get their hint."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from course_lib import checks
+from course_lib.checks import CheckFailed
+from course_lib.decoder import DecoderLayer as LibDecoderLayer
+from course_lib.encoder import FeedForward, LayerNorm
+from course_lib.multihead import MultiHeadAttention
+
+ch06 = checks.ch06
+
+
+# --- decoder layer ----------------------------------------------------------------------------
+
+class DLScaffold(nn.Module):
+    """The exercise's given __init__."""
+
+    def __init__(self, d_model, n_heads, d_ff, dropout=0.1):
+        super().__init__()
+        self.self_attn = MultiHeadAttention(d_model, n_heads, dropout=dropout)
+        self.cross_attn = MultiHeadAttention(d_model, n_heads, dropout=dropout)
+        self.ff = FeedForward(d_model, d_ff, dropout)
+        self.norm1, self.norm2, self.norm3 = LayerNorm(d_model), LayerNorm(d_model), LayerNorm(d_model)
+        self.dropout1, self.dropout2, self.dropout3 = nn.Dropout(dropout), nn.Dropout(dropout), nn.Dropout(dropout)
+
+
+class DLSolution(DLScaffold):
+    def forward(self, x, memory, tgt_mask=None, memory_mask=None):
+        x = self.norm1(x + self.dropout1(self.self_attn(x, x, x, mask=tgt_mask)))
+        x = self.norm2(x + self.dropout2(self.cross_attn(x, memory, memory, mask=memory_mask)))
+        return self.norm3(x + self.dropout3(self.ff(x)))
+
+
+class DLOtherStyle(DLScaffold):
+    def forward(self, x, memory, tgt_mask=None, memory_mask=None):
+        steps = [
+            (self.norm1, lambda h: self.self_attn(h, h, h, tgt_mask)),
+            (self.norm2, lambda h: self.cross_attn(query=h, key=memory, value=memory, mask=memory_mask)),
+            (self.norm3, self.ff),
+        ]
+        for norm, sub in steps:
+            x = norm(x + sub(x))
+        return x
+
+
+class DLCrossOnSelf(DLScaffold):
+    def forward(self, x, memory, tgt_mask=None, memory_mask=None):
+        x = self.norm1(x + self.self_attn(x, x, x, mask=tgt_mask))
+        x = self.norm2(x + self.cross_attn(x, x, x, mask=tgt_mask))
+        return self.norm3(x + self.ff(x))
+
+
+class DLNoCausal(DLSolution):
+    def forward(self, x, memory, tgt_mask=None, memory_mask=None):
+        return super().forward(x, memory, None, memory_mask)
+
+
+class DLNoMemoryMask(DLSolution):
+    def forward(self, x, memory, tgt_mask=None, memory_mask=None):
+        return super().forward(x, memory, tgt_mask, None)
+
+
+class DLNoResidualSelf(DLScaffold):
+    def forward(self, x, memory, tgt_mask=None, memory_mask=None):
+        x = self.norm1(self.self_attn(x, x, x, mask=tgt_mask))
+        x = self.norm2(x + self.cross_attn(x, memory, memory, mask=memory_mask))
+        return self.norm3(x + self.ff(x))
+
+
+class DLNoResidualCross(DLScaffold):
+    def forward(self, x, memory, tgt_mask=None, memory_mask=None):
+        x = self.norm1(x + self.self_attn(x, x, x, mask=tgt_mask))
+        x = self.norm2(self.cross_attn(x, memory, memory, mask=memory_mask))
+        return self.norm3(x + self.ff(x))
+
+
+class DLNoResidualFF(DLScaffold):
+    def forward(self, x, memory, tgt_mask=None, memory_mask=None):
+        x = self.norm1(x + self.self_attn(x, x, x, mask=tgt_mask))
+        x = self.norm2(x + self.cross_attn(x, memory, memory, mask=memory_mask))
+        return self.norm3(self.ff(x))
+
+
+class DLSwappedOrder(DLScaffold):
+    def forward(self, x, memory, tgt_mask=None, memory_mask=None):
+        x = self.norm2(x + self.cross_attn(x, memory, memory, mask=memory_mask))
+        x = self.norm1(x + self.self_attn(x, x, x, mask=tgt_mask))
+        return self.norm3(x + self.ff(x))
+
+
+class DLValueFromDecoder(DLScaffold):
+    def forward(self, x, memory, tgt_mask=None, memory_mask=None):
+        x = self.norm1(x + self.self_attn(x, x, x, mask=tgt_mask))
+        x = self.norm2(x + self.cross_attn(x, memory, x, mask=memory_mask))
+        return self.norm3(x + self.ff(x))
+
+
+class DLQueriesFromMemory(DLScaffold):
+    def forward(self, x, memory, tgt_mask=None, memory_mask=None):
+        x = self.norm1(x + self.self_attn(x, x, x, mask=tgt_mask))
+        x = self.norm2(memory + self.cross_attn(memory, x, x))
+        return self.norm3(x + self.ff(x))
+
+
+def test_decoder_layer_solutions_pass(capsys):
+    ch06.decoder_layer(DLSolution)
+    ch06.decoder_layer(DLOtherStyle)
+    ch06.decoder_layer(LibDecoderLayer)
+    assert capsys.readouterr().out.count("✓ decoder_layer") == 3
+
+
+def test_decoder_layer_stub_propagates():
+    class Stub(DLScaffold):
+        def forward(self, x, memory, tgt_mask=None, memory_mask=None):
+            raise NotImplementedError("write forward")
+    with pytest.raises(NotImplementedError):
+        ch06.decoder_layer(Stub)
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (DLCrossOnSelf, "keys and values from memory"),
+    (DLNoCausal, "causal mask is missing"),
+    (DLNoMemoryMask, "memory .source padding. mask is missing"),
+    (DLNoResidualSelf, "missing around the masked self-attention"),
+    (DLNoResidualCross, "missing around the cross-attention"),
+    (DLNoResidualFF, "missing around the feed-forward"),
+    (DLSwappedOrder, "masked self-attention first"),
+    (DLValueFromDecoder, "keys and values both come from memory"),
+    (DLQueriesFromMemory, r"cross_attn\(x, memory, memory"),
+])
+def test_decoder_layer_mistakes_get_their_hint(wrong, hint):
+    with pytest.raises(CheckFailed, match=hint):
+        ch06.decoder_layer(wrong)
+
+
+# --- is_causal --------------------------------------------------------------------------------
+
+def causal_solution(layer_fn, d_model, length=6):
+    torch.manual_seed(0)
+    x = torch.randn(2, length, d_model)
+    before = layer_fn(x)
+    for k in range(1, length):
+        y = x.clone()
+        y[:, k] += torch.randn(d_model)
+        after = layer_fn(y)
+        if not torch.allclose(before[:, :k], after[:, :k], atol=1e-7, rtol=0):
+            return False
+    return True
+
+
+def causal_other_style(layer_fn, d_model, length=6):
+    """With autograd: the Jacobian of output t with respect to input s must vanish for s > t."""
+    x = torch.randn(1, length, d_model, dtype=torch.float64)
+    jac = torch.autograd.functional.jacobian(lambda t: layer_fn(t.double()).double(), x)  # (1, T, D, 1, T, D)
+    per_pair = jac[0, :, :, 0].abs().sum(dim=(1, 3))  # (T_out, T_in)
+    return bool((per_pair.triu(1) == 0).all())
+
+
+def causal_only_last(layer_fn, d_model, length=6):
+    x = torch.randn(1, length, d_model)
+    y = x.clone()
+    y[:, -1] += 1.0
+    return torch.allclose(layer_fn(x)[:, :-1], layer_fn(y)[:, :-1])
+
+
+def causal_includes_self(layer_fn, d_model, length=6):
+    x = torch.randn(1, length, d_model)
+    for k in range(length):
+        y = x.clone()
+        y[:, k] += 1.0
+        if not torch.allclose(layer_fn(x)[:, : k + 1], layer_fn(y)[:, : k + 1]):
+            return False
+    return True
+
+
+def causal_loose(layer_fn, d_model, length=6):
+    x = torch.randn(1, length, d_model)
+    for k in range(1, length):
+        y = x.clone()
+        y[:, k] += 1.0
+        if not torch.allclose(layer_fn(x)[:, :k], layer_fn(y)[:, :k], atol=0.1):
+            return False
+    return True
+
+
+def causal_first_only(layer_fn, d_model, length=6):
+    x = torch.randn(1, length, d_model)
+    y = x.clone()
+    y[:, 1:] += 1.0
+    return torch.allclose(layer_fn(x)[:, 0], layer_fn(y)[:, 0])
+
+
+def causal_last_vs_first(layer_fn, d_model, length=6):
+    x = torch.randn(1, length, d_model)
+    y = x.clone()
+    y[:, -1] += 1.0
+    return torch.allclose(layer_fn(x)[:, 0], layer_fn(y)[:, 0])
+
+
+def causal_returns_tensor(layer_fn, d_model, length=6):
+    x = torch.randn(1, length, d_model)
+    y = x.clone()
+    y[:, -1] += 1.0
+    return (layer_fn(x)[:, :-1] - layer_fn(y)[:, :-1]).abs().max()
+
+
+def test_is_causal_solutions_pass(capsys):
+    ch06.is_causal(causal_solution)
+    ch06.is_causal(causal_other_style)
+    assert capsys.readouterr().out.count("✓ is_causal") == 2
+
+
+def test_is_causal_stub_propagates():
+    def stub(layer_fn, d_model, length=6):
+        raise NotImplementedError("write is_causal")
+    with pytest.raises(NotImplementedError):
+        ch06.is_causal(stub)
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (causal_only_last, "perturb EVERY position"),
+    (causal_includes_self, "the perturbed position itself MAY change"),
+    (causal_loose, "tight tolerance"),
+    (causal_first_only, "perturb EVERY position"),
+    (causal_last_vs_first, "positions 0..t only"),
+    (causal_returns_tensor, "a Python bool"),
+    (lambda layer_fn, d_model, length=6: True, "compare the outputs at EARLIER positions"),
+])
+def test_is_causal_mistakes_get_their_hint(wrong, hint):
+    with pytest.raises(CheckFailed, match=hint):
+        ch06.is_causal(wrong)
+
+
+def test_the_course_decoder_passes_the_learners_test():
+    torch.manual_seed(0)
+    layer = LibDecoderLayer(8, 2, 16, dropout=0.0).eval()
+    memory = torch.randn(2, 5, 8)
+    causal = torch.ones(6, 6, dtype=torch.bool).tril()
+    assert causal_solution(lambda x: layer(x, memory, causal), 8) is True
+    assert causal_solution(lambda x: layer(x, memory), 8) is False
