@@ -134,3 +134,5 @@ def test_readme_chapter_map_names_existing_files():
         assert f"notebooks/{nb.name}" in readme, f"README's chapter map misses notebooks/{nb.name}"
     for nb in sorted((ROOT / "exercises").glob("*.ipynb")):
         assert f"exercises/{nb.name}" in readme, f"README's chapter map misses exercises/{nb.name}"
+    for path in re.findall(r"\((?:notebooks|exercises|solutions)/[^)]+\.ipynb\)", readme):
+        assert (ROOT / path[1:-1]).exists(), f"README links {path[1:-1]}, which does not exist"
