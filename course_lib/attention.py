@@ -6,7 +6,8 @@ the same meaning as ``torch.nn.functional.scaled_dot_product_attention`` and the
 
 A query whose every key is masked has nothing to look at. Softmax over an all ``-inf`` row is
 NaN, and a large negative number instead of ``-inf`` would silently give a uniform average of
-padding. Here such a row gets weights of zero and an output of zero, on purpose and tested.
+padding. Here such a row gets weights of zero and an output of zero, on purpose and tested
+(``F.scaled_dot_product_attention`` of torch 2.13 returns zeros for such a row too).
 """
 from __future__ import annotations
 
@@ -60,6 +61,8 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, mask
         -> output (..., T_q, d_v), weights (..., T_q, T_k) (before dropout)
     """
     _check_qkv(query, key, value)
+    if not 0.0 <= dropout_p <= 1.0:
+        raise ValueError(f"dropout_p is a probability in [0, 1], got {dropout_p!r}")
     scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
     scores = (query @ key.transpose(-2, -1)) * scale  # (..., T_q, T_k)
     if mask is not None:
@@ -74,7 +77,7 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, mask
 
 def causal_mask(n: int, device: torch.device | str | None = None) -> Tensor:
     """(n, n) bool: position i may attend to positions 0..i (True on and below the diagonal)."""
-    if not isinstance(n, int) or n < 1:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"causal_mask needs a positive length n, got {n!r}")
     return torch.ones(n, n, dtype=torch.bool, device=device).tril()  # (n, n)
 
