@@ -19,7 +19,9 @@ __all__ = ["MultiHeadAttention", "split_heads", "merge_heads", "set_fused"]
 def split_heads(x: Tensor, n_heads: int) -> Tensor:
     """(B, T, D) -> (B, H, T, Dh): head h gets features h*Dh .. (h+1)*Dh - 1 of every token."""
     b, t, d = x.shape
-    return x.view(b, t, n_heads, d // n_heads).transpose(1, 2)  # (B, H, T, Dh)
+    if d % n_heads != 0:
+        raise ValueError(f"split_heads: the last dimension D = {d} of x (B, T, D) must be divisible by n_heads = {n_heads}")
+    return x.view(b, t, n_heads, d // n_heads).transpose(1, 2)  # (B, T, H, Dh) -> (B, H, T, Dh)
 
 
 def merge_heads(x: Tensor) -> Tensor:
@@ -32,8 +34,12 @@ class MultiHeadAttention(nn.Module):
     """``n_heads`` attentions side by side, each on its own ``d_model / n_heads`` slice.
 
     Args:
+        d_model: width D of every token vector; n_heads: H, which must divide D (Dh = d_k = D / H).
+        dropout: on the attention weights, in training only. bias: for all four projections.
+        fused: use ``F.scaled_dot_product_attention`` for the attention step (off by default).
         mask (forward): bool, True = may attend, broadcastable to (B, T_q, T_k), e.g. (B, 1, T_k)
-            for padding or (T_q, T_k) for causal; the same mask is used by every head.
+            for padding or (T_q, T_k) for causal; the same mask is used by every head. (The
+            opposite of ``nn.MultiheadAttention``, where True = blocked.)
     Shape:
         query (B, T_q, D), key and value (B, T_k, D) -> (B, T_q, D)
         [and weights (B, H, T_q, T_k) with return_attention=True]
@@ -52,7 +58,7 @@ class MultiHeadAttention(nn.Module):
         self.w_o = nn.Linear(d_model, d_model, bias=bias)  # mixes the concatenated heads
 
     def forward(self, query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None = None,
-                return_attention: bool = False):
+                return_attention: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         self._check_inputs(query, key, value, mask)
         q = split_heads(self.w_q(query), self.n_heads)  # (B, H, T_q, Dh)
         k = split_heads(self.w_k(key), self.n_heads)  # (B, H, T_k, Dh)
@@ -70,18 +76,19 @@ class MultiHeadAttention(nn.Module):
 
     def _check_inputs(self, query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None) -> None:
         for name, t in (("query", query), ("key", key), ("value", value)):
-            if not isinstance(t, Tensor) or t.dim() != 3 or t.shape[-1] != self.d_model:
-                got = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
-                raise ValueError(f"{name} must have shape (B, T, D) with D = d_model = {self.d_model}, got {got}")
+            if not isinstance(t, Tensor) or not t.is_floating_point() or t.dim() != 3 or t.shape[-1] != self.d_model:
+                got = f"{tuple(t.shape)} {t.dtype}" if isinstance(t, Tensor) else type(t).__name__
+                raise ValueError(f"{name} must be a floating tensor of shape (B, T, D) with D = d_model = {self.d_model}, "
+                                 f"got {got}")
         if key.shape[:2] != value.shape[:2] or query.shape[0] != key.shape[0]:
             raise ValueError(f"query (B, T_q, D), key and value (B, T_k, D) must agree on B and T_k: "
                              f"got query {tuple(query.shape)}, key {tuple(key.shape)}, value {tuple(value.shape)}")
         if mask is not None:
             shape = (query.shape[0], query.shape[1], key.shape[1])
+            if isinstance(mask, Tensor) and mask.dim() > 3:
+                raise ValueError(f"mask must have at most 3 dims, broadcastable to (B, T_q, T_k) = {shape}; got "
+                                 f"{tuple(mask.shape)}: every head uses the same mask, so give it no head axis")
             check_mask(mask, shape, "(B, T_q, T_k)")
-            if mask.dim() > 3:
-                raise ValueError(f"mask must have at most 3 dims, broadcastable to (B, T_q, T_k) = {shape}; "
-                                 f"got {tuple(mask.shape)} (the heads share one mask)")
 
     def extra_repr(self) -> str:
         return f"d_model={self.d_model}, n_heads={self.n_heads}, dropout={self.dropout}, fused={self.fused}"
