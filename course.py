@@ -72,8 +72,11 @@ def install_browser() -> None:
         return
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        run("apt-get", "update", "-q", env=env)
-        run("apt-get", "install", "-y", "-q", "chromium", env=env)
+        try:
+            run("apt-get", "update", "-q", env=env)
+            run("apt-get", "install", "-y", "-q", "chromium", env=env)
+        except subprocess.CalledProcessError as err:  # the other tests still run; the browser test says why
+            print(f"note: installing chromium failed ({err}); the browser test will fail", flush=True)
     else:
         print("note: chromium is not installed; the browser test will be skipped "
               "(sudo apt-get install chromium to run it)")

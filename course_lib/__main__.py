@@ -1,4 +1,4 @@
-"""Command line: ``python -m course_lib {check,make-exercises} ...``."""
+"""Command line: ``python -m course_lib {check,make-exercises,doctor} ...``."""
 from __future__ import annotations
 
 import argparse
@@ -30,6 +30,12 @@ def _make_exercises(args: argparse.Namespace) -> int:
     return 0
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    from .doctor import main as doctor
+
+    return doctor()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m course_lib", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -44,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     make.add_argument("--exercises", default="exercises")
     make.add_argument("--force", action="store_true", help="regenerate edited notebooks too, after a backup")
     make.set_defaults(func=_make_exercises)
+
+    doctor = sub.add_parser("doctor", help="check Python, PyTorch, JupyterLab, widgets, the Hangul font; print fixes")
+    doctor.set_defaults(func=_doctor)
 
     args = parser.parse_args(argv)
     return args.func(args)

@@ -67,10 +67,25 @@ def content_hash(nb: nbformat.NotebookNode) -> str:
 
 
 def is_untouched(path: Path) -> bool:
-    """True when the exercise notebook at ``path`` is exactly as it was generated."""
-    nb = nbformat.read(path, as_version=4)
+    """True when the exercise notebook at ``path`` is exactly as it was generated.
+
+    A file that cannot be read as a notebook (half-saved, hand-edited JSON) counts as the learner's.
+    """
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except Exception:  # noqa: BLE001 - any unreadable file is kept, never overwritten
+        return False
     recorded = nb.metadata.get("course", {}).get("sha256")
     return recorded is not None and recorded == content_hash(nb)
+
+
+def backup_path(target: Path) -> Path:
+    """A new, unused ``NAME.ipynb.bak-<time>[-n]`` beside ``target`` (never an existing backup)."""
+    stem = f"{target.name}.bak-{time.strftime('%Y%m%d-%H%M%S')}"
+    backup, n = target.with_name(stem), 1
+    while backup.exists():
+        backup, n = target.with_name(f"{stem}-{n}"), n + 1
+    return backup
 
 
 def write_exercises(solutions: Path, exercises: Path, force: bool = False) -> list[str]:
@@ -91,7 +106,7 @@ def write_exercises(solutions: Path, exercises: Path, force: bool = False) -> li
             if not force:
                 report.append(f"KEPT       {target} (you edited it; --force regenerates it after a backup)")
                 continue
-            backup = target.with_name(f"{target.name}.bak-{time.strftime('%Y%m%d-%H%M%S')}")
+            backup = backup_path(target)
             shutil.copy2(target, backup)
             report.append(f"backed up  {target} -> {backup}")
         target.write_text(text, encoding="utf-8")

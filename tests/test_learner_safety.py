@@ -1,0 +1,241 @@
+"""Nothing a learner wrote is ever overwritten.
+
+`python -m course_lib make-exercises` keeps an exercise notebook the learner edited (KEPT), and
+with `--force` backs it up before regenerating it; an untouched generated notebook is simply
+regenerated. `python -m course_lib check NOTEBOOK` only reads the learner's file. All on copies
+in tmp_path.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import subprocess
+import sys
+import traceback
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from course_lib import exercises
+from course_lib.__main__ import main as cli
+from course_lib.exercises import is_untouched, make_exercise
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def course(*args: str, cwd: Path, new_process: bool = False) -> subprocess.CompletedProcess:
+    """``python -m course_lib ARGS`` run in ``cwd``: in this process (fast), or in a new one."""
+    if new_process:
+        return subprocess.run([sys.executable, "-m", "course_lib", *args], capture_output=True,
+                              text=True, timeout=300, cwd=cwd)
+    out, err, old = io.StringIO(), io.StringIO(), os.getcwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = cli(list(args))
+    except Exception:  # what the learner would see as a traceback
+        err.write("Traceback (most recent call last):\n" + traceback.format_exc())
+        code = 1
+    finally:
+        os.chdir(old)
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+
+
+def solution_notebook(answer: str = "return x * x") -> nbformat.NotebookNode:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# Exercises 00 · Squares<!-- BEGIN SOLUTION --> (solutions)<!-- END SOLUTION -->"),
+        nbformat.v4.new_code_cell(
+            "class checks:  # stands in for course_lib.checks\n"
+            "    class ch00:\n"
+            "        @staticmethod\n"
+            "        def square(f):\n"
+            "            assert f(3) == 9, 'square(3) should be 9'\n"
+            "            print('✓ square works')\n"
+            "        @staticmethod\n"
+            "        def cube(f):\n"
+            "            assert f(2) == 8, 'cube(2) should be 8'\n"
+            "            print('✓ cube works')"),
+        nbformat.v4.new_markdown_cell("## Exercise 1: square"),
+        nbformat.v4.new_code_cell(f"def square(x):\n    ### BEGIN SOLUTION x squared\n    {answer}\n    ### END SOLUTION"),
+        nbformat.v4.new_code_cell("checks.ch00.square(square)"),
+        nbformat.v4.new_markdown_cell("## Exercise 2: cube"),
+        nbformat.v4.new_code_cell("def cube(x):\n    ### BEGIN SOLUTION x cubed\n    return x ** 3\n    ### END SOLUTION"),
+        nbformat.v4.new_code_cell("checks.ch00.cube(cube)"),
+    ]
+    return nb
+
+
+@pytest.fixture
+def course_dir(tmp_path: Path) -> Path:
+    (tmp_path / "solutions").mkdir()
+    nbformat.write(solution_notebook(), tmp_path / "solutions" / "00_squares.ipynb")
+    for real in sorted((ROOT / "solutions").glob("*.ipynb"))[:1]:  # and one real chapter, if any
+        (tmp_path / "solutions" / real.name).write_bytes(real.read_bytes())
+    proc = course("make-exercises", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("written") == len(list((tmp_path / "solutions").glob("*.ipynb")))
+    return tmp_path
+
+
+def learner_edits(path: Path) -> None:
+    """What JupyterLab saves after a learner typed an answer (and ran the cell)."""
+    nb = nbformat.read(path, as_version=4)
+    stub = next(c for c in nb.cells if "raise NotImplementedError" in c.source)
+    stub.source = stub.source.replace("raise NotImplementedError('x squared')", "return x * x  # mine!")
+    stub.execution_count = 3
+    nbformat.write(nb, path)
+
+
+def _backups(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.bak-*"))
+
+
+def test_second_run_changes_nothing(course_dir):
+    before = {p.name: p.read_bytes() for p in (course_dir / "exercises").iterdir()}
+    proc = course("make-exercises", cwd=course_dir)
+    assert proc.returncode == 0 and "written" not in proc.stdout
+    assert proc.stdout.count("unchanged") == len(before)
+    assert {p.name: p.read_bytes() for p in (course_dir / "exercises").iterdir()} == before
+
+
+def test_an_edited_exercise_is_kept(course_dir):
+    target = course_dir / "exercises" / "00_squares.ipynb"
+    learner_edits(target)
+    mine = target.read_bytes()
+    assert not is_untouched(target)
+    # The course is updated: the solution changes, so the generated exercise would differ too.
+    nbformat.write(solution_notebook("return x ** 2"), course_dir / "solutions" / "00_squares.ipynb")
+    proc = course("make-exercises", cwd=course_dir)
+    assert proc.returncode == 0, proc.stderr
+    assert f"KEPT       exercises/00_squares.ipynb (you edited it; --force" in proc.stdout
+    assert target.read_bytes() == mine
+    assert _backups(course_dir / "exercises") == []
+
+
+def test_force_backs_up_the_edited_notebook_first(course_dir):
+    target = course_dir / "exercises" / "00_squares.ipynb"
+    learner_edits(target)
+    mine = target.read_bytes()
+    proc = course("make-exercises", "--force", cwd=course_dir, new_process=True)  # the real command
+    assert proc.returncode == 0, proc.stderr
+    backups = _backups(course_dir / "exercises")
+    assert len(backups) == 1 and backups[0].name.startswith("00_squares.ipynb.bak-")
+    assert backups[0].read_bytes() == mine, "the backup must hold exactly what the learner had"
+    lines = proc.stdout.splitlines()
+    backed = next(i for i, line in enumerate(lines) if line.startswith("backed up"))
+    assert f"-> exercises/{backups[0].name}" in lines[backed]
+    assert lines[backed + 1] == "written    exercises/00_squares.ipynb"  # written only after the backup
+    assert is_untouched(target) and "# mine!" not in target.read_text(encoding="utf-8")
+
+
+def test_an_untouched_exercise_is_regenerated_silently(course_dir):
+    target = course_dir / "exercises" / "00_squares.ipynb"
+    # Running an untouched notebook and saving it adds outputs but changes no source: not an edit.
+    nb = nbformat.read(target, as_version=4)
+    nb.cells[1].outputs = [nbformat.v4.new_output("stream", text="hello\n")]
+    nb.cells[1].execution_count = 1
+    nbformat.write(nb, target)
+    assert is_untouched(target)
+    nbformat.write(solution_notebook("return x ** 2"), course_dir / "solutions" / "00_squares.ipynb")
+    # A change visible in the exercise too: the instructions.
+    sol = nbformat.read(course_dir / "solutions" / "00_squares.ipynb", as_version=4)
+    sol.cells[2].source = "## Exercise 1: square (new wording)"
+    nbformat.write(sol, course_dir / "solutions" / "00_squares.ipynb")
+    proc = course("make-exercises", cwd=course_dir)
+    assert "written    exercises/00_squares.ipynb" in proc.stdout and "KEPT" not in proc.stdout
+    assert "new wording" in target.read_text(encoding="utf-8")
+    assert _backups(course_dir / "exercises") == []
+
+
+def test_a_notebook_without_the_generated_stamp_counts_as_the_learners(course_dir):
+    """A notebook whose metadata was stripped (by a tool or by hand) is never overwritten."""
+    target = course_dir / "exercises" / "00_squares.ipynb"
+    nb = nbformat.read(target, as_version=4)
+    del nb.metadata["course"]
+    nbformat.write(nb, target)
+    mine = target.read_bytes()
+    proc = course("make-exercises", cwd=course_dir)
+    assert "KEPT" in proc.stdout and target.read_bytes() == mine
+
+
+def test_an_unreadable_exercise_is_kept_with_a_clear_line(course_dir):
+    target = course_dir / "exercises" / "00_squares.ipynb"
+    target.write_text('{"cells": [', encoding="utf-8")  # e.g. a half-saved file
+    proc = course("make-exercises", cwd=course_dir)
+    assert target.read_text(encoding="utf-8") == '{"cells": ['
+    assert proc.returncode == 0 and "KEPT       exercises/00_squares.ipynb" in proc.stdout
+    assert "Traceback" not in proc.stderr
+    proc = course("make-exercises", "--force", cwd=course_dir)  # --force still backs it up first
+    backups = _backups(course_dir / "exercises")
+    assert proc.returncode == 0 and len(backups) == 1
+    assert backups[0].read_text(encoding="utf-8") == '{"cells": ['
+    assert is_untouched(target)
+
+
+def test_a_second_forced_backup_never_replaces_the_first(course_dir, monkeypatch):
+    """Two --force runs within the same second: both edited versions survive in backups."""
+    monkeypatch.setattr(exercises.time, "strftime", lambda fmt: "20250101-120000")
+    target = course_dir / "exercises" / "00_squares.ipynb"
+    kept = []
+    for attempt in ("first", "second"):
+        learner_edits(target)
+        target.write_text(target.read_text(encoding="utf-8").replace("# mine!", f"# mine, {attempt}"),
+                          encoding="utf-8")
+        kept.append(target.read_bytes())
+        proc = course("make-exercises", "--force", cwd=course_dir)
+        assert proc.returncode == 0, proc.stderr
+    backups = _backups(course_dir / "exercises")
+    assert [b.name for b in backups] == ["00_squares.ipynb.bak-20250101-120000",
+                                         "00_squares.ipynb.bak-20250101-120000-1"]
+    assert [b.read_bytes() for b in backups] == kept
+
+
+def test_notebooks_without_a_solution_are_never_touched(course_dir):
+    """A learner's own notebook in exercises/ (no solution of that name) is left alone."""
+    own = course_dir / "exercises" / "my_notes.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")]), own)
+    mine = own.read_bytes()
+    for args in (("make-exercises",), ("make-exercises", "--force")):
+        proc = course(*args, cwd=course_dir)
+        assert proc.returncode == 0 and "my_notes" not in proc.stdout
+    assert own.read_bytes() == mine and _backups(course_dir / "exercises") == []
+
+
+# --- python -m course_lib check -----------------------------------------------------------------
+
+def test_check_reads_but_never_writes_the_notebook(tmp_path):
+    exercise = make_exercise(solution_notebook())
+    stub = exercise.cells[3]
+    stub.source = stub.source.replace("raise NotImplementedError('x squared')", "return x * x")
+    path = tmp_path / "00_squares.ipynb"
+    nbformat.write(exercise, path)
+    os.utime(path, ns=(1_600_000_000_000_000_000, 1_600_000_000_000_000_000))  # a recognisable mtime
+    before, stat = path.read_bytes(), path.stat()
+    proc = course("check", str(path), cwd=tmp_path, new_process=True)
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # one exercise done, one not attempted
+    assert "✓ ch00.square" in proc.stdout and "passed" in proc.stdout
+    assert "· ch00.cube" in proc.stdout and "not attempted" in proc.stdout
+    assert "1/2 exercises passed" in proc.stdout
+    assert path.read_bytes() == before
+    assert path.stat().st_mtime_ns == stat.st_mtime_ns
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["00_squares.ipynb"], "check wrote files"
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("missing.ipynb", None, "no such notebook"),
+    ("notes.txt", "not a notebook", "expected a Jupyter notebook (.ipynb)"),
+    ("broken.ipynb", "{not json", "is not a Jupyter notebook"),
+])
+def test_check_rejects_bad_paths_with_exit_code_2(tmp_path, name, content, message):
+    path = tmp_path / name
+    if content is not None:
+        path.write_text(content, encoding="utf-8")
+    proc = course("check", str(path), cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    if content is not None:
+        assert path.read_text(encoding="utf-8") == content
