@@ -16,14 +16,18 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from course_lib.decoder import Decoder
-from course_lib.encoder import Encoder
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: the repo's course_lib
+from course_lib.decoder import Decoder  # noqa: E402
+from course_lib.encoder import Encoder  # noqa: E402
+from course_lib.multihead import MultiHeadAttention  # noqa: E402
 
 PAD = 0
 
@@ -95,9 +99,10 @@ def make_step(model: Seq2Seq, lr: float):
 
 def same_loss(ours: Seq2Seq, theirs: Seq2Seq, batch: tuple[torch.Tensor, ...]) -> tuple[float, float]:
     """Loss of both models on one batch with dropout off (train mode, so PyTorch takes its plain path)."""
-    # nn.Dropout keeps its rate in .p; nn.MultiheadAttention keeps a float in .dropout
-    drops = [(m, "p") for m in list(ours.modules()) + list(theirs.modules()) if isinstance(m, nn.Dropout)]
-    drops += [(m, "dropout") for m in theirs.modules() if isinstance(m, nn.MultiheadAttention)]
+    # nn.Dropout keeps its rate in .p; both attention modules keep a float in .dropout
+    modules = list(ours.modules()) + list(theirs.modules())
+    drops = [(m, "p") for m in modules if isinstance(m, nn.Dropout)]
+    drops += [(m, "dropout") for m in modules if isinstance(m, (nn.MultiheadAttention, MultiHeadAttention))]
     saved = [getattr(m, attr) for m, attr in drops]
     for m, attr in drops:
         setattr(m, attr, 0.0)
@@ -153,7 +158,8 @@ def main(argv: list[str] | None = None) -> float:
     for name, t in times.items():
         print(f"{name:8s} median {med[name] * 1e3:8.1f} ms/step  (min {min(t) * 1e3:.1f}, max {max(t) * 1e3:.1f}, n={len(t)})")
     ratio = med["ours"] / med["pytorch"]
-    print(f"ratio ours / PyTorch: {ratio:.3f}x")
+    paired = statistics.median(a / b for a, b in zip(times["ours"], times["pytorch"]))  # robust to slow drifts in load
+    print(f"ratio ours / PyTorch: {ratio:.3f}x (ratio of medians); median of per-round ratios {paired:.3f}x")
     return ratio
 
 

@@ -246,10 +246,29 @@ class ELPreNormedResidual(ELSolution):
         return h + self.ff(h)
 
 
+class ELNormOnBranchOutput(ELScaffold):
+    def forward(self, x, mask=None):
+        x = x + self.norm1(self.self_attn(x, x, x, mask=mask))
+        return x + self.norm2(self.ff(x))
+
+
+class ELEinsumStyle(ELScaffold):
+    """Another correct style: the norms computed inline from their parameters, sub-layers as a loop."""
+
+    def forward(self, x, mask=None):
+        def norm(n, h):
+            var, mean = torch.var_mean(h, dim=-1, keepdim=True, correction=0)
+            return torch.einsum("btd,d->btd", (h - mean) / torch.sqrt(var + n.eps), n.weight) + n.bias
+        for n, sub in ((self.norm1, lambda h: self.self_attn(h, h, h, mask=mask)), (self.norm2, self.ff)):
+            x = x + sub(norm(n, x)) if self.norm_first else norm(n, x + sub(x))
+        return x
+
+
 def test_encoder_layer_solutions_pass(capsys):
     ch05.encoder_layer(ELSolution)
     ch05.encoder_layer(ELOtherStyle)
-    assert capsys.readouterr().out.count("✓ encoder_layer") == 2
+    ch05.encoder_layer(ELEinsumStyle)
+    assert capsys.readouterr().out.count("✓ encoder_layer") == 3
 
 
 def test_encoder_layer_stub_propagates():
@@ -266,6 +285,7 @@ def test_encoder_layer_stub_propagates():
     (ELAlwaysPre, "norm_first=False is the paper's post-LN"),
     (ELMaskIgnored, "the mask is ignored"),
     (ELPreNormedResidual, "adds the UN-normalised x"),
+    (ELNormOnBranchOutput, "never on the branch's output"),
 ])
 def test_encoder_layer_mistakes_get_their_hint(wrong, hint):
     with pytest.raises(CheckFailed, match=hint):

@@ -106,11 +106,60 @@ class DLQueriesFromMemory(DLScaffold):
         return self.norm3(x + self.ff(x))
 
 
+class DLKeysFromDecoder(DLScaffold):
+    def forward(self, x, memory, tgt_mask=None, memory_mask=None):
+        x = self.norm1(x + self.self_attn(x, x, x, mask=tgt_mask))
+        x = self.norm2(x + self.cross_attn(x, x, memory, mask=memory_mask))
+        return self.norm3(x + self.ff(x))
+
+
+class DLOwnMask(DLSolution):
+    """Ignores tgt_mask and builds its own causal mask, with a classic slip."""
+
+    def make_mask(self, T):
+        raise NotImplementedError
+
+    def forward(self, x, memory, tgt_mask=None, memory_mask=None):
+        return super().forward(x, memory, self.make_mask(x.shape[1]), memory_mask)
+
+
+class DLMaskSeesNext(DLOwnMask):
+    def make_mask(self, T):
+        return torch.ones(T, T, dtype=torch.bool).tril(1)
+
+
+class DLMaskHidesSelf(DLOwnMask):
+    def make_mask(self, T):
+        return torch.ones(T, T, dtype=torch.bool).tril(-1)
+
+
+class DLMaskInverted(DLOwnMask):
+    def make_mask(self, T):
+        return torch.ones(T, T, dtype=torch.bool).triu(1)
+
+
+class DLOwnMaskCorrect(DLOwnMask):
+    """Another correct style: builds the causal mask itself (with torch.tril on a square of ones)."""
+
+    def make_mask(self, T):
+        return torch.tril(torch.ones(T, T)).bool()
+
+
+class DLPreLN(DLScaffold):
+    def forward(self, x, memory, tgt_mask=None, memory_mask=None):
+        h = self.norm1(x)
+        x = x + self.self_attn(h, h, h, mask=tgt_mask)
+        h = self.norm2(x)
+        x = x + self.cross_attn(h, memory, memory, mask=memory_mask)
+        return x + self.ff(self.norm3(x))
+
+
 def test_decoder_layer_solutions_pass(capsys):
     ch06.decoder_layer(DLSolution)
     ch06.decoder_layer(DLOtherStyle)
     ch06.decoder_layer(LibDecoderLayer)
-    assert capsys.readouterr().out.count("✓ decoder_layer") == 3
+    ch06.decoder_layer(DLOwnMaskCorrect)
+    assert capsys.readouterr().out.count("✓ decoder_layer") == 4
 
 
 def test_decoder_layer_stub_propagates():
@@ -129,7 +178,12 @@ def test_decoder_layer_stub_propagates():
     (DLNoResidualCross, "missing around the cross-attention"),
     (DLNoResidualFF, "missing around the feed-forward"),
     (DLSwappedOrder, "masked self-attention first"),
-    (DLValueFromDecoder, "keys and values both come from memory"),
+    (DLValueFromDecoder, "keys and values are swapped.*values from the decoder"),
+    (DLKeysFromDecoder, "keys and values are swapped.*keys from the decoder"),
+    (DLMaskSeesNext, "causal mask off by one.*also lets t see t \\+ 1"),
+    (DLMaskHidesSelf, "causal mask off by one.*hides each position from itself"),
+    (DLMaskInverted, "causal mask is inverted"),
+    (DLPreLN, "norm in the wrong place: this exercise is the paper's post-LN"),
     (DLQueriesFromMemory, r"cross_attn\(x, memory, memory"),
 ])
 def test_decoder_layer_mistakes_get_their_hint(wrong, hint):
@@ -155,7 +209,7 @@ def causal_solution(layer_fn, d_model, length=6):
 def causal_other_style(layer_fn, d_model, length=6):
     """With autograd: the Jacobian of output t with respect to input s must vanish for s > t."""
     x = torch.randn(1, length, d_model, dtype=torch.float64)
-    jac = torch.autograd.functional.jacobian(lambda t: layer_fn(t.double()).double(), x)  # (1, T, D, 1, T, D)
+    jac = torch.autograd.functional.jacobian(lambda t: layer_fn(t.double()).double(), x, vectorize=True)  # (1, T, D, 1, T, D)
     per_pair = jac[0, :, :, 0].abs().sum(dim=(1, 3))  # (T_out, T_in)
     return bool((per_pair.triu(1) == 0).all())
 
@@ -208,10 +262,44 @@ def causal_returns_tensor(layer_fn, d_model, length=6):
     return (layer_fn(x)[:, :-1] - layer_fn(y)[:, :-1]).abs().max()
 
 
+def causal_pytest_style(layer_fn, d_model, length=6):
+    """Another correct style: a pytest-like test that asserts instead of returning a bool."""
+    x = torch.randn(3, length, d_model, dtype=torch.float64)
+    before = layer_fn(x)
+    for k in range(length):
+        y = x.clone()
+        y[:, k] = torch.randn(3, d_model, dtype=torch.float64)
+        assert torch.equal(layer_fn(y)[:, :k], before[:, :k]), f"an output before {k} changed"
+
+
+def causal_too_strict(layer_fn, d_model, length=6):
+    """Wrong: also demands that the perturbed position itself stays put, so a correct decoder fails."""
+    x = torch.randn(2, length, d_model)
+    y = x.clone()
+    y[:, 2] += 1.0
+    return torch.allclose(layer_fn(x)[:, :3], layer_fn(y)[:, :3], atol=1e-7)
+
+
+def causal_forgets_return(layer_fn, d_model, length=6):
+    x = torch.randn(2, length, d_model)
+    y = x.clone()
+    y[:, -1] += 1.0
+    torch.allclose(layer_fn(x)[:, :-1], layer_fn(y)[:, :-1], atol=1e-7)
+
+
 def test_is_causal_solutions_pass(capsys):
     ch06.is_causal(causal_solution)
     ch06.is_causal(causal_other_style)
-    assert capsys.readouterr().out.count("✓ is_causal") == 2
+    ch06.is_causal(causal_pytest_style)
+    assert capsys.readouterr().out.count("✓ is_causal") == 3
+
+
+def test_is_causal_runs_the_learners_test_on_a_correct_and_a_leaky_decoder():
+    """The first cases are real decoder layers: a too-strict test fails on the correct one, a lax one on the leaky one."""
+    with pytest.raises(CheckFailed, match=r"(?s)tried:.*decoder layer.*causal tgt_mask.*a correct decoder must pass"):
+        ch06.is_causal(causal_too_strict)
+    with pytest.raises(CheckFailed, match=r"(?s)tried:.*decoder layer without tgt_mask.*expected: False"):
+        ch06.is_causal(lambda layer_fn, d_model, length=6: True)
 
 
 def test_is_causal_stub_propagates():
@@ -223,7 +311,8 @@ def test_is_causal_stub_propagates():
 
 @pytest.mark.parametrize("wrong, hint", [
     (causal_only_last, "perturb EVERY position"),
-    (causal_includes_self, "the perturbed position itself MAY change"),
+    (causal_includes_self, "itself MAY change"),
+    (causal_forgets_return, "returned nothing"),
     (causal_loose, "tight tolerance"),
     (causal_first_only, "perturb EVERY position"),
     (causal_last_vs_first, "positions 0..t only"),

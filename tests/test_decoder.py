@@ -138,12 +138,13 @@ def test_decoder_final_norm_default_and_copies():
     assert dec.layers[0].cross_attn.w_q.weight is not dec.layers[1].cross_attn.w_q.weight
 
 
-def test_no_fused_kernels_in_our_forward(monkeypatch):
+def test_no_fused_attention_or_torch_layers_in_our_forward(monkeypatch):
     def forbidden(*args, **kwargs):
-        raise AssertionError("a fused PyTorch kernel was called")
-    for name in ("scaled_dot_product_attention", "multi_head_attention_forward", "layer_norm"):
+        raise AssertionError("our forward called fused attention or a PyTorch layer")
+    for name in ("scaled_dot_product_attention", "multi_head_attention_forward"):
         monkeypatch.setattr(F, name, forbidden)
-    monkeypatch.setattr(nn.MultiheadAttention, "forward", forbidden)
+    for module in (nn.MultiheadAttention, nn.TransformerDecoderLayer, nn.LayerNorm):
+        monkeypatch.setattr(module, "forward", forbidden)
     dec = Decoder(DecoderLayer(8, 2, 16, norm_first=True), 2)
     out = dec(torch.randn(2, 3, 8), torch.randn(2, 5, 8), causal(3), torch.ones(2, 1, 5, dtype=torch.bool))
     out.sum().backward()
@@ -161,10 +162,14 @@ def test_bad_inputs_get_clear_errors():
         layer(x, torch.randn(3, 5, 8))
     with pytest.raises(TypeError, match="memory must be a torch.Tensor"):
         layer(x, None)
-    with pytest.raises((TypeError, ValueError), match="mask"):
+    with pytest.raises(TypeError, match=r"mask must have dtype torch.bool"):
         layer(x, memory, tgt_mask=torch.ones(3, 3))  # float mask
-    with pytest.raises((TypeError, ValueError), match="mask"):
+    with pytest.raises(ValueError, match=r"does not broadcast to \(B, T_q, T_k\) = \(2, 3, 3\)"):
+        layer(x, memory, tgt_mask=torch.ones(4, 4, dtype=torch.bool))  # a causal mask for T = 4, not 3
+    with pytest.raises(ValueError, match=r"does not broadcast to \(B, T_q, T_k\) = \(2, 3, 5\)"):
         layer(x, memory, memory_mask=torch.ones(2, 1, 4, dtype=torch.bool))  # source length 4, not 5
+    with pytest.raises(ValueError, match=r"d_model \(12\) must be divisible by n_heads \(5\)"):
+        DecoderLayer(12, 5, 16)
     with pytest.raises(TypeError, match="DecoderLayer"):
         Decoder(EncoderLayer(8, 2, 16), 2)
     with pytest.raises(ValueError, match="positive"):

@@ -91,6 +91,31 @@ def test_layer_norm_golden_values_and_statistics():
     assert torch.allclose(z.var(-1, unbiased=False), torch.ones(3, 7, dtype=torch.float64), atol=1e-5)
 
 
+def hand_layer_norm(x, weight, bias, eps):
+    """The chapter's formula, step by step: biased variance, eps inside the square root."""
+    mean = x.mean(dim=-1, keepdim=True)
+    var = ((x - mean) ** 2).mean(dim=-1, keepdim=True)
+    return (x - mean) / torch.sqrt(var + eps) * weight + bias
+
+
+def test_layer_norm_is_the_hand_written_formula_values_and_grads():
+    torch.manual_seed(3)
+    ln = LayerNorm(12, eps=1e-2).double()
+    with torch.no_grad():
+        ln.weight.normal_(), ln.bias.normal_()
+    x = (torch.randn(3, 5, 12, dtype=torch.float64) * 4 - 2).requires_grad_()
+    x2 = x.detach().clone().requires_grad_()
+    w2, b2 = (p.detach().clone().requires_grad_() for p in (ln.weight, ln.bias))
+    a, b = ln(x), hand_layer_norm(x2, w2, b2, 1e-2)
+    assert max_diff(a, b) < 1e-12
+    g = torch.randn_like(a)
+    a.backward(g), b.backward(g)
+    for ours, theirs in ((x.grad, x2.grad), (ln.weight.grad, w2.grad), (ln.bias.grad, b2.grad)):
+        assert max_diff(ours, theirs) < 1e-12
+    unbiased = (x2 - x2.mean(-1, keepdim=True)) / torch.sqrt(x2.var(-1, keepdim=True) + 1e-2) * w2 + b2
+    assert max_diff(a, unbiased) > 1e-3, "the test can tell the biased variance from the unbiased one"
+
+
 def test_layer_norm_without_bias_and_bad_width():
     ln = LayerNorm(8, bias=False)
     assert ln.bias is None and [n for n, _ in ln.named_parameters()] == ["weight"]
@@ -257,13 +282,13 @@ def test_encoder_return_attention_gives_one_map_per_layer():
     assert torch.equal(out, enc(x)) and len(weights) == 3 and weights[0].shape == (2, 2, 4, 4)
 
 
-def test_no_fused_kernels_in_our_forward(monkeypatch):
+def test_no_fused_attention_or_torch_layers_in_our_forward(monkeypatch):
     def forbidden(*args, **kwargs):
-        raise AssertionError("a fused PyTorch kernel was called")
-    for name in ("scaled_dot_product_attention", "multi_head_attention_forward", "layer_norm"):
+        raise AssertionError("our forward called fused attention or a PyTorch layer")
+    for name in ("scaled_dot_product_attention", "multi_head_attention_forward"):
         monkeypatch.setattr(F, name, forbidden)
-    monkeypatch.setattr(nn.MultiheadAttention, "forward", forbidden)
-    monkeypatch.setattr(nn.LayerNorm, "forward", forbidden)
+    for module in (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.LayerNorm):
+        monkeypatch.setattr(module, "forward", forbidden)
     enc = Encoder(EncoderLayer(8, 2, 16, norm_first=True), 2)
     out = enc(torch.randn(2, 3, 8), torch.ones(2, 1, 3, dtype=torch.bool))
     out.sum().backward()
@@ -282,11 +307,11 @@ def test_bad_inputs_get_clear_errors():
         layer(torch.ones(2, 3, 8, dtype=torch.long))
     with pytest.raises(TypeError, match="torch.Tensor"):
         layer([[0.0] * 8])
-    with pytest.raises((TypeError, ValueError), match="mask"):
+    with pytest.raises(TypeError, match=r"mask must have dtype torch.bool .*broadcastable to \(B, T_q, T_k\)"):
         layer(torch.randn(2, 3, 8), torch.ones(2, 1, 3))  # a float mask
-    with pytest.raises((TypeError, ValueError), match="mask"):
+    with pytest.raises(ValueError, match=r"mask of shape \(2, 1, 4\) does not broadcast to \(B, T_q, T_k\) = \(2, 3, 3\)"):
         layer(torch.randn(2, 3, 8), torch.ones(2, 1, 4, dtype=torch.bool))  # wrong length
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"d_model \(10\) must be divisible by n_heads \(4\)"):
         EncoderLayer(10, 4, 16)  # d_model not divisible by n_heads
     with pytest.raises(TypeError, match="EncoderLayer"):
         Encoder(nn.Linear(8, 8), 2)

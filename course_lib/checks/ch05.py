@@ -138,8 +138,12 @@ def _encoder_variants(layer: nn.Module, x: torch.Tensor, mask: torch.Tensor | No
     no_res = n2(ff(n1(sa(x)))) if not layer.norm_first else ff(n2(sa(n1(x))))
     h = n1(x) + sa(n1(x))  # pre-LN with the residual taken from the normalised x
     pre_normed = "in pre-LN the residual adds the UN-normalised x: x = x + sublayer(norm(x)), not norm(x) + sublayer(norm(x))"
+    on_output = x + n1(sa(x))  # the norm on the branch's output: neither post- nor pre-LN
+    on_output = on_output + n2(ff(on_output))
     out = {
         "post": post, "pre": pre,
+        "norm in the wrong place: it goes on the residual SUM (post-LN, norm(x + sublayer(x))) or on the branch's "
+        "INPUT (pre-LN, x + sublayer(norm(x))), never on the branch's output x + norm(sublayer(x))": on_output,
         "the residual connection is missing: add the sub-layer's input back to its output (x + sublayer(...))": no_res,
         pre_normed: n2(h) + ff(n2(h)),
         pre_normed + " ": h + ff(n2(h)),  # the same mistake in the first sub-layer only

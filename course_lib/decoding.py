@@ -1,0 +1,218 @@
+"""Chapter 07 · Decoding and evaluation: greedy decoding, beam search, translate, BLEU/chrF.
+
+At inference the decoder has no target sentence to read: it starts from ``<bos>``, predicts one
+token, appends it, and repeats until ``<eos>``. Greedy decoding keeps the single most likely
+token each time; beam search keeps the ``beam_size`` best partial translations and compares
+finished ones with the paper's length penalty. Every step re-runs the decoder over the whole
+prefix (simple and exact; chapter 08 adds a cache).
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterator, Sequence
+
+import torch
+from torch import Tensor
+
+from .attention import padding_mask
+from .model import Transformer
+from .tokens import Vocab, detokenize, word_tokenize
+from .training import pair_text
+
+__all__ = ["greedy_decode", "beam_step", "length_penalty", "beam_search", "translate", "translate_batch", "evaluate"]
+
+
+@contextlib.contextmanager
+def _inference(model: Transformer) -> Iterator[None]:
+    """No gradients and eval mode (no dropout) inside; the model's previous mode is restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+
+
+def _check_src(model: Transformer, src: object) -> Tensor:
+    if not isinstance(model, Transformer):
+        raise TypeError(f"expected a course_lib Transformer, got {type(model).__name__}")
+    if not isinstance(src, Tensor) or src.dim() != 2 or src.is_floating_point() or src.shape[1] == 0:
+        got = f"{src.dtype} {tuple(src.shape)}" if isinstance(src, Tensor) else type(src).__name__
+        raise TypeError(f"src must be integer token ids of shape (B, S) with S >= 1, got {got}")
+    return src.to(next(model.parameters()).device)
+
+
+def _limits(model: Transformer, src_mask: Tensor, max_len: int | None) -> Tensor:
+    """How many tokens each row may generate: ``max_len``, by default 2 S + 10 with S the row's own
+    length (so a sentence's translation does not depend on the batch it is in), within the table of positions.
+
+    Shape:
+        src_mask (B, 1, S) -> (B,) long
+    """
+    if max_len is not None and (isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1):
+        raise ValueError(f"max_len must be None or a positive int, got {max_len!r}")
+    lengths = src_mask.flatten(1).sum(dim=1)  # (B,) real source tokens per row
+    limits = 2 * lengths + 10 if max_len is None else torch.full_like(lengths, max_len)  # (B,)
+    return limits.clamp(max=model.config.max_len - 1)  # <bos> takes position 0
+
+
+def greedy_decode(model: Transformer, src: Tensor, max_len: int | None = None, bos_id: int = 1, eos_id: int = 2,
+                  src_mask: Tensor | None = None) -> Tensor:
+    """The most likely next token, one at a time, for every sentence of the batch at once.
+
+    Rows that have produced ``<eos>`` are padded with ``pad_id`` from then on; decoding stops when
+    every row has finished or after ``max_len`` tokens.
+
+    Shape:
+        src (B, S) ids -> (B, L) ids without <bos>, L <= max_len
+    """
+    src, pad_id = _check_src(model, src), model.config.pad_id
+    with _inference(model):
+        src_mask = padding_mask(src, pad_id) if src_mask is None else src_mask.to(src.device)  # (B, 1, S)
+        limits = _limits(model, src_mask, max_len)  # (B,)
+        memory = model.encode(src, src_mask)  # (B, S, D), computed once
+        ys = torch.full((src.shape[0], 1), bos_id, dtype=torch.long, device=src.device)  # (B, 1)
+        done = torch.zeros(src.shape[0], dtype=torch.bool, device=src.device)  # (B,)
+        for t in range(1, int(limits.max()) + 1):
+            logits = model.decode(ys, memory, src_mask)[:, -1]  # (B, V): the last position only
+            next_id = logits.argmax(dim=-1).masked_fill(done, pad_id)  # (B,)
+            ys = torch.cat([ys, next_id[:, None]], dim=1)  # (B, t + 1)
+            done |= (next_id == eos_id) | (limits <= t)
+            if done.all():
+                break
+    return ys[:, 1:]  # (B, L)
+
+
+def beam_step(log_probs: Tensor, scores: Tensor, beam_size: int) -> tuple[Tensor, Tensor, Tensor]:
+    """One step of beam search: the ``beam_size`` best of all K * V one-token continuations.
+
+    A continuation's score is its beam's running score plus the token's log-probability. Works
+    on a batch too: leading dimensions are kept.
+
+    Shape:
+        log_probs (..., K, V), scores (..., K) -> new_scores, beam_idx, token_idx, each (..., beam_size),
+        best first
+    """
+    if log_probs.dim() < 2 or scores.shape != log_probs.shape[:-1]:
+        raise ValueError(f"log_probs must be (..., K, V) and scores (..., K): got {tuple(log_probs.shape)} and "
+                         f"{tuple(getattr(scores, 'shape', ()))}")
+    V = log_probs.shape[-1]
+    total = scores.unsqueeze(-1) + log_probs  # (..., K, V) score of every continuation
+    new_scores, flat = total.flatten(-2).topk(beam_size, dim=-1)  # (..., beam_size) over all K * V
+    return new_scores, flat // V, flat % V  # which beam it extends, which token it adds
+
+
+def length_penalty(length: Tensor | int, alpha: float = 0.6) -> Tensor | float:
+    """GNMT's lp(Y) = ((5 + |Y|) / 6) ** alpha; a hypothesis is ranked by log P(Y) / lp(Y)."""
+    return ((5 + length) / 6) ** alpha
+
+
+def beam_search(model: Transformer, src: Tensor, beam_size: int = 4, alpha: float = 0.6, max_len: int | None = None,
+                bos_id: int = 1, eos_id: int = 2) -> list[list[int]]:
+    """The best translation of every source sentence under beam search with a length penalty.
+
+    A beam that has produced ``<eos>`` stays in the beam with its score frozen (it can only be
+    extended by padding, at no cost), so finished and unfinished hypotheses compete for the
+    ``beam_size`` places; at the end the winner is the best log P(Y) / lp(Y), |Y| counting <eos>.
+
+    Shape:
+        src (B, S) ids -> B lists of ids, without <bos> and <eos>
+    """
+    src = _check_src(model, src)
+    if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
+        raise ValueError(f"beam_size must be a positive int, got {beam_size!r}")
+    B, K, pad_id, dev = src.shape[0], beam_size, model.config.pad_id, src.device
+    with _inference(model):
+        src_k = src.repeat_interleave(K, dim=0)  # (B*K, S): every beam reads its sentence
+        src_mask = padding_mask(src_k, pad_id)  # (B*K, 1, S)
+        limits = _limits(model, src_mask, max_len).view(B, K)  # (B, K)
+        memory = model.encode(src_k, src_mask)  # (B*K, S, D)
+        ys = torch.full((B, K, 1), bos_id, dtype=torch.long, device=dev)  # (B, K, 1)
+        scores = torch.full((B, K), float("-inf"), device=dev)  # (B, K)
+        scores[:, 0] = 0.0  # one live beam at the start, so the first step does not pick K copies
+        done = torch.zeros(B, K, dtype=torch.bool, device=dev)  # (B, K)
+        lengths = torch.zeros(B, K, device=dev)  # (B, K) tokens produced, <eos> included
+        for t in range(1, int(limits.max()) + 1):
+            logits = model.decode(ys.flatten(0, 1), memory, src_mask)[:, -1]  # (B*K, V)
+            log_probs = logits.float().log_softmax(dim=-1).view(B, K, -1)  # (B, K, V)
+            frozen = torch.full_like(log_probs[0, 0], float("-inf"))  # (V,)
+            frozen[pad_id] = 0.0  # a finished beam may only add padding, for free
+            log_probs = torch.where(done.unsqueeze(-1), frozen, log_probs)  # (B, K, V)
+            scores, beam_idx, token_idx = beam_step(log_probs, scores, K)  # (B, K) each
+            ys = torch.cat([ys.gather(1, beam_idx[..., None].expand_as(ys)), token_idx[..., None]], dim=2)  # (B, K, t+1)
+            was_done = done.gather(1, beam_idx)  # (B, K)
+            lengths = lengths.gather(1, beam_idx) + (~was_done).float()  # (B, K)
+            done = was_done | (token_idx == eos_id) | (limits <= t)  # (B, K)
+            if done.all():
+                break
+        best = (scores / length_penalty(lengths, alpha)).argmax(dim=1)  # (B,)
+    return [_strip(ys[b, best[b], 1:].tolist(), eos_id, pad_id) for b in range(B)]
+
+
+def _strip(ids: list[int], eos_id: int, pad_id: int) -> list[int]:
+    """The ids before <eos> (and without padding)."""
+    ids = ids[:ids.index(eos_id)] if eos_id in ids else ids
+    return [i for i in ids if i != pad_id]
+
+
+Tokenize = Callable[[str], list[str]]
+Detokenize = Callable[[list[str]], str]
+
+
+def translate_batch(model: Transformer, sentences: Sequence[str], src_vocab: Vocab, tgt_vocab: Vocab,
+                    beam_size: int = 1, alpha: float = 0.6, max_len: int | None = None, batch_size: int = 128,
+                    tokenize: Tokenize = word_tokenize, detokenize: Detokenize = detokenize) -> list[str]:
+    """Translate many sentences (``beam_size=1``: greedy); words not in ``src_vocab`` become <unk>."""
+    if isinstance(sentences, str):
+        raise TypeError("translate_batch expects a list of sentences; use translate() for one str")
+    ids = [src_vocab.encode(tokenize(s)) for s in sentences]
+    out: list[str] = [""] * len(ids)  # an empty sentence translates to ""
+    todo = sorted((i for i in range(len(ids)) if ids[i]), key=lambda i: len(ids[i]))  # similar lengths together
+    for start in range(0, len(todo), batch_size):
+        chunk = todo[start:start + batch_size]
+        src = torch.full((len(chunk), max(len(ids[i]) for i in chunk)), src_vocab.pad_id, dtype=torch.long)  # (B, S)
+        for row, i in enumerate(chunk):
+            src[row, :len(ids[i])] = torch.tensor(ids[i])
+        if beam_size == 1:
+            hyps = [_strip(row, tgt_vocab.eos_id, tgt_vocab.pad_id)
+                    for row in greedy_decode(model, src, max_len, tgt_vocab.bos_id, tgt_vocab.eos_id).tolist()]
+        else:
+            hyps = beam_search(model, src, beam_size, alpha, max_len, tgt_vocab.bos_id, tgt_vocab.eos_id)
+        for i, hyp in zip(chunk, hyps):
+            out[i] = detokenize(tgt_vocab.decode(hyp))
+    return out
+
+
+def translate(model: Transformer, sentence: str, src_vocab: Vocab, tgt_vocab: Vocab, beam_size: int = 1,
+              alpha: float = 0.6, max_len: int | None = None, tokenize: Tokenize = word_tokenize,
+              detokenize: Detokenize = detokenize) -> str:
+    """English sentence -> Korean sentence: tokenize, look up ids (unknown words -> <unk>), decode, detokenize.
+
+    ``translate(model, "I go to school.", src_vocab, tgt_vocab) == "나는 학교에 간다."`` once trained.
+    """
+    if not isinstance(sentence, str):
+        raise TypeError(f"translate expects one sentence (str), got {type(sentence).__name__}")
+    return translate_batch(model, [sentence], src_vocab, tgt_vocab, beam_size, alpha, max_len, 1, tokenize, detokenize)[0]
+
+
+def evaluate(model: Transformer, pairs: Sequence, src_vocab: Vocab, tgt_vocab: Vocab, beam_size: int = 1,
+             batch_size: int = 128, alpha: float = 0.6, tokenize: Tokenize = word_tokenize,
+             detokenize: Detokenize = detokenize) -> dict:
+    """Translate the English side of ``pairs`` and score it against the Korean side.
+
+    BLEU and chrF are sacrebleu's corpus scores (0-100). BLEU uses sacrebleu's default "13a"
+    tokenizer: Korean words stay whole (split at spaces) and punctuation is split off, so BLEU
+    counts word n-grams; chrF compares character n-grams and gives partial credit for a right
+    stem with a wrong ending. ``exact`` is the fraction of translations equal to the reference.
+    """
+    import sacrebleu
+
+    sides = [pair_text(p) for p in pairs]
+    if not sides:
+        raise ValueError("evaluate needs at least one (english, korean) pair")
+    refs = [ko for _, ko in sides]
+    hyps = translate_batch(model, [en for en, _ in sides], src_vocab, tgt_vocab, beam_size, alpha,
+                           batch_size=batch_size, tokenize=tokenize, detokenize=detokenize)
+    return {"bleu": sacrebleu.corpus_bleu(hyps, [refs]).score, "chrf": sacrebleu.corpus_chrf(hyps, [refs]).score,
+            "exact": sum(h == r for h, r in zip(hyps, refs)) / len(refs), "hypotheses": hyps}

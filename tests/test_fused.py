@@ -1,0 +1,113 @@
+"""Chapter 08's fused path: ``set_fused(model, True)`` computes what the hand-written attention computes.
+
+The fused path hands the heads to ``F.scaled_dot_product_attention``; everything else (the
+projections, the masks, the residuals) stays ours. These tests compare a whole Transformer both ways:
+logits and every parameter's gradient, on padded batches, in float64 and float32.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from course_lib.model import Transformer, TransformerConfig
+from course_lib.multihead import MultiHeadAttention, set_fused
+
+PAD = 0
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def model_and_batch(norm_first: bool, dtype: torch.dtype, seed: int = 0):
+    torch.manual_seed(seed)
+    config = TransformerConfig.tiny(23, 19, norm_first=norm_first, dropout=0.0, n_layers=2)
+    model = Transformer(config).to(dtype).train()
+    g = torch.Generator().manual_seed(seed)
+    src = torch.randint(3, 23, (4, 11), generator=g)  # (B, S)
+    src = src.masked_fill(torch.arange(11) >= torch.tensor([11, 7, 4, 1])[:, None], PAD)  # padded rows
+    tgt = torch.randint(3, 19, (4, 8), generator=g)  # (B, T)
+    tgt = tgt.masked_fill(torch.arange(8) >= torch.tensor([8, 5, 8, 2])[:, None], PAD)
+    return model, src, tgt
+
+
+def logits_and_grads(model: Transformer, src: torch.Tensor, tgt: torch.Tensor):
+    model.zero_grad(set_to_none=True)
+    logits = model(src, tgt)  # (B, T, V)
+    weights = torch.linspace(-1, 1, logits.numel(), dtype=logits.dtype).view_as(logits)
+    (logits * weights).sum().backward()  # a loss that touches every logit differently
+    return logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+def attention_modules(model: torch.nn.Module) -> list[MultiHeadAttention]:
+    return [m for m in model.modules() if isinstance(m, MultiHeadAttention)]
+
+
+@pytest.mark.parametrize("norm_first", [False, True], ids=["post-LN", "pre-LN"])
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-5)], ids=["float64", "float32"])
+def test_fused_logits_and_gradients_equal_the_hand_written_path(norm_first, dtype, tol):
+    model, src, tgt = model_and_batch(norm_first, dtype)
+    assert not any(m.fused for m in attention_modules(model))  # hand-written unless switched on
+    ref_logits, ref_grads = logits_and_grads(model, src, tgt)
+    assert set_fused(model, True) is model
+    assert all(m.fused for m in attention_modules(model)) and len(attention_modules(model)) == 6  # 2 enc + 2x2 dec
+    logits, grads = logits_and_grads(model, src, tgt)
+    assert (logits - ref_logits).abs().max().item() < tol
+    assert grads.keys() == ref_grads.keys()
+    for name, grad in grads.items():
+        scale = max(1.0, ref_grads[name].abs().max().item())
+        assert (grad - ref_grads[name]).abs().max().item() < tol * scale, name
+
+
+def test_the_fused_path_really_calls_the_fused_kernel(monkeypatch):
+    model, src, tgt = model_and_batch(False, torch.float32)
+    calls = []
+    real = torch.nn.functional.scaled_dot_product_attention
+
+    def counting(*args, **kwargs):
+        calls.append(tuple(args[0].shape))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", counting)
+    model(src, tgt)
+    assert calls == []  # off by default
+    set_fused(model, True)(src, tgt)
+    assert len(calls) == 6 and calls[0] == (4, 4, 11, 8)  # (B, H, S, Dh) for the first encoder layer
+
+
+def test_set_fused_false_goes_back():
+    model, src, tgt = model_and_batch(False, torch.float64)
+    ref, _ = logits_and_grads(model, src, tgt)
+    set_fused(model, True)
+    set_fused(model, False)
+    assert not any(m.fused for m in attention_modules(model))
+    logits, _ = logits_and_grads(model, src, tgt)
+    assert torch.equal(logits, ref)  # bit for bit: the very same hand-written computation
+
+
+def test_return_attention_still_works_with_fused_on():
+    model, src, tgt = model_and_batch(True, torch.float64)
+    model.eval()
+    with torch.no_grad():
+        memory, enc_ref = model.encode(src, return_attention=True)
+        logits_ref, dec_ref = model.decode(tgt, memory, src=src, return_attention=True)
+        set_fused(model, True)
+        memory2, enc_w = model.encode(src, return_attention=True)
+        logits, dec_w = model.decode(tgt, memory2, src=src, return_attention=True)
+    assert len(enc_w) == 2 and all(w.shape == (4, 4, 11, 11) for w in enc_w)
+    assert all(torch.allclose(a, b, atol=1e-12) for a, b in zip(enc_w, enc_ref))
+    for (self_w, cross_w), (self_ref, cross_ref) in zip(dec_w, dec_ref):
+        assert self_w.shape == (4, 4, 8, 8) and cross_w.shape == (4, 4, 8, 11)
+        assert torch.allclose(self_w, self_ref, atol=1e-12) and torch.allclose(cross_w, cross_ref, atol=1e-12)
+        assert cross_w[3, :, :, 1:].abs().max() == 0  # row 3 has one real source token: padding gets 0
+    assert (logits - logits_ref).abs().max() < 1e-10
+
+
+def test_fused_flag_on_construction_and_in_repr():
+    attn = MultiHeadAttention(16, 4, fused=True)
+    assert attn.fused and "fused=True" in repr(attn)
+    assert not MultiHeadAttention(16, 4).fused

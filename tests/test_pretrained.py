@@ -1,0 +1,61 @@
+"""The translator that ships with the course (course_lib/data/translator_en_ko.pt).
+
+It is made by ``python -m course_lib.training --out course_lib/data/translator_en_ko.pt --seed 0``;
+these tests check that it loads, that it is the chapter's model trained on the course corpus, and
+that it reaches the chapter's targets on the held-out test split.
+"""
+from __future__ import annotations
+
+import pytest
+
+from course_lib import corpus
+from course_lib.decoding import evaluate, translate
+from course_lib.training import (CHAPTER07_TRAIN, NOTE_REPEATS, PRETRAINED_PATH, build_vocabs, chapter07_config,
+                                 load_pretrained)
+
+
+@pytest.fixture(scope="module")
+def ckpt():
+    return load_pretrained()
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return corpus.make_splits(0)
+
+
+@pytest.fixture(scope="module")
+def greedy(ckpt, splits):
+    return evaluate(ckpt.model, splits.test, ckpt.src_vocab, ckpt.tgt_vocab)
+
+
+def test_the_checkpoint_is_small_and_is_the_chapters_model(ckpt, splits):
+    assert PRETRAINED_PATH.stat().st_size < 10 * 2**20
+    src_vocab, tgt_vocab = build_vocabs(splits.train)
+    assert ckpt.src_vocab.itos == src_vocab.itos and ckpt.tgt_vocab.itos == tgt_vocab.itos
+    assert ckpt.model.config == chapter07_config(len(src_vocab), len(tgt_vocab))
+    assert not ckpt.model.training and next(ckpt.model.parameters()).device.type == "cpu"
+    meta = ckpt.meta
+    assert meta["seed"] == 0 and meta["world_size"] == 1 and meta["note_repeats"] == NOTE_REPEATS
+    expected = {**vars(CHAPTER07_TRAIN), "max_seconds": None}  # the command trains without a time limit
+    assert meta["train_config"] == expected
+    assert meta["epochs"] == CHAPTER07_TRAIN.epochs and meta["steps"] > 1000
+
+
+def test_greedy_decoding_reaches_the_chapters_targets_on_the_test_split(greedy, splits):
+    assert len(greedy["hypotheses"]) == len(splits.test) == 1000
+    assert greedy["bleu"] >= 95.0, greedy["bleu"]
+    assert greedy["exact"] >= 0.90, greedy["exact"]
+    assert greedy["chrf"] >= 95.0, greedy["chrf"]
+
+
+@pytest.mark.slow
+def test_beam_search_is_at_least_as_good(ckpt, splits, greedy):
+    beam = evaluate(ckpt.model, splits.test, ckpt.src_vocab, ckpt.tgt_vocab, beam_size=4)
+    assert beam["bleu"] >= greedy["bleu"] and beam["exact"] >= greedy["exact"], (beam["bleu"], greedy["bleu"])
+
+
+@pytest.mark.parametrize("beam_size", [1, 4])
+def test_the_notes_sentences_translate_correctly(ckpt, beam_size):
+    for english, korean in corpus.NOTE_EXAMPLES:
+        assert translate(ckpt.model, english, ckpt.src_vocab, ckpt.tgt_vocab, beam_size=beam_size) == korean, english
