@@ -67,13 +67,21 @@ def test_two_replicas_stay_identical_and_equal_one_process_on_the_mean_loss(tmp_
     assert any(not torch.equal(initial[k], states[0][k]) for k in initial)  # and they did train
     optimizer, schedule = make_optimizer(model, model.config.d_model, CONFIG.warmup, CONFIG.lr_factor)
     model.train()
-    for _ in range(2):  # each step, rank 0 had one batch and rank 1 the other: DDP averages their gradients
-        losses = [label_smoothing_loss(model(b.src, b.tgt_in, b.src_mask), b.tgt_out, CONFIG.label_smoothing)
-                  for b in batches]
-        optimizer.zero_grad()
-        (sum(losses) / 2).backward()
-        optimizer.step()
-        schedule.step()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the workers: the same matmul blocking, the same rounding
+    try:
+        for _ in range(2):  # each step, rank 0 had one batch and rank 1 the other: DDP averages their gradients
+            grads = []
+            for b in batches:  # one backward per batch, as each rank did, then DDP's average (g0/2 + g1/2)
+                optimizer.zero_grad()
+                label_smoothing_loss(model(b.src, b.tgt_in, b.src_mask), b.tgt_out, CONFIG.label_smoothing).backward()
+                grads.append([p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in model.parameters()])
+            for p, g0, g1 in zip(model.parameters(), *grads):
+                p.grad = g0 / 2 + g1 / 2
+            optimizer.step()
+            schedule.step()
+    finally:
+        torch.set_num_threads(threads)
     worst = max((model.state_dict()[k] - states[0][k]).abs().max().item() for k in states[0])
     assert worst < 1e-5, worst
 
