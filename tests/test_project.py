@@ -23,7 +23,7 @@ RANK = {
     "encoder": 5.0, "decoder": 6.0, "model": 7.0, "checkpoint": 7.05, "training": 7.1, "decoding": 7.2,
     "kvcache": 8.0, "doctor": 9.0, "__main__": 10.0, "__init__": -1.0,
 }
-MODEL_MODULES = {"tokens", "embeddings", "attention", "multihead", "encoder", "decoder", "model", "training", "decoding", "kvcache"}
+MODEL_MODULES = {"tokens", "embeddings", "attention", "multihead", "encoder", "decoder", "model", "checkpoint", "training", "decoding", "kvcache"}
 
 
 def _course_imports(path: Path) -> set[str]:
