@@ -17,7 +17,7 @@ from .model import Transformer, TransformerConfig
 from .tokens import Vocab
 
 __all__ = ["CheckpointError", "Checkpoint", "save_checkpoint", "load_checkpoint", "PRETRAINED_PATH", "load_pretrained",
-           "weights_fingerprint"]
+           "weights_fingerprint", "average_state_dicts"]
 
 FORMAT = "course_lib.translator/1"
 PRETRAINED_PATH = Path(__file__).resolve().parent / "data" / "translator_en_ko.pt"
@@ -131,3 +131,10 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode() + tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
+
+
+def average_state_dicts(states: list[dict]) -> dict:
+    """The element-wise mean of several state dicts of one model (the paper averaged its last 5 checkpoints)."""
+    if not states or any(s.keys() != states[0].keys() for s in states):
+        raise ValueError("average_state_dicts needs one or more state dicts with the same keys")
+    return {k: sum(s[k].double() for s in states).div(len(states)).to(states[0][k].dtype) for k in states[0]}

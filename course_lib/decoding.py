@@ -115,6 +115,7 @@ def beam_search(model: Transformer, src: Tensor, beam_size: int = 4, alpha: floa
     A beam that has produced ``<eos>`` stays in the beam with its score frozen (it can only be
     extended by padding, at no cost), so finished and unfinished hypotheses compete for the
     ``beam_size`` places; at the end the winner is the best log P(Y) / lp(Y), |Y| counting <eos>.
+    The search stops as soon as no unfinished beam can beat the best finished one any more.
 
     Shape:
         src (B, S) ids -> B lists of ids, without <bos> and <eos>
@@ -122,6 +123,8 @@ def beam_search(model: Transformer, src: Tensor, beam_size: int = 4, alpha: floa
     src = _check_src(model, src)
     if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
         raise ValueError(f"beam_size must be a positive int, got {beam_size!r}")
+    if alpha < 0:
+        raise ValueError(f"the length penalty's alpha must be >= 0 (0: none, the paper: 0.6), got {alpha!r}")
     B, K, pad_id, dev = src.shape[0], beam_size, model.config.pad_id, src.device
     with _inference(model):
         src_k = src.repeat_interleave(K, dim=0)  # (B*K, S): every beam reads its sentence
@@ -144,7 +147,11 @@ def beam_search(model: Transformer, src: Tensor, beam_size: int = 4, alpha: floa
             was_done = done.gather(1, beam_idx)  # (B, K)
             lengths = lengths.gather(1, beam_idx) + (~was_done).float()  # (B, K)
             done = was_done | (token_idx == eos_id) | (limits <= t)  # (B, K)
-            if done.all():
+            # scores only fall, so an unfinished beam can reach at most score / lp(limit): once the best
+            # finished hypothesis beats that bound in every row, nothing can change the answer
+            best_done = torch.where(done, scores / length_penalty(lengths, alpha), -torch.inf).amax(dim=1)  # (B,)
+            best_open = torch.where(done, -torch.inf, scores / length_penalty(limits, alpha)).amax(dim=1)  # (B,)
+            if (best_done >= best_open).all():
                 break
         best = (scores / length_penalty(lengths, alpha)).argmax(dim=1)  # (B,)
     return [_strip(ys[b, best[b], 1:].tolist(), eos_id, pad_id) for b in range(B)]

@@ -147,6 +147,17 @@ def test_wide_beam_search_finds_the_exhaustive_optimum():
     assert len(found) > 1  # the length penalty changes which length wins: the cases differ
 
 
+def test_beam_search_stops_once_no_open_beam_can_win():
+    model = with_eos_bias(peaky_model(), 1e4)  # <eos> first, every other token costs about 1e4
+    calls = []
+    decode = model.decode
+    model.decode = lambda *args, **kwargs: calls.append(1) or decode(*args, **kwargs)
+    assert beam_search(model, sources(ROWS), beam_size=3) == [[], [], []]
+    assert len(calls) == 1  # not 2 S + 10 steps: the open beams (score about -1e4) cannot catch up
+    with pytest.raises(ValueError, match="alpha"):
+        beam_search(model, sources(ROWS), alpha=-1.0)
+
+
 def test_beam_search_rows_do_not_depend_on_their_batch():
     model = peaky_model(seed=2)
     together = beam_search(model, sources(ROWS), beam_size=3, max_len=8)

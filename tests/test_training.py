@@ -11,9 +11,10 @@ import torch.nn.functional as F
 from course_lib import corpus
 from course_lib.model import Transformer, TransformerConfig
 from course_lib.tokens import BPE, Vocab
-from course_lib.training import (CHAPTER07_TRAIN, NOTE_REPEATS, Batch, CheckpointError, TrainConfig, build_vocabs,
-                                 chapter07_config, chapter07_pairs, encode_pairs, evaluate_loss, label_smoothing_loss,
-                                 load_checkpoint, make_batches, make_optimizer, noam_lr, save_checkpoint, train)
+from course_lib.training import (CHAPTER07_TRAIN, NOTE_REPEATS, Batch, CheckpointError, TrainConfig,
+                                 average_state_dicts, build_vocabs, chapter07_config, chapter07_pairs, encode_pairs,
+                                 evaluate_loss, label_smoothing_loss, load_checkpoint, make_batches, make_optimizer,
+                                 noam_lr, save_checkpoint, train)
 
 PAIRS = [("I go to school.", "나는 학교에 간다."), ("Suni closed the window.", "순이는 창문을 닫았다."),
          ("She closed the drawer.", "그녀는 서랍을 닫았다."), ("I like cats.", "나는 고양이가 좋다."),
@@ -60,7 +61,7 @@ def test_batch_has_bos_eos_padding_and_masks():
     assert batch.src.dtype == batch.tgt_in.dtype == torch.long
     moved = batch.to("cpu")
     assert torch.equal(moved.tgt_out, batch.tgt_out) and moved.n_tokens == batch.n_tokens
-    with pytest.raises(ValueError, match="empty source"):
+    with pytest.raises(ValueError, match="none with an empty source"):
         make_batches([([], [4])], batch_size=2)
     with pytest.raises(ValueError, match="batch_size"):
         make_batches(examples, batch_size=0)
@@ -190,6 +191,32 @@ def test_train_stops_at_max_steps_and_max_seconds(vocabs):
     history = train(tiny_model(src_vocab, tgt_vocab), batches, None, TrainConfig(epochs=50, max_seconds=0.0, device="cpu"),
                     progress=False)
     assert history["steps"] == 1
+
+
+def test_train_ends_with_the_average_of_the_last_epochs(vocabs):
+    src_vocab, tgt_vocab = vocabs
+    batches = make_batches(encode_pairs(PAIRS, src_vocab, tgt_vocab), batch_size=3)
+    model, seen = tiny_model(src_vocab, tgt_vocab), []
+    config = TrainConfig(epochs=5, warmup=5, lr_factor=0.5, device="cpu", average_last=3)
+    history = train(model, batches, None, config, progress=False,
+                    on_epoch=lambda epoch, h: seen.append({k: v.clone() for k, v in model.state_dict().items()}))
+    assert history["averaged_epochs"] == 3 and len(seen) == 5
+    for name, value in model.state_dict().items():
+        assert torch.allclose(value, (seen[2][name] + seen[3][name] + seen[4][name]) / 3, atol=1e-6), name
+    assert not torch.allclose(model.generator.weight, seen[4]["generator.weight"])  # not simply the last epoch
+    one = train(tiny_model(src_vocab, tgt_vocab), batches, None, TrainConfig(epochs=2, device="cpu"), progress=False)
+    assert one["averaged_epochs"] == 1
+
+
+def test_average_state_dicts():
+    a, b = {"w": torch.tensor([1.0, 2.0]), "n": torch.tensor([2])}, {"w": torch.tensor([3.0, 6.0]), "n": torch.tensor([4])}
+    mean = average_state_dicts([a, b])
+    assert mean["w"].tolist() == [2.0, 4.0] and mean["n"].tolist() == [3] and mean["n"].dtype == torch.long
+    assert average_state_dicts([a])["w"].tolist() == [1.0, 2.0]
+    with pytest.raises(ValueError, match="same keys"):
+        average_state_dicts([a, {"w": a["w"]}])
+    with pytest.raises(ValueError, match="one or more"):
+        average_state_dicts([])
 
 
 def test_train_is_reproducible_with_a_seed(vocabs):
