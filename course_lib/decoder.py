@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .encoder import FeedForward, LayerNorm, check_input, check_torch_layer, clone_layers, copy_common, stack_from_torch
+from .encoder import (FeedForward, LayerNorm, attention_branch, check_input, clone_layers, layer_from_torch,
+                      stack_from_torch)
 from .multihead import MultiHeadAttention
 
 __all__ = ["DecoderLayer", "Decoder"]
@@ -72,17 +73,12 @@ class DecoderLayer(nn.Module):
         return (x, (self_w, cross_w)) if return_attention else x
 
     def _sa_block(self, x: Tensor, mask: Tensor | None, return_attention: bool) -> tuple[Tensor, Tensor | None]:
-        if return_attention:
-            out, weights = self.self_attn(x, x, x, mask=mask, return_attention=True)  # (B, T, D), (B, H, T, T)
-            return self.dropout1(out), weights
-        return self.dropout1(self.self_attn(x, x, x, mask=mask)), None
+        # queries, keys and values all come from the target prefix x; the mask hides the future
+        return attention_branch(self.self_attn, self.dropout1, x, x, mask, return_attention)  # (B, T, D)
 
     def _ca_block(self, x: Tensor, memory: Tensor, mask: Tensor | None, return_attention: bool) -> tuple[Tensor, Tensor | None]:
         # queries come from the decoder (x); keys and values from the encoder's output (memory)
-        if return_attention:
-            out, weights = self.cross_attn(x, memory, memory, mask=mask, return_attention=True)  # (B, T, D), (B, H, T, S)
-            return self.dropout2(out), weights
-        return self.dropout2(self.cross_attn(x, memory, memory, mask=mask)), None
+        return attention_branch(self.cross_attn, self.dropout2, x, memory, mask, return_attention)  # (B, T, D)
 
     def _ff_block(self, x: Tensor) -> Tensor:
         return self.dropout3(self.ff(x))
@@ -90,12 +86,7 @@ class DecoderLayer(nn.Module):
     @classmethod
     def from_torch(cls, module: nn.TransformerDecoderLayer) -> "DecoderLayer":
         """Our layer with the same weights as a ``nn.TransformerDecoderLayer(batch_first=True)``."""
-        check_torch_layer(module, nn.TransformerDecoderLayer)
-        attn = module.self_attn
-        layer = cls(attn.embed_dim, attn.num_heads, module.linear1.out_features, dropout=module.dropout.p,
-                    norm_first=module.norm_first, bias=module.linear1.bias is not None)
-        copy_common(layer, module, [("norm1", "norm1"), ("norm2", "norm2"), ("norm3", "norm3")])
-        return layer
+        return layer_from_torch(cls, module, nn.TransformerDecoderLayer)
 
 
 class Decoder(nn.Module):

@@ -115,10 +115,7 @@ class EncoderLayer(nn.Module):
         return (x, weights) if return_attention else x
 
     def _sa_block(self, x: Tensor, mask: Tensor | None, return_attention: bool) -> tuple[Tensor, Tensor | None]:
-        if return_attention:
-            out, weights = self.self_attn(x, x, x, mask=mask, return_attention=True)  # (B, S, D), (B, H, S, S)
-            return self.dropout1(out), weights
-        return self.dropout1(self.self_attn(x, x, x, mask=mask)), None
+        return attention_branch(self.self_attn, self.dropout1, x, x, mask, return_attention)  # (B, S, D)
 
     def _ff_block(self, x: Tensor) -> Tensor:
         return self.dropout2(self.ff(x))
@@ -126,12 +123,7 @@ class EncoderLayer(nn.Module):
     @classmethod
     def from_torch(cls, module: nn.TransformerEncoderLayer) -> "EncoderLayer":
         """Our layer with the same weights as a ``nn.TransformerEncoderLayer(batch_first=True)``."""
-        check_torch_layer(module, nn.TransformerEncoderLayer)
-        attn = module.self_attn
-        layer = cls(attn.embed_dim, attn.num_heads, module.linear1.out_features, dropout=module.dropout.p,
-                    norm_first=module.norm_first, bias=module.linear1.bias is not None)
-        copy_common(layer, module, [("norm1", "norm1"), ("norm2", "norm2")])
-        return layer
+        return layer_from_torch(cls, module, nn.TransformerEncoderLayer)
 
 
 class Encoder(nn.Module):
@@ -176,6 +168,19 @@ class Encoder(nn.Module):
 
 # --- helpers shared with chapter 06 (decoder.py imports them; nothing is pasted twice) ----------
 
+def attention_branch(attn: MultiHeadAttention, dropout: nn.Dropout, x: Tensor, memory: Tensor, mask: Tensor | None,
+                     return_attention: bool) -> tuple[Tensor, Tensor | None]:
+    """One attention sub-layer's branch: queries from ``x``, keys and values from ``memory``, then dropout.
+
+    Shape:
+        x (B, L, D), memory (B, M, D) -> (B, L, D) [and weights (B, H, L, M) with return_attention=True]
+    """
+    if return_attention:
+        out, weights = attn(x, memory, memory, mask=mask, return_attention=True)  # (B, L, D), (B, H, L, M)
+        return dropout(out), weights
+    return dropout(attn(x, memory, memory, mask=mask)), None
+
+
 def clone_layers(layer: nn.Module, n_layers: int) -> nn.ModuleList:
     """``n_layers`` deep copies of ``layer`` (each with its own parameters)."""
     if not isinstance(n_layers, int) or n_layers < 1:
@@ -197,21 +202,25 @@ def check_torch_layer(module: nn.Module, kind: type) -> None:
         raise ValueError(f"nn.{name} must use nn.LayerNorm with elementwise_affine=True")
 
 
-def copy_common(ours: nn.Module, theirs: nn.Module, norm_pairs: list[tuple[str, str]]) -> None:
-    """Copy the feed-forward and LayerNorm weights (and eps, dtype, device, train mode) from PyTorch's layer."""
-    ref = theirs.linear1.weight
+def layer_from_torch(cls: type, module: nn.Module, kind: type) -> nn.Module:
+    """Our ``cls`` layer with the weights (and eps, dtype, device, train mode) of PyTorch's ``kind`` layer."""
+    check_torch_layer(module, kind)
+    ref, attn = module.linear1.weight, module.self_attn
+    ours = cls(attn.embed_dim, attn.num_heads, module.linear1.out_features, dropout=module.dropout.p,
+               norm_first=module.norm_first, bias=module.linear1.bias is not None)
     ours.to(dtype=ref.dtype, device=ref.device)  # first, so that float64 weights are copied without rounding
     with torch.no_grad():
-        for mine, src in ((ours.ff.linear1, theirs.linear1), (ours.ff.linear2, theirs.linear2)):
+        for mine, src in ((ours.ff.linear1, module.linear1), (ours.ff.linear2, module.linear2)):
             mine.weight.copy_(src.weight)
             if mine.bias is not None:
                 mine.bias.copy_(src.bias)
-        for mine_name, src_name in norm_pairs:
-            copy_norm(getattr(ours, mine_name), getattr(theirs, src_name))
-    ours.self_attn = MultiHeadAttention.from_torch(theirs.self_attn).to(dtype=ref.dtype, device=ref.device)
+    for name, norm in module.named_children():
+        if name.startswith("norm"):
+            copy_norm(getattr(ours, name), norm)  # norm1, norm2 (and norm3 in a decoder layer)
+    ours.self_attn = MultiHeadAttention.from_torch(attn).to(dtype=ref.dtype, device=ref.device)
     if hasattr(ours, "cross_attn"):
-        ours.cross_attn = MultiHeadAttention.from_torch(theirs.multihead_attn).to(dtype=ref.dtype, device=ref.device)
-    ours.train(theirs.training)
+        ours.cross_attn = MultiHeadAttention.from_torch(module.multihead_attn).to(dtype=ref.dtype, device=ref.device)
+    return ours.train(module.training)
 
 
 def copy_norm(ours: LayerNorm, theirs: nn.LayerNorm) -> None:

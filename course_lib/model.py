@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-import torch
 from torch import Tensor, nn
 
 from .attention import causal_mask, padding_mask
@@ -131,10 +130,5 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def _self_check() -> None:  # pragma: no cover - run by hand: python -m course_lib.model
+if __name__ == "__main__":  # python -m course_lib.model: the paper's base model, counted
     print(f"{count_parameters(Transformer(TransformerConfig.paper_base())):,} parameters in paper_base")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    torch.manual_seed(0)
-    _self_check()

@@ -25,12 +25,7 @@ def bench():
     return module
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors; far faster when other processes share the cores
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_dry_run_takes_the_gpu_code_path_on_the_cpu(bench, capsys):

@@ -8,7 +8,7 @@ from torch import nn
 
 from course_lib.decoder import Decoder, DecoderLayer
 from course_lib.encoder import Encoder, EncoderLayer, LayerNorm
-from test_encoder import TOL, assert_same_grads, max_diff, padding, random_case, torch_grads_as_ours
+from test_encoder import TOL, assert_same_grads, forbid_torch_attention, max_diff, padding, random_case, torch_grads_as_ours
 
 
 def make_pair(case: dict, norm_first: bool, dtype: torch.dtype):
@@ -139,12 +139,7 @@ def test_decoder_final_norm_default_and_copies():
 
 
 def test_no_fused_attention_or_torch_layers_in_our_forward(monkeypatch):
-    def forbidden(*args, **kwargs):
-        raise AssertionError("our forward called fused attention or a PyTorch layer")
-    for name in ("scaled_dot_product_attention", "multi_head_attention_forward"):
-        monkeypatch.setattr(F, name, forbidden)
-    for module in (nn.MultiheadAttention, nn.TransformerDecoderLayer, nn.LayerNorm):
-        monkeypatch.setattr(module, "forward", forbidden)
+    forbid_torch_attention(monkeypatch, nn.TransformerDecoderLayer)
     dec = Decoder(DecoderLayer(8, 2, 16, norm_first=True), 2)
     out = dec(torch.randn(2, 3, 8), torch.randn(2, 5, 8), causal(3), torch.ones(2, 1, 5, dtype=torch.bool))
     out.sum().backward()

@@ -282,13 +282,18 @@ def test_encoder_return_attention_gives_one_map_per_layer():
     assert torch.equal(out, enc(x)) and len(weights) == 3 and weights[0].shape == (2, 2, 4, 4)
 
 
-def test_no_fused_attention_or_torch_layers_in_our_forward(monkeypatch):
+def forbid_torch_attention(monkeypatch, torch_layer: type) -> None:
+    """Make fused attention, nn.MultiheadAttention, nn.LayerNorm and ``torch_layer`` raise when called."""
     def forbidden(*args, **kwargs):
         raise AssertionError("our forward called fused attention or a PyTorch layer")
     for name in ("scaled_dot_product_attention", "multi_head_attention_forward"):
         monkeypatch.setattr(F, name, forbidden)
-    for module in (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.LayerNorm):
+    for module in (nn.MultiheadAttention, torch_layer, nn.LayerNorm):
         monkeypatch.setattr(module, "forward", forbidden)
+
+
+def test_no_fused_attention_or_torch_layers_in_our_forward(monkeypatch):
+    forbid_torch_attention(monkeypatch, nn.TransformerEncoderLayer)
     enc = Encoder(EncoderLayer(8, 2, 16, norm_first=True), 2)
     out = enc(torch.randn(2, 3, 8), torch.ones(2, 1, 3, dtype=torch.bool))
     out.sum().backward()

@@ -15,12 +15,7 @@ from course_lib.multihead import MultiHeadAttention, set_fused
 PAD = 0
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def model_and_batch(norm_first: bool, dtype: torch.dtype, seed: int = 0):

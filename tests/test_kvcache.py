@@ -12,13 +12,7 @@ from course_lib.multihead import set_fused
 PAD, BOS, EOS = 0, 1, 2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread is fastest, and far faster when other processes share the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_model(norm_first: bool, seed: int = 0, dtype=torch.float32, tgt_vocab: int = 12, **changes) -> Transformer:
