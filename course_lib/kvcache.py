@@ -19,26 +19,16 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attention import padding_mask, scaled_dot_product_attention
+from .attention import padding_mask
 from .decoding import _check_src, _inference, _limits  # decoding.greedy_decode's own rules
 from .model import Transformer
-from .multihead import MultiHeadAttention, merge_heads, split_heads
+from .multihead import MultiHeadAttention, split_heads
 
 __all__ = ["IncrementalDecoder", "greedy_decode_cached", "greedy_decode_recompute", "cache_bytes"]
 
 StepFn = Callable[[Tensor], Tensor]  # newest token ids (B,) -> logits for the next token (B, V)
-
-
-def _attend(attn: MultiHeadAttention, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
-    """Heads already split: (B, H, T_q, Dh) queries against (B, H, T_k, Dh) -> (B, T_q, D) after W_O."""
-    if attn.fused:  # the same switch as MultiHeadAttention.forward (chapter 08's fused path)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, T_q, Dh)
-    else:
-        out, _ = scaled_dot_product_attention(q, k, v, mask)  # (B, H, T_q, Dh)
-    return attn.w_o(merge_heads(out))  # (B, T_q, D)
 
 
 def _residual(layer: nn.Module, index: int, x: Tensor, sublayer: Callable[[Tensor], Tensor]) -> Tensor:
@@ -109,12 +99,12 @@ class IncrementalDecoder:
         self.keys[i, :, :, t:t + 1] = split_heads(attn.w_k(h), n_heads)  # write row t of the cache
         self.values[i, :, :, t:t + 1] = split_heads(attn.w_v(h), n_heads)
         keys, values = self.keys[i, :, :, :t + 1], self.values[i, :, :, :t + 1]  # (B, H, t+1, Dh)
-        return _attend(attn, q, keys, values, None)  # (B, 1, D): positions 0..t, so no causal mask needed
+        return attn.attend(q, keys, values)  # (B, 1, D): positions 0..t, so no causal mask needed
 
     def _cross_attend(self, i: int, attn: MultiHeadAttention, h: Tensor) -> Tensor:
         q = split_heads(attn.w_q(h), attn.n_heads)  # (B, H, 1, Dh)
         keys, values = self.cross_kv[i]  # (B, H, S, Dh), computed once from the memory
-        return _attend(attn, q, keys, values, self.cross_mask)  # (B, 1, D)
+        return attn.attend(q, keys, values, self.cross_mask)  # (B, 1, D)
 
 
 def cache_bytes(model: Transformer, batch: int, length: int) -> int:

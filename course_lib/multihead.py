@@ -65,6 +65,16 @@ class MultiHeadAttention(nn.Module):
         v = split_heads(self.w_v(value), self.n_heads)  # (B, H, T_k, Dh)
         if mask is not None and mask.dim() == 3:
             mask = mask.unsqueeze(1)  # (B, 1, T_q or 1, T_k): the same mask for every head
+        return self.attend(q, k, v, mask, return_attention)
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None,
+               return_attention: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """Attend with heads already split, then merge them and apply W_O (the KV cache calls this too).
+
+        Shape:
+            q (B, H, T_q, Dh), k and v (B, H, T_k, Dh), mask bool broadcastable to (B, H, T_q, T_k)
+            -> (B, T_q, D) [and weights (B, H, T_q, T_k) with return_attention=True]
+        """
         p = self.dropout if self.training else 0.0
         if self.fused and not return_attention:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, H, T_q, Dh)
