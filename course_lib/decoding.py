@@ -19,11 +19,12 @@ from .model import Transformer
 from .tokens import Vocab, detokenize, word_tokenize
 from .training import pair_text
 
-__all__ = ["greedy_decode", "beam_step", "length_penalty", "beam_search", "translate", "translate_batch", "evaluate"]
+__all__ = ["inference", "check_src", "decode_limits", "greedy_decode", "beam_step", "length_penalty", "beam_search",
+           "translate", "translate_batch", "evaluate"]
 
 
 @contextlib.contextmanager
-def _inference(model: Transformer) -> Iterator[None]:
+def inference(model: Transformer) -> Iterator[None]:
     """No gradients and eval mode (no dropout) inside; the model's previous mode is restored after."""
     was_training = model.training
     model.eval()
@@ -34,7 +35,8 @@ def _inference(model: Transformer) -> Iterator[None]:
         model.train(was_training)
 
 
-def _check_src(model: Transformer, src: object) -> Tensor:
+def check_src(model: Transformer, src: object) -> Tensor:
+    """``src`` as integer ids (B, S) on the model's device, or a TypeError that says what was expected."""
     if not isinstance(model, Transformer):
         raise TypeError(f"expected a course_lib Transformer, got {type(model).__name__}")
     if not isinstance(src, Tensor) or src.dim() != 2 or src.is_floating_point() or src.shape[1] == 0:
@@ -43,7 +45,7 @@ def _check_src(model: Transformer, src: object) -> Tensor:
     return src.to(next(model.parameters()).device)
 
 
-def _limits(model: Transformer, src_mask: Tensor, max_len: int | None) -> Tensor:
+def decode_limits(model: Transformer, src_mask: Tensor, max_len: int | None) -> Tensor:
     """How many tokens each row may generate: ``max_len``, by default 2 S + 10 with S the row's own
     length (so a sentence's translation does not depend on the batch it is in), within the table of positions.
 
@@ -67,10 +69,10 @@ def greedy_decode(model: Transformer, src: Tensor, max_len: int | None = None, b
     Shape:
         src (B, S) ids -> (B, L) ids without <bos>, L <= max_len
     """
-    src, pad_id = _check_src(model, src), model.config.pad_id
-    with _inference(model):
+    src, pad_id = check_src(model, src), model.config.pad_id
+    with inference(model):
         src_mask = padding_mask(src, pad_id) if src_mask is None else src_mask.to(src.device)  # (B, 1, S)
-        limits = _limits(model, src_mask, max_len)  # (B,)
+        limits = decode_limits(model, src_mask, max_len)  # (B,)
         memory = model.encode(src, src_mask)  # (B, S, D), computed once
         ys = torch.full((src.shape[0], 1), bos_id, dtype=torch.long, device=src.device)  # (B, 1)
         done = torch.zeros(src.shape[0], dtype=torch.bool, device=src.device)  # (B,)
@@ -120,16 +122,16 @@ def beam_search(model: Transformer, src: Tensor, beam_size: int = 4, alpha: floa
     Shape:
         src (B, S) ids -> B lists of ids, without <bos> and <eos>
     """
-    src = _check_src(model, src)
+    src = check_src(model, src)
     if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
         raise ValueError(f"beam_size must be a positive int, got {beam_size!r}")
     if alpha < 0:
         raise ValueError(f"the length penalty's alpha must be >= 0 (0: none, the paper: 0.6), got {alpha!r}")
     B, K, pad_id, dev = src.shape[0], beam_size, model.config.pad_id, src.device
-    with _inference(model):
+    with inference(model):
         src_k = src.repeat_interleave(K, dim=0)  # (B*K, S): every beam reads its sentence
         src_mask = padding_mask(src_k, pad_id)  # (B*K, 1, S)
-        limits = _limits(model, src_mask, max_len).view(B, K)  # (B, K)
+        limits = decode_limits(model, src_mask, max_len).view(B, K)  # (B, K)
         memory = model.encode(src_k, src_mask)  # (B*K, S, D)
         ys = torch.full((B, K, 1), bos_id, dtype=torch.long, device=dev)  # (B, K, 1)
         scores = torch.full((B, K), float("-inf"), device=dev)  # (B, K)

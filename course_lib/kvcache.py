@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from .attention import padding_mask
-from .decoding import _check_src, _inference, _limits  # decoding.greedy_decode's own rules
+from .decoding import check_src, decode_limits, inference  # the same rules as decoding.greedy_decode
 from .model import Transformer
 from .multihead import MultiHeadAttention, split_heads
 
@@ -116,10 +116,10 @@ def cache_bytes(model: Transformer, batch: int, length: int) -> int:
 def _greedy(model: Transformer, src: Tensor, max_len: int | None, bos_id: int, eos_id: int,
             src_mask: Tensor | None, stop_at_eos: bool, make_step: Callable[..., StepFn]) -> Tensor:
     """The greedy loop both strategies share (``decoding.greedy_decode``'s rules); only ``step`` differs."""
-    src, pad_id = _check_src(model, src), model.config.pad_id
-    with _inference(model):  # eval mode (no dropout), no gradients; the model's mode is restored after
+    src, pad_id = check_src(model, src), model.config.pad_id
+    with inference(model):  # eval mode (no dropout), no gradients; the model's mode is restored after
         src_mask = padding_mask(src, pad_id) if src_mask is None else src_mask.to(src.device)  # (B, 1, S)
-        limits = _limits(model, src_mask, max_len)  # (B,) tokens each row may produce
+        limits = decode_limits(model, src_mask, max_len)  # (B,) tokens each row may produce
         steps = int(limits.max())
         step = make_step(model, src, src_mask, steps)
         tokens = torch.full((src.shape[0],), bos_id, dtype=torch.long, device=src.device)  # (B,) <bos> first
