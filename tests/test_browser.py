@@ -12,6 +12,8 @@ Without chromium the tests are skipped with the reason, unless chromium could be
 """
 from __future__ import annotations
 
+import base64
+import io
 import os
 import re
 import secrets
@@ -24,7 +26,9 @@ import urllib.request
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pytest
+from PIL import Image
 
 try:
     from playwright.sync_api import expect
@@ -345,12 +349,13 @@ def move_slider(page, owner) -> None:
 
 
 def choose_other_option(owner) -> None:
+    """Pick another option of the first dropdown (by value: labels show spaces as &nbsp;)."""
     select = owner.locator(".widget-dropdown select").first
     select.scroll_into_view_if_needed()
     current = select.input_value()
-    options = [o for o in select.locator("option").all_text_contents() if o != current]
+    options = [v for v in select.locator("option").evaluate_all("os => os.map(o => o.value)") if v != current]
     assert options, "the dropdown has a single option"
-    select.select_option(label=options[len(options) // 2])
+    select.select_option(value=options[len(options) // 2])
 
 
 def wait_until_settled(page, index: int, before: str, quiet_s: float = 2.0, timeout_s: float = 120) -> str:
@@ -370,6 +375,23 @@ def wait_until_settled(page, index: int, before: str, quiet_s: float = 2.0, time
     raise AssertionError("the widget's output did not change (or never settled) after moving the control")
 
 
+def wait_for_drawn_figure(page, index: int, timeout_s: float = 60) -> str:
+    """The widget's output once it shows one figure with something drawn on it (dark pixels), not a
+    blank canvas: drawn with pyplot and plt.show() inside a widget callback, chapter 07's translator
+    sometimes showed an empty figure; the chapters' widgets now draw on their own Figure."""
+    deadline, dark = time.monotonic() + timeout_s, 0.0
+    while time.monotonic() < deadline:
+        shown = page.evaluate(_WIDGET_OUTPUT_JS, index)
+        images = [src.split(",", 1)[1] for src in (shown or "").split("||")[0].split("|") if src.startswith("data:image/png")]
+        if len(images) == 1:
+            rgb = np.asarray(Image.open(io.BytesIO(base64.b64decode(images[0]))).convert("RGB"))
+            dark = float((rgb.max(axis=-1) < 128).mean())
+            if dark >= 0.002:
+                return shown
+        time.sleep(0.5)
+    raise AssertionError(f"the widget shows no drawn figure (one image expected; dark pixels {dark:.2%})")
+
+
 def check_widget_reacts(page, index: int, kind: str, name: str) -> str:
     """Move the control like a learner; the output below it (plot or text) must change."""
     owner = cell(page, index)
@@ -382,6 +404,8 @@ def check_widget_reacts(page, index: int, kind: str, name: str) -> str:
     area.screenshot(path=str(ARTIFACTS / f"{name}-widget-before.png"))
     move_slider(page, owner) if kind == "slider" else choose_other_option(owner)
     after = wait_until_settled(page, index, before)
+    if "data:image/png" in before:
+        after = wait_for_drawn_figure(page, index)
     area.screenshot(path=str(ARTIFACTS / f"{name}-widget-after.png"))
     if "data:image/png" in before:
         assert after.split("||")[0] != before.split("||")[0], f"{name}: moving the {kind} did not redraw the plot"
@@ -399,17 +423,18 @@ def _selfmade_notebook() -> nbformat.NotebookNode:
     nb.cells = [
         nbformat.v4.new_markdown_cell("# A slider that drives a plot"),
         nbformat.v4.new_code_cell(
-            "import matplotlib.pyplot as plt\nimport numpy as np\n"
-            "from ipywidgets import Dropdown, FloatSlider, interact\n"
+            "import numpy as np\nfrom IPython.display import display\n"
+            "from ipywidgets import Dropdown, FloatSlider, interact\nfrom matplotlib.figure import Figure\n"
             "from course_lib.viz import use_hangul_font\n"
             "use_hangul_font()\nx = np.linspace(0, 2 * np.pi, 200)"),
         nbformat.v4.new_code_cell(
             "def plot(frequency=1.0):\n"
-            "    fig, ax = plt.subplots(figsize=(4, 2.5))\n"
+            "    fig = Figure(figsize=(4, 2.5))  # as the chapters' widgets draw\n"
+            "    ax = fig.add_subplot()\n"
             "    ax.plot(x, np.sin(frequency * x))\n"
             "    ax.set_title(f'사인 곡선 sin({frequency:.1f} x)')\n"
             "    print(f'frequency = {frequency:.1f}')\n"
-            "    plt.show()\n\n"
+            "    display(fig)\n\n"
             "interact(plot, frequency=FloatSlider(value=1.0, min=0.5, max=5.0, step=0.5));"),
         nbformat.v4.new_code_cell(
             "interact(lambda word: print(f'{word} has {len(word)} syllables'),\n"
@@ -511,3 +536,55 @@ def test_without_the_widget_extension_the_test_fails_clearly(lab, page):
             widget_cell(page, timeout_ms=3_000)
     finally:
         page_config.unlink()
+
+
+TRANSLATION = ROOT / "notebooks" / "07_translation.ipynb"
+_TRAIN_CONFIG = "cfg = training.CHAPTER07_TRAIN\n"
+_QUICK_CONFIG = "import dataclasses\ncfg = dataclasses.replace(training.CHAPTER07_TRAIN, max_steps=30)\n"
+
+
+def _quick_translation_chapter() -> nbformat.NotebookNode:
+    """Chapter 07 with its training cut to 30 steps: the chapter's own fallback (the shipped
+    checkpoint) takes over, as on a learner's slow CPU, and the rest runs in about a minute."""
+    nb = nbformat.read(TRANSLATION, as_version=4)
+    cells = [c for c in nb.cells if c.cell_type == "code" and _TRAIN_CONFIG in c.source]
+    assert len(cells) == 1, f"{TRANSLATION.name} no longer sets `{_TRAIN_CONFIG.strip()}` in one cell; update this test"
+    cells[0].source = cells[0].source.replace(_TRAIN_CONFIG, _QUICK_CONFIG)
+    return nb
+
+
+@pytest.mark.skipif(not TRANSLATION.exists(), reason="chapter 07 is not in this checkout")
+def test_the_translator_translates_what_a_learner_types(lab, page):
+    """Chapter 07 in the browser, its training cut short so the shipped checkpoint takes over;
+    type a sentence into the translator widget and press Enter: its translation and attention map
+    appear; pick another layer: the map is redrawn."""
+    name = "selfmade/07_translation_quick.ipynb"
+    nbformat.write(_quick_translation_chapter(), lab[2] / name)
+    open_notebook(page, lab, name)
+    assert_no_error_shown(page, run_all(page), name)
+    expect(page.locator(".jp-Notebook")).to_contain_text("training stopped early (30 of")
+    translator = page.locator(".jp-Notebook .jp-Cell").filter(has=page.locator(".widget-text input"))
+    assert translator.count() == 1, "chapter 07 should have exactly one cell with a text box (the translator)"
+    index = page.evaluate("() => Array.from(document.querySelectorAll('.jp-Notebook .jp-Cell'))"
+                          ".findIndex(c => c.querySelector('.widget-text input'))")
+    page.wait_for_function(f"(i) => ({_WIDGET_OUTPUT_JS})(i) !== null", arg=index, timeout=30_000)
+    before = page.evaluate(_WIDGET_OUTPUT_JS, index)
+    assert "translation: 나는 파리에서 태어났다." in before, before[-300:]
+    box = translator.locator(".widget-text input").first
+    for sentence, korean in (("I like cats.", "나는 고양이가 좋다."), ("Suni closed the window.", "순이는 창문을 닫았다."),
+                             ("The cat drank the milk because it was hungry.", "고양이는 배가 고파서 우유를 마셨다.")):
+        box.scroll_into_view_if_needed()
+        box.click()
+        page.keyboard.press("Control+a")
+        page.keyboard.type(sentence)
+        page.keyboard.press("Enter")
+        typed = wait_until_settled(page, index, before)
+        assert f"translation: {korean}" in typed, typed[-300:]
+        before = typed = wait_for_drawn_figure(page, index)
+    translator.locator(".jp-Cell-outputArea").screenshot(path=str(ARTIFACTS / "07_translation-translator.png"))
+    choose_other_option(translator)  # the layer dropdown
+    wait_until_settled(page, index, typed)
+    other = wait_for_drawn_figure(page, index)
+    assert other.split("||")[0] != typed.split("||")[0], "choosing another layer did not redraw the attention map"
+    assert "translation: 고양이는 배가 고파서 우유를 마셨다." in other
+    assert_no_error_shown(page, page.evaluate(_ERRORS_JS), name)
