@@ -10,9 +10,9 @@ the keys and values that earlier positions produced can be kept and reused:
   changes: they are computed once, before the first step.
 
 Every weight used here belongs to the chapter 07 ``Transformer`` (``layer.self_attn.w_q`` ...);
-only the order of the work changes. ``greedy_decode_recompute`` is the slow reference that the
-tests and chapter 08 compare against: both run the same greedy loop, so they differ only in how a
-step's logits are computed.
+only the order of the work changes. Chapter 07's ``decoding.greedy_decode`` is the slow reference
+that the tests and chapter 08 compare against: ``greedy_decode_cached`` runs the same greedy loop
+with the same rules, so the two differ only in how a step's logits are computed.
 """
 from __future__ import annotations
 
@@ -26,10 +26,7 @@ from .decoding import check_src, decode_limits, inference  # the same rules as d
 from .model import Transformer
 from .multihead import MultiHeadAttention, split_heads
 
-__all__ = ["IncrementalDecoder", "greedy_decode_cached", "greedy_decode_recompute", "cache_bytes"]
-
-StepFn = Callable[[Tensor], Tensor]  # newest token ids (B,) -> logits for the next token (B, V)
-
+__all__ = ["IncrementalDecoder", "greedy_decode_cached", "cache_bytes"]
 
 def _residual(layer: nn.Module, index: int, x: Tensor, sublayer: Callable[[Tensor], Tensor]) -> Tensor:
     """One residual sub-layer of ``layer`` with its ``norm{index}``, placed as ``layer.norm_first`` says."""
@@ -113,62 +110,29 @@ def cache_bytes(model: Transformer, batch: int, length: int) -> int:
     return 2 * c.n_layers * batch * length * c.d_model * size
 
 
-def _greedy(model: Transformer, src: Tensor, max_len: int | None, bos_id: int, eos_id: int,
-            src_mask: Tensor | None, stop_at_eos: bool, make_step: Callable[..., StepFn]) -> Tensor:
-    """The greedy loop both strategies share (``decoding.greedy_decode``'s rules); only ``step`` differs."""
-    src, pad_id = check_src(model, src), model.config.pad_id
-    with inference(model):  # eval mode (no dropout), no gradients; the model's mode is restored after
-        src_mask = padding_mask(src, pad_id) if src_mask is None else src_mask.to(src.device)  # (B, 1, S)
-        limits = decode_limits(model, src_mask, max_len)  # (B,) tokens each row may produce
-        steps = int(limits.max())
-        step = make_step(model, src, src_mask, steps)
-        tokens = torch.full((src.shape[0],), bos_id, dtype=torch.long, device=src.device)  # (B,) <bos> first
-        done = torch.zeros(src.shape[0], dtype=torch.bool, device=src.device)  # (B,)
-        out = []
-        for t in range(1, steps + 1):
-            tokens = step(tokens).argmax(dim=-1)  # (B,)
-            if stop_at_eos:
-                tokens = tokens.masked_fill(done, pad_id)  # rows that ended get <pad>
-                done = done | (tokens == eos_id) | (limits <= t)
-            out.append(tokens)
-            if stop_at_eos and bool(done.all()):
-                break
-    return torch.stack(out, dim=1)  # (B, L)
-
-
-def _cached_step(model: Transformer, src: Tensor, src_mask: Tensor, steps: int) -> StepFn:
-    return IncrementalDecoder(model, src, src_mask, capacity=steps).step
-
-
-def _recompute_step(model: Transformer, src: Tensor, src_mask: Tensor, steps: int) -> StepFn:
-    memory = model.encode(src, src_mask)  # (B, S, D)
-    prefix: list[Tensor] = []
-
-    def step(tokens: Tensor) -> Tensor:
-        prefix.append(tokens)
-        tgt = torch.stack(prefix, dim=1)  # (B, t+1): <bos> y1 .. yt
-        return model.decode(tgt, memory, src_mask)[:, -1]  # (B, V): the last position only
-    return step
-
-
 def greedy_decode_cached(model: Transformer, src: Tensor, max_len: int | None = None, bos_id: int = 1,
-                         eos_id: int = 2, src_mask: Tensor | None = None, stop_at_eos: bool = True) -> Tensor:
-    """Greedy decoding with a key/value cache: the same tokens as recomputation, far less work.
+                         eos_id: int = 2, src_mask: Tensor | None = None) -> Tensor:
+    """Greedy decoding with a key/value cache: the same tokens as ``decoding.greedy_decode``, far less work.
 
-    The output follows ``decoding.greedy_decode``: the generated ids without ``<bos>``, ``<pad>``
+    The same loop and rules as chapter 07's version: the generated ids without ``<bos>``, ``<pad>``
     after a row's ``<eos>``, at most ``max_len`` tokens (by default 2 S + 10 for a row of S source
-    tokens). ``stop_at_eos=False`` ignores ``<eos>`` and always produces ``max_len`` tokens (timing).
+    tokens). An ``eos_id`` that no token has (e.g. -1) never stops early: always ``max_len`` tokens.
 
     Shape:
         src (B, S) ids -> (B, L) ids, L <= max_len
     """
-    return _greedy(model, src, max_len, bos_id, eos_id, src_mask, stop_at_eos, _cached_step)
-
-
-def greedy_decode_recompute(model: Transformer, src: Tensor, max_len: int | None = None, bos_id: int = 1,
-                            eos_id: int = 2, src_mask: Tensor | None = None, stop_at_eos: bool = True) -> Tensor:
-    """The reference: every step runs ``model.decode`` on the whole prefix (no cache).
-
-    Same arguments and output as ``greedy_decode_cached``.
-    """
-    return _greedy(model, src, max_len, bos_id, eos_id, src_mask, stop_at_eos, _recompute_step)
+    src, pad_id = check_src(model, src), model.config.pad_id
+    with inference(model):  # eval mode (no dropout), no gradients; the model's mode is restored after
+        src_mask = padding_mask(src, pad_id) if src_mask is None else src_mask.to(src.device)  # (B, 1, S)
+        limits = decode_limits(model, src_mask, max_len)  # (B,) tokens each row may produce
+        decoder = IncrementalDecoder(model, src, src_mask, capacity=int(limits.max()))  # the encoder runs here, once
+        tokens = torch.full((src.shape[0],), bos_id, dtype=torch.long, device=src.device)  # (B,) <bos> first
+        done = torch.zeros(src.shape[0], dtype=torch.bool, device=src.device)  # (B,)
+        out = []
+        for t in range(1, decoder.capacity + 1):
+            tokens = decoder.step(tokens).argmax(dim=-1).masked_fill(done, pad_id)  # (B,) rows that ended get <pad>
+            done |= (tokens == eos_id) | (limits <= t)
+            out.append(tokens)
+            if done.all():
+                break
+    return torch.stack(out, dim=1)  # (B, L)

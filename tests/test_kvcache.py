@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from course_lib.decoding import greedy_decode
-from course_lib.kvcache import IncrementalDecoder, cache_bytes, greedy_decode_cached, greedy_decode_recompute
+from course_lib.kvcache import IncrementalDecoder, cache_bytes, greedy_decode_cached
 from course_lib.model import Transformer, TransformerConfig
 from course_lib.multihead import set_fused
 
@@ -53,7 +53,7 @@ def test_cached_tokens_equal_recomputation(norm_first, seed):
     src = padded_src(seed)
     cached = greedy_decode_cached(model, src, max_len=20)
     assert torch.equal(cached, naive_greedy(model, src, 20))
-    assert torch.equal(cached, greedy_decode_recompute(model, src, max_len=20))
+    assert torch.equal(cached, greedy_decode(model, src, max_len=20))  # chapter 07's recomputing loop
 
 
 def test_the_comparison_covers_rows_that_end_early_and_rows_that_do_not():
@@ -105,13 +105,13 @@ def test_the_fused_path_decodes_the_same_tokens():
     assert torch.equal(greedy_decode_cached(set_fused(model, True), src, max_len=20), plain)
 
 
-def test_stop_at_eos_false_always_gives_max_len_tokens():
+def test_an_eos_id_no_token_has_always_gives_max_len_tokens():
     model = tiny_model(True, 5, tgt_vocab=4)  # a 4-token vocabulary: <eos> comes quickly
     src = padded_src(5)
     stopped = greedy_decode_cached(model, src, max_len=30)
-    forced = greedy_decode_cached(model, src, max_len=30, stop_at_eos=False)
+    forced = greedy_decode_cached(model, src, max_len=30, eos_id=-1)
     assert stopped.shape[1] < 30 and forced.shape == (5, 30)
-    assert torch.equal(forced, greedy_decode_recompute(model, src, max_len=30, stop_at_eos=False))
+    assert torch.equal(forced, greedy_decode(model, src, max_len=30, eos_id=-1))
     ended = (stopped == EOS).any(dim=1)
     assert ended.all()  # so stopping early was right
     first = (stopped == EOS).int().argmax(dim=1)
@@ -134,7 +134,7 @@ def test_encoder_and_cross_projections_run_once_and_self_projections_see_one_tok
              for layer in model.decoder.layers]
     hooks += [layer.self_attn.w_k.register_forward_hook(lambda m, i, o: calls["self_k"].append(tuple(i[0].shape)))
               for layer in model.decoder.layers]
-    out = greedy_decode_cached(model, src, max_len=12, stop_at_eos=False)
+    out = greedy_decode_cached(model, src, max_len=12, eos_id=-1)
     for h in hooks:
         h.remove()
     n_layers = model.config.n_layers
