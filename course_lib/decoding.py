@@ -175,14 +175,12 @@ def translate_batch(model: Transformer, sentences: Sequence[str], src_vocab: Voc
     """Translate many sentences (``beam_size=1``: greedy); words not in ``src_vocab`` become <unk>."""
     if isinstance(sentences, str):
         raise TypeError("translate_batch expects a list of sentences; use translate() for one str")
-    ids = [src_vocab.encode(tokenize(s)) for s in sentences]
-    out: list[str] = [""] * len(ids)  # an empty sentence translates to ""
-    todo = sorted((i for i in range(len(ids)) if ids[i]), key=lambda i: len(ids[i]))  # similar lengths together
+    tokens = [tokenize(s) for s in sentences]
+    out: list[str] = [""] * len(tokens)  # an empty sentence translates to ""
+    todo = sorted((i for i in range(len(tokens)) if tokens[i]), key=lambda i: len(tokens[i]))  # similar lengths together
     for start in range(0, len(todo), batch_size):
         chunk = todo[start:start + batch_size]
-        src = torch.full((len(chunk), max(len(ids[i]) for i in chunk)), src_vocab.pad_id, dtype=torch.long)  # (B, S)
-        for row, i in enumerate(chunk):
-            src[row, :len(ids[i])] = torch.tensor(ids[i])
+        src = src_vocab.encode_batch([tokens[i] for i in chunk])  # (B, S) ids padded with pad_id
         if beam_size == 1:
             hyps = [_strip(row, tgt_vocab.eos_id, tgt_vocab.pad_id)
                     for row in greedy_decode(model, src, max_len, tgt_vocab.bos_id, tgt_vocab.eos_id).tolist()]
