@@ -540,7 +540,7 @@ def test_without_the_widget_extension_the_test_fails_clearly(lab, page):
 
 TRANSLATION = ROOT / "notebooks" / "07_translation.ipynb"
 _TRAIN_CONFIG = "cfg = training.CHAPTER07_TRAIN\n"
-_QUICK_CONFIG = "import dataclasses\ncfg = dataclasses.replace(training.CHAPTER07_TRAIN, max_steps=30)\n"
+_QUICK_CONFIG = "cfg = dataclasses.replace(training.CHAPTER07_TRAIN, max_steps=30)\n"  # the chapter imports dataclasses
 
 
 def _quick_translation_chapter() -> nbformat.NotebookNode:
