@@ -9,12 +9,20 @@ functions or small formulas written here, so a bug in the course cannot hide a b
 """
 from __future__ import annotations
 
+import functools
 import importlib
-from typing import Any, Callable, Mapping, NoReturn
+import random
+from typing import Any, Callable, Iterable, Mapping, NoReturn, Sequence, TypeVar
 
+import numpy as np
 import torch
 
-__all__ = ["CheckFailed", "fail", "ok", "call", "expect_close", "expect_shape", "expect_equal", "describe"]
+__all__ = [
+    "CheckFailed", "fail", "ok", "call", "expect_close", "expect_shape", "describe",
+    "hint", "checker", "no_trace", "randn",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class CheckFailed(AssertionError):
@@ -66,20 +74,30 @@ def expect_shape(got: Any, shape: tuple[int, ...], *, tried: str, hint: str = ""
         fail(tried, f"shape {tuple(shape)}", f"shape {tuple(got.shape)}", hint or "check which dimensions you reduce, transpose or reshape")
 
 
+Mistakes = Sequence[tuple[str, torch.Tensor]] | Mapping[str, torch.Tensor]
+
+
+def _pairs(mistakes: Mistakes | None) -> Iterable[tuple[str, torch.Tensor]]:
+    if mistakes is None:
+        return ()
+    return mistakes.items() if isinstance(mistakes, Mapping) else mistakes
+
+
 def expect_close(
     got: Any,
     expected: torch.Tensor,
     *,
     tried: str,
     hint: str,
-    mistakes: Mapping[str, torch.Tensor] | None = None,
+    mistakes: Mistakes | None = None,
     atol: float = 1e-5,
     rtol: float = 1e-4,
 ) -> None:
     """Fail unless ``got`` matches ``expected``.
 
-    ``mistakes`` maps a hint to the value a known mistake produces; when ``got`` matches one of
-    them, that hint is given instead of the generic one.
+    ``mistakes`` is a list of ``(hint, value)`` pairs, the value a known mistake produces; when
+    ``got`` matches one of them, that hint is given instead of the generic one (a dict is accepted
+    too). The message names the first element that differs.
     """
     expect_shape(got, tuple(expected.shape), tried=tried, hint=hint)
     same_kind = (got.dtype == torch.bool) == (expected.dtype == torch.bool) and (
@@ -90,23 +108,94 @@ def expect_close(
     got_c = got.detach().to(expected.dtype)
     if torch.allclose(got_c, expected, atol=atol, rtol=rtol, equal_nan=True):
         return
-    for mistake_hint, wrong in (mistakes or {}).items():
+    where = first_difference(got_c, expected, atol=atol, rtol=rtol)
+    for mistake_hint, wrong in _pairs(mistakes):
         if wrong.shape == got_c.shape and torch.allclose(got_c, wrong.to(expected.dtype), atol=atol, rtol=rtol, equal_nan=True):
-            fail(tried, expected, got, mistake_hint)
-    fail(tried, expected, got, hint)
+            fail(tried, f"{describe(expected)}\n  first difference: {where}", got, mistake_hint)
+    fail(tried, f"{describe(expected)}\n  first difference: {where}", got, hint)
 
 
-def expect_equal(got: Any, expected: Any, *, tried: str, hint: str) -> None:
-    """Fail unless ``got == expected`` (tensors compared element-wise, with shape and dtype)."""
-    if isinstance(expected, torch.Tensor):
-        expect_shape(got, tuple(expected.shape), tried=tried, hint=hint)
-        if got.dtype != expected.dtype:
-            fail(tried, f"dtype {expected.dtype}", f"dtype {got.dtype}", hint)
-        if not torch.equal(got, expected):
-            fail(tried, expected, got, hint)
-        return
-    if got != expected:
-        fail(tried, expected, got, hint)
+def first_difference(got: torch.Tensor, expected: torch.Tensor, *, atol: float = 1e-5, rtol: float = 1e-4) -> str:
+    """``at index (i, j): expected x, got y`` for the first element outside the tolerance."""
+    close = torch.isclose(got, expected, atol=atol, rtol=rtol, equal_nan=True)  # same shape as expected
+    bad = (~close).nonzero()
+    if len(bad) == 0:
+        return "none"
+    index = tuple(bad[0].tolist())
+    return f"at index {index}: expected {_fmt(expected[index].item())}, got {_fmt(got[index].item())}"
+
+
+def randn(*shape: int, seed: int, scale: float = 1.0, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """Seeded normal samples from a private generator: a checker's cases never touch the global RNG."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g, dtype=dtype) * scale
+
+
+def no_trace(checker: F) -> F:
+    """Run a checker with torch's, NumPy's and Python's random states restored afterwards.
+
+    A learner's notebook must not behave differently because a checker ran in it.
+    """
+
+    @functools.wraps(checker)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        py_state, np_state = random.getstate(), np.random.get_state()
+        try:
+            with torch.random.fork_rng(devices=[]):
+                return checker(*args, **kwargs)
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+
+    return wrapped  # type: ignore[return-value]
+
+
+# --- Hints on demand ------------------------------------------------------------------------
+# Each chapter module defines ``HINTS = {"exercise_name": (idea, approach, near_code), ...}``.
+# ``hint("ch07.noam_lr")`` prints the next level each time it is called.
+
+_shown: dict[str, int] = {}
+
+
+def hints_for(name: str) -> tuple[str, ...]:
+    """The graded hints of ``"chNN.exercise"``; raises KeyError naming what exists."""
+    chapter, _, exercise = name.partition(".")
+    try:
+        module = importlib.import_module(f"{__name__}.{chapter}")
+    except ImportError:
+        raise KeyError(f"no checker chapter {chapter!r}: use a name like 'ch03.scaled_dot_product_attention'") from None
+    table: Mapping[str, tuple[str, ...]] = getattr(module, "HINTS", {})
+    if exercise not in table:
+        known = ", ".join(f"{chapter}.{k}" for k in table) or "none"
+        raise KeyError(f"no hints for {name!r}; this chapter has hints for: {known}")
+    return tuple(table[exercise])
+
+
+def hint(name: str, level: int | None = None) -> None:
+    """Print a hint for an exercise: the idea first, then the approach, then near-code.
+
+    Args:
+        name: ``"chNN.exercise"``, e.g. ``"ch07.noam_lr"``.
+        level: 1, 2, 3, ... to show one level again; by default each call shows the next one.
+    """
+    levels = hints_for(name)
+    if level is None:
+        level = min(_shown.get(name, 0) + 1, len(levels))
+    if not 1 <= level <= len(levels):
+        raise ValueError(f"{name} has hints 1 to {len(levels)}, not {level}")
+    _shown[name] = max(_shown.get(name, 0), level)
+    label = ("idea", "approach", "near-code")[level - 1] if len(levels) == 3 else f"{level}/{len(levels)}"
+    more = f" (call again for hint {level + 1})" if level < len(levels) else " (the last hint; the solution is in solutions/)"
+    print(f"Hint {level} of {len(levels)}, {label}{more}:\n{levels[level - 1]}")
+
+
+def hint_available(name: str) -> str:
+    """The line a failure message ends with when ``name`` has hints."""
+    try:
+        hints_for(name)
+    except KeyError:
+        return ""
+    return f"\n  more help: checks.hint({name!r})"
 
 
 def __getattr__(name: str) -> Any:
@@ -114,3 +203,26 @@ def __getattr__(name: str) -> Any:
     if name.startswith("ch") and name[2:].isdigit():
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def checker(name: str) -> Callable[[F], F]:
+    """Decorate a chapter's checker: no trace on the RNGs, and a failure that points to the hints.
+
+    ``@checker("ch07.noam_lr")`` on ``def noam_lr(fn): ...`` makes a failure end with
+    ``more help: checks.hint('ch07.noam_lr')`` (when the chapter has hints for it).
+    """
+
+    def decorate(fn: F) -> F:
+        quiet = no_trace(fn)
+
+        @functools.wraps(fn)
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return quiet(*args, **kwargs)
+            except CheckFailed as err:
+                raise CheckFailed(f"{err}{hint_available(name)}") from None
+
+        wrapped.exercise = name  # type: ignore[attr-defined]
+        return wrapped  # type: ignore[return-value]
+
+    return decorate
