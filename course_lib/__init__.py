@@ -14,6 +14,7 @@ Shape legend (used in every shape comment of the package):
 from __future__ import annotations
 
 import inspect
+import os
 import random
 
 __version__ = "0.1.0"
@@ -57,3 +58,24 @@ def show_source(obj: object) -> None:
     except ImportError:
         pass
     print(source)
+
+
+def set_threads(workload: str = "small") -> int:
+    """Choose torch's thread count for a chapter, by one policy for the whole course; returns it.
+
+    ``"small"``: the tensors are tiny (chapters 00-06, 08's timings): one thread, which is fastest
+    and stays fast when other programs share the CPU. ``"training"``: chapter 07's training, where
+    two threads help on a quiet machine; on a busy one (load average at or above the core count)
+    threads fight other programs for the cores, so one is used. See docs/troubleshooting.md.
+    """
+    import torch
+
+    if workload not in ("small", "training"):
+        raise ValueError(f"set_threads expects 'small' or 'training', got {workload!r}")
+    threads = 1
+    if workload == "training":
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        busy = hasattr(os, "getloadavg") and os.getloadavg()[0] >= cores
+        threads = 1 if busy else max(1, min(2, cores))
+    torch.set_num_threads(threads)
+    return threads
