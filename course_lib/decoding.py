@@ -20,7 +20,7 @@ from .tokens import Vocab, detokenize, word_tokenize
 from .training import pair_text
 
 __all__ = ["inference", "check_src", "decode_limits", "greedy_decode", "beam_step", "length_penalty", "beam_search",
-           "translate", "translate_batch", "evaluate"]
+           "translate", "translate_batch", "evaluate", "unknown_words"]
 
 
 @contextlib.contextmanager
@@ -189,6 +189,17 @@ def translate_batch(model: Transformer, sentences: Sequence[str], src_vocab: Voc
         for i, hyp in zip(chunk, hyps):
             out[i] = detokenize(tgt_vocab.decode(hyp))
     return out
+
+
+def unknown_words(sentence: str, src_vocab: Vocab, tokenize: Tokenize = word_tokenize) -> list[str]:
+    """The tokens of ``sentence`` that ``src_vocab`` has never seen (each once, in order).
+
+    The same tokenization as ``translate``, so these are exactly the tokens that become ``<unk>``.
+    """
+    if not isinstance(sentence, str):
+        raise TypeError(f"unknown_words expects one sentence (str), got {type(sentence).__name__}")
+    unknown = [tok for tok in tokenize(sentence) if tok not in src_vocab.stoi]
+    return list(dict.fromkeys(unknown))
 
 
 def translate(model: Transformer, sentence: str, src_vocab: Vocab, tgt_vocab: Vocab, beam_size: int = 1,
