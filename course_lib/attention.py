@@ -40,12 +40,24 @@ def _check_qkv(query: Tensor, key: Tensor, value: Tensor) -> None:
         if not isinstance(t, Tensor) or not t.is_floating_point() or t.dim() < 2:
             got = f"{t.dtype} {tuple(t.shape)}" if isinstance(t, Tensor) else type(t).__name__
             raise TypeError(f"{name} must be a floating tensor of shape (..., T, d), got {got}")
+    if not query.dtype == key.dtype == value.dtype and not torch.is_autocast_enabled(query.device.type):
+        raise TypeError(f"query, key and value must have one dtype, got {query.dtype}, {key.dtype} and {value.dtype}: "
+                        "convert them, e.g. key.to(query.dtype)")
     if query.shape[-1] != key.shape[-1]:
         raise ValueError(f"query and key must have the same width d_k to be compared: "
                          f"query (..., T_q, d_k) is {tuple(query.shape)}, key (..., T_k, d_k) is {tuple(key.shape)}")
     if key.shape[-2] != value.shape[-2]:
         raise ValueError(f"key and value must have one row per position (same T_k): "
                          f"key is {tuple(key.shape)}, value is {tuple(value.shape)}")
+    if query.shape[-1] == 0:
+        raise ValueError(f"query and key need a width d_k >= 1 (the scale is 1/sqrt(d_k)), got d_k = 0: "
+                         f"query {tuple(query.shape)}, key {tuple(key.shape)}")
+    try:
+        torch.broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2])
+    except RuntimeError:
+        raise ValueError(f"query, key and value must agree on their leading (batch, head) dimensions: query (..., T_q, d_k) "
+                         f"is {tuple(query.shape)}, key (..., T_k, d_k) {tuple(key.shape)}, value (..., T_k, d_v) "
+                         f"{tuple(value.shape)}") from None
 
 
 def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None = None,

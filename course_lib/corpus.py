@@ -6,6 +6,7 @@ builds the pair with ``course_lib.grammar``, which holds the morphology and the 
 """
 from __future__ import annotations
 
+import os
 import random
 from collections import Counter
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from pathlib import Path
 from .grammar import (ADJECTIVES, ADJECTIVES_OF, CLASSES, DIET, HONOURED, KOREAN_NOUNS, MEALS, NOUNS, PLACE_OBJECTS,
                       REASONS, STATES, TIMES, TOOLS, VEHICLES, VERBS, VERBS_BY_FRAME, Noun, Verb, be_form, build_sentence,
                       complements, has_batchim, lemma, like_sentence, noun_ids, number_of, particle, subject_np, with_particle)
+from .validate import nfc
 
 __all__ = ["Pair", "Splits", "NOTE_EXAMPLES", "has_batchim", "particle", "generate", "make_splits", "load_pairs",
            "statistics", "NOUNS", "VERBS", "ADJECTIVES", "KOREAN_NOUNS"]
@@ -296,30 +298,33 @@ def make_splits(seed: int = 0, n_train: int = 20000, n_valid: int = 1000, n_test
 
 
 def load_pairs(path: str | Path, max_pairs: int | None = None) -> list[tuple[str, str]]:
-    """Read `English<TAB>Korean[<TAB>anything]` lines (UTF-8, BOM allowed); blank lines are skipped."""
+    """Read `English<TAB>Korean[<TAB>anything]` lines (UTF-8, BOM allowed, text returned in NFC); blank lines are skipped."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"load_pairs expects a file path (str or pathlib.Path), got {type(path).__name__} {path!r:.60}")
     path = Path(path)
-    if max_pairs is not None and (not isinstance(max_pairs, int) or max_pairs < 0):
+    if max_pairs is not None and (isinstance(max_pairs, bool) or not isinstance(max_pairs, int) or max_pairs < 0):
         raise ValueError(f"max_pairs must be None or a non-negative int, got {max_pairs!r}")
     if not path.is_file():
         raise FileNotFoundError(f"no sentence-pair file at {path} (expected UTF-8 text, one 'English<TAB>Korean' per line)")
     pairs: list[tuple[str, str]] = []
-    lineno = 0  # for the UnicodeDecodeError message
-    try:
-        with path.open(encoding="utf-8-sig") as f:
-            for lineno, line in enumerate(f, 1):
-                if max_pairs is not None and len(pairs) >= max_pairs:
-                    break
-                if not line.strip():
-                    continue
-                cols = line.rstrip("\r\n").split("\t")
-                if len(cols) < 2:
-                    raise ValueError(f"{path}, line {lineno}: expected 'English<TAB>Korean', found no tab in {line[:60]!r}")
-                en, ko = cols[0].strip(), cols[1].strip()
-                if not en or not ko:
-                    raise ValueError(f"{path}, line {lineno}: the {'Korean' if en else 'English'} side is empty in {line.rstrip()[:60]!r}")
-                pairs.append((en, ko))
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{path} is not UTF-8 text (line {lineno + 1}): {err}") from None
+    with path.open("rb") as f:  # bytes, decoded line by line, so that a bad byte is reported on its own line
+        for lineno, raw in enumerate(f, 1):
+            if max_pairs is not None and len(pairs) >= max_pairs:
+                break
+            try:
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as err:
+                raise ValueError(f"{path} is not UTF-8 text: line {lineno}, byte {err.start + 1} of the line "
+                                 f"({raw[err.start:err.start + 1]!r}): {err.reason}") from None
+            if not line.strip():
+                continue
+            cols = line.rstrip("\r\n").split("\t")
+            if len(cols) < 2:
+                raise ValueError(f"{path}, line {lineno}: expected 'English<TAB>Korean', found no tab in {line[:60]!r}")
+            en, ko = nfc(cols[0].strip()), nfc(cols[1].strip())
+            if not en or not ko:
+                raise ValueError(f"{path}, line {lineno}: the {'Korean' if en else 'English'} side is empty in {line.rstrip()[:60]!r}")
+            pairs.append((en, ko))
     return pairs
 
 

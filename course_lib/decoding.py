@@ -9,6 +9,7 @@ prefix (simple and exact; chapter 08 adds a cache).
 from __future__ import annotations
 
 import contextlib
+import warnings
 from typing import Callable, Iterator, Sequence
 
 import torch
@@ -18,9 +19,19 @@ from .attention import padding_mask
 from .model import Transformer
 from .tokens import Vocab, detokenize, word_tokenize
 from .training import pair_text
+from .validate import check_int, nfc
 
 __all__ = ["inference", "check_src", "decode_limits", "greedy_decode", "beam_step", "length_penalty", "beam_search",
-           "translate", "translate_batch", "evaluate", "unknown_words"]
+           "translate", "translate_batch", "evaluate", "unknown_words", "source_tokens", "UntranslatableError",
+           "TruncatedInputWarning"]
+
+
+class UntranslatableError(ValueError):
+    """A sentence in which the source vocabulary knows no word: the model would only make up Korean."""
+
+
+class TruncatedInputWarning(UserWarning):
+    """A sentence longer than the model's table of positions: only its beginning is translated."""
 
 
 @contextlib.contextmanager
@@ -54,6 +65,9 @@ def decode_limits(model: Transformer, src_mask: Tensor, max_len: int | None) -> 
     """
     if max_len is not None and (isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1):
         raise ValueError(f"max_len must be None or a positive int, got {max_len!r}")
+    if model.config.max_len < 2:
+        raise ValueError(f"this model's table of positions has max_len = {model.config.max_len}: position 0 holds <bos>, "
+                         "so it cannot generate a single token; build it with TransformerConfig(max_len >= 2)")
     lengths = src_mask.flatten(1).sum(dim=1)  # (B,) real source tokens per row
     limits = 2 * lengths + 10 if max_len is None else torch.full_like(lengths, max_len)  # (B,)
     return limits.clamp(max=model.config.max_len - 1)  # <bos> takes position 0
@@ -169,13 +183,70 @@ Tokenize = Callable[[str], list[str]]
 Detokenize = Callable[[list[str]], str]
 
 
+def source_tokens(sentence: str, src_vocab: Vocab, tokenize: Tokenize = word_tokenize) -> list[str]:
+    """The tokens ``translate`` feeds the model: ``tokenize(sentence)``, each in the case the vocabulary knows.
+
+    The corpus writes ordinary English case ("I", names, a capital at the start) and the vocabulary
+    keeps case ("The" and "the" are two entries). A token not in ``src_vocab`` as typed is looked up
+    lower-case, then Capitalised, then in CAPITALS, so "i" reads as "I", "SCHOOL" as "school" and
+    "seoul" as "Seoul"; a token none of these finds stays as typed (and becomes <unk>).
+    """
+    tokens = tokenize(sentence)
+    return [next((f for f in (tok, tok.lower(), tok.capitalize(), tok.upper()) if f in src_vocab), tok) for tok in tokens]
+
+
+def unknown_words(sentence: str, src_vocab: Vocab, tokenize: Tokenize = word_tokenize) -> list[str]:
+    """The tokens of ``sentence`` that ``src_vocab`` has never seen, in any case (each once, in order).
+
+    The same tokenization as ``translate`` (``source_tokens``), so these are exactly the tokens that become ``<unk>``.
+    """
+    if not isinstance(sentence, str):
+        raise TypeError(f"unknown_words expects one sentence (str), got {type(sentence).__name__}")
+    return list(dict.fromkeys(tok for tok in source_tokens(sentence, src_vocab, tokenize) if tok not in src_vocab))
+
+
+def _knows_a_word(tokens: list[str], src_vocab: Vocab) -> bool:
+    """True when some token is in the vocabulary and is a word (has a letter or digit), not only punctuation."""
+    return any(tok in src_vocab and any(ch.isalnum() for ch in tok) for tok in tokens)
+
+
+def _unknown_note(sentence: str, src_vocab: Vocab, tokenize: Tokenize) -> str:
+    unknown = unknown_words(sentence, src_vocab, tokenize)
+    return f"unknown words: {', '.join(unknown)}" if unknown else "only punctuation"
+
+
 def translate_batch(model: Transformer, sentences: Sequence[str], src_vocab: Vocab, tgt_vocab: Vocab,
                     beam_size: int = 1, alpha: float = 0.6, max_len: int | None = None, batch_size: int = 128,
                     tokenize: Tokenize = word_tokenize, detokenize: Detokenize = detokenize) -> list[str]:
-    """Translate many sentences (``beam_size=1``: greedy); words not in ``src_vocab`` become <unk>."""
+    """Translate many sentences (``beam_size=1``: greedy); words not in ``src_vocab`` become <unk>.
+
+    An empty sentence translates to "". A sentence in which ``src_vocab`` knows no word (only unknown
+    words or punctuation) raises ``UntranslatableError``; ``unknown_words`` lists what it did not know.
+    A sentence longer than the model's table of positions (``model.config.max_len`` tokens) is cut
+    to that length with a ``TruncatedInputWarning``, and the rest of the batch is unaffected.
+    """
     if isinstance(sentences, str):
         raise TypeError("translate_batch expects a list of sentences; use translate() for one str")
-    tokens = [tokenize(s) for s in sentences]
+    check_int(batch_size, "batch_size")
+    sentences = list(sentences)
+    for i, s in enumerate(sentences):
+        if not isinstance(s, str):
+            raise TypeError(f"translate_batch expects sentences as str, got {type(s).__name__} {s!r:.40} at position {i}")
+    tokens = [source_tokens(s, src_vocab, tokenize) for s in sentences]
+    hopeless = [i for i, toks in enumerate(tokens) if toks and not _knows_a_word(toks, src_vocab)]
+    if hopeless:
+        shown = "; ".join(f"sentence {i} {sentences[i]!r:.60} ({_unknown_note(sentences[i], src_vocab, tokenize)})"
+                          for i in hopeless[:3])
+        raise UntranslatableError(f"refusing to translate: the source vocabulary ({len(src_vocab)} tokens, from the "
+                                  f"training corpus) knows no word of {len(hopeless)} sentence(s), so any Korean would "
+                                  f"be made up: {shown}")
+    limit = model.config.max_len
+    for i, toks in enumerate(tokens):
+        if len(toks) > limit:
+            warnings.warn(f"sentence {i} has {len(toks)} tokens, more than the model's {limit} positions "
+                          f"(TransformerConfig.max_len): translating its first {limit} only: {sentences[i]!r:.80}",
+                          TruncatedInputWarning, stacklevel=2)
+            tokens[i] = toks[:limit]
     out: list[str] = [""] * len(tokens)  # an empty sentence translates to ""
     todo = sorted((i for i in range(len(tokens)) if tokens[i]), key=lambda i: len(tokens[i]))  # similar lengths together
     for start in range(0, len(todo), batch_size):
@@ -189,17 +260,6 @@ def translate_batch(model: Transformer, sentences: Sequence[str], src_vocab: Voc
         for i, hyp in zip(chunk, hyps):
             out[i] = detokenize(tgt_vocab.decode(hyp))
     return out
-
-
-def unknown_words(sentence: str, src_vocab: Vocab, tokenize: Tokenize = word_tokenize) -> list[str]:
-    """The tokens of ``sentence`` that ``src_vocab`` has never seen (each once, in order).
-
-    The same tokenization as ``translate``, so these are exactly the tokens that become ``<unk>``.
-    """
-    if not isinstance(sentence, str):
-        raise TypeError(f"unknown_words expects one sentence (str), got {type(sentence).__name__}")
-    unknown = [tok for tok in tokenize(sentence) if tok not in src_vocab.stoi]
-    return list(dict.fromkeys(unknown))
 
 
 def translate(model: Transformer, sentence: str, src_vocab: Vocab, tgt_vocab: Vocab, beam_size: int = 1,
@@ -229,8 +289,8 @@ def evaluate(model: Transformer, pairs: Sequence, src_vocab: Vocab, tgt_vocab: V
     sides = [pair_text(p) for p in pairs]
     if not sides:
         raise ValueError("evaluate needs at least one (english, korean) pair")
-    refs = [ko for _, ko in sides]
-    hyps = translate_batch(model, [en for en, _ in sides], src_vocab, tgt_vocab, beam_size, alpha,
-                           batch_size=batch_size, tokenize=tokenize, detokenize=detokenize)
+    refs = [nfc(ko) for _, ko in sides]  # NFC on both sides: NFD Korean would share no character n-gram
+    hyps = [nfc(h) for h in translate_batch(model, [en for en, _ in sides], src_vocab, tgt_vocab, beam_size, alpha,
+                                             batch_size=batch_size, tokenize=tokenize, detokenize=detokenize)]
     return {"bleu": sacrebleu.corpus_bleu(hyps, [refs]).score, "chrf": sacrebleu.corpus_chrf(hyps, [refs]).score,
             "exact": sum(h == r for h, r in zip(hyps, refs)) / len(refs), "hypotheses": hyps}

@@ -15,14 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .validate import check_dropout, check_int
+
 __all__ = ["TokenEmbedding", "sinusoidal_positional_encoding", "PositionalEncoding", "offset_matrix",
            "skipgram_pairs", "train_skipgram"]
-
-
-def _positive_int(value: object, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
 
 
 def _check_ids(ids: object, vocab_size: int, where: str) -> torch.Tensor:
@@ -52,8 +48,8 @@ class TokenEmbedding(nn.Module):
 
     def __init__(self, vocab_size: int, d_model: int, padding_idx: int | None = None) -> None:
         super().__init__()
-        self.vocab_size = _positive_int(vocab_size, "vocab_size")
-        self.d_model = _positive_int(d_model, "d_model")
+        self.vocab_size = check_int(vocab_size, "vocab_size")
+        self.d_model = check_int(d_model, "d_model")
         if padding_idx is not None and (isinstance(padding_idx, bool) or not isinstance(padding_idx, int)
                                         or not 0 <= padding_idx < vocab_size):
             raise ValueError(f"padding_idx must be None or an id in 0..{vocab_size - 1}, got {padding_idx!r}")
@@ -81,8 +77,8 @@ def sinusoidal_positional_encoding(max_len: int, d_model: int, dtype: torch.dtyp
     Shape:
         returns (max_len, D)
     """
-    _positive_int(max_len, "max_len", minimum=0)
-    _positive_int(d_model, "d_model")
+    check_int(max_len, "max_len", minimum=0)
+    check_int(d_model, "d_model")
     if d_model % 2:
         raise ValueError(f"d_model must be even for the sinusoidal encoding (sin and cos columns come in pairs), "
                          f"got {d_model}")
@@ -122,9 +118,8 @@ class PositionalEncoding(nn.Module):
 
     def __init__(self, d_model: int, max_len: int = 5000, dropout: float = 0.0) -> None:
         super().__init__()
-        if not 0.0 <= float(dropout) < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-        self.d_model, self.max_len = d_model, _positive_int(max_len, "max_len")
+        check_dropout(dropout)
+        self.d_model, self.max_len = d_model, check_int(max_len, "max_len")
         self.register_buffer("pe", sinusoidal_positional_encoding(max_len, d_model), persistent=False)  # (max_len, D)
         self.dropout = nn.Dropout(dropout)
 
@@ -152,7 +147,7 @@ def skipgram_pairs(sentences: Iterable[list[int]], window: int = 2) -> torch.Ten
     Shape:
         returns (N, 2) long: column 0 the centre word, column 1 a context word
     """
-    _positive_int(window, "window")
+    check_int(window, "window")
     pairs = [(s[i], s[j]) for s in sentences for i in range(len(s))
              for j in range(max(0, i - window), min(len(s), i + window + 1)) if j != i]
     return torch.tensor(pairs, dtype=torch.long).reshape(-1, 2)  # (N, 2)
@@ -167,6 +162,11 @@ def train_skipgram(sentences: list[list[int]], vocab_size: int, d_model: int = 3
     words are drawn from unigram counts ** 0.75. Returns the centre table (V, D) and the mean loss
     of every epoch.
     """
+    for name, value in (("vocab_size", vocab_size), ("d_model", d_model), ("negatives", negatives),
+                        ("epochs", epochs), ("batch_size", batch_size)):
+        check_int(value, name)
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+        raise ValueError(f"lr must be a positive number, got {lr!r}")
     pairs = skipgram_pairs(sentences, window)  # (N, 2)
     if len(pairs) == 0:
         raise ValueError("train_skipgram needs sentences with at least two words")

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .multihead import MultiHeadAttention
+from .validate import check_dropout, check_int, check_same_dtype
 
 __all__ = ["LayerNorm", "FeedForward", "EncoderLayer", "Encoder"]
 
@@ -46,13 +47,16 @@ class LayerNorm(nn.Module):
 
     def __init__(self, d_model: int, eps: float = 1e-5, bias: bool = True) -> None:
         super().__init__()
-        self.d_model, self.eps = d_model, eps
+        self.d_model, self.eps = check_int(d_model, "d_model"), eps
         self.weight = nn.Parameter(torch.ones(d_model))  # (D,) gain, starts at 1
         self.bias = nn.Parameter(torch.zeros(d_model)) if bias else None  # (D,) shift, starts at 0
 
     def forward(self, x: Tensor) -> Tensor:
+        if not x.is_floating_point():
+            raise TypeError(f"LayerNorm expects floating-point token vectors (..., D), got dtype {x.dtype}")
         if x.shape[-1:] != (self.d_model,):
             raise ValueError(f"LayerNorm expects (..., D) with D = {self.d_model}, got {tuple(x.shape)}")
+        check_same_dtype(x, self.weight.dtype, "x", "LayerNorm's weight dtype")
         return F.layer_norm(x, (self.d_model,), self.weight, self.bias, self.eps)  # (..., D)
 
     def extra_repr(self) -> str:
@@ -70,6 +74,9 @@ class FeedForward(nn.Module):
 
     def __init__(self, d_model: int, d_ff: int, dropout: float = 0.1, bias: bool = True) -> None:
         super().__init__()
+        check_int(d_model, "d_model")
+        check_int(d_ff, "d_ff")
+        check_dropout(dropout)
         self.linear1 = nn.Linear(d_model, d_ff, bias=bias)
         self.dropout = nn.Dropout(dropout)
         self.linear2 = nn.Linear(d_ff, d_model, bias=bias)

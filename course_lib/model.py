@@ -13,6 +13,7 @@ from .attention import causal_mask, padding_mask
 from .decoder import Decoder, DecoderLayer
 from .embeddings import PositionalEncoding, TokenEmbedding
 from .encoder import Encoder, EncoderLayer
+from .validate import check_dropout, check_int
 
 __all__ = ["TransformerConfig", "Transformer", "count_parameters"]
 
@@ -36,16 +37,18 @@ class TransformerConfig:
 
     def __post_init__(self) -> None:
         for name in ("src_vocab_size", "tgt_vocab_size", "d_model", "n_heads", "d_ff", "n_layers", "max_len"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"TransformerConfig.{name} must be a positive int, got {value!r}")
+            check_int(getattr(self, name), f"TransformerConfig.{name}")
+        check_dropout(self.dropout, "TransformerConfig.dropout")
+        check_int(self.pad_id, "TransformerConfig.pad_id", minimum=0)
+        smallest = min(self.src_vocab_size, self.tgt_vocab_size)
+        if self.pad_id >= smallest:
+            raise ValueError(f"TransformerConfig.pad_id must be an id of both vocabularies, 0..{smallest - 1}, "
+                             f"got {self.pad_id}")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         if self.share_embeddings and self.src_vocab_size != self.tgt_vocab_size:
             raise ValueError("share_embeddings needs one vocabulary: src_vocab_size "
                              f"({self.src_vocab_size}) != tgt_vocab_size ({self.tgt_vocab_size})")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
 
     @classmethod
     def tiny(cls, src_vocab_size: int = 64, tgt_vocab_size: int = 64, **changes) -> "TransformerConfig":

@@ -12,12 +12,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attention import check_mask, scaled_dot_product_attention
+from .validate import check_dropout, check_int, check_same_dtype
 
 __all__ = ["MultiHeadAttention", "split_heads", "merge_heads", "set_fused"]
 
 
 def split_heads(x: Tensor, n_heads: int) -> Tensor:
     """(B, T, D) -> (B, H, T, Dh): head h gets features h*Dh .. (h+1)*Dh - 1 of every token."""
+    _check_dims(x, 3, "split_heads", "x (B, T, D)")
     b, t, d = x.shape
     if d % n_heads != 0:
         raise ValueError(f"split_heads: the last dimension D = {d} of x (B, T, D) must be divisible by n_heads = {n_heads}")
@@ -26,8 +28,16 @@ def split_heads(x: Tensor, n_heads: int) -> Tensor:
 
 def merge_heads(x: Tensor) -> Tensor:
     """(B, H, T, Dh) -> (B, T, D): concatenate the heads' outputs back into one vector per token."""
+    _check_dims(x, 4, "merge_heads", "x (B, H, T, Dh)")
     b, h, t, dh = x.shape
     return x.transpose(1, 2).reshape(b, t, h * dh)  # (B, T, D)
+
+
+def _check_dims(x: object, dims: int, where: str, expected: str) -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{where} expects a tensor {expected}, got {type(x).__name__}")
+    if x.dim() != dims:
+        raise ValueError(f"{where} expects {expected}, {dims} dimensions, got shape {tuple(x.shape)}")
 
 
 class MultiHeadAttention(nn.Module):
@@ -47,6 +57,10 @@ class MultiHeadAttention(nn.Module):
 
     def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True, fused: bool = False) -> None:
         super().__init__()
+        check_int(d_model, "d_model")
+        if isinstance(n_heads, bool) or not isinstance(n_heads, int):
+            raise TypeError(f"n_heads must be an int that divides d_model, got {type(n_heads).__name__} {n_heads!r}")
+        check_dropout(dropout)
         if n_heads < 1 or d_model % n_heads != 0:
             raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads}): "
                              f"each head gets d_model / n_heads features")
@@ -86,10 +100,14 @@ class MultiHeadAttention(nn.Module):
 
     def _check_inputs(self, query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None) -> None:
         for name, t in (("query", query), ("key", key), ("value", value)):
-            if not isinstance(t, Tensor) or not t.is_floating_point() or t.dim() != 3 or t.shape[-1] != self.d_model:
+            if not isinstance(t, Tensor) or not t.is_floating_point():
                 got = f"{tuple(t.shape)} {t.dtype}" if isinstance(t, Tensor) else type(t).__name__
+                raise TypeError(f"{name} must be a floating tensor of shape (B, T, D) with D = d_model = {self.d_model} "
+                                f"(token vectors, not ids), got {got}")
+            if t.dim() != 3 or t.shape[-1] != self.d_model:
                 raise ValueError(f"{name} must be a floating tensor of shape (B, T, D) with D = d_model = {self.d_model}, "
-                                 f"got {got}")
+                                 f"got {tuple(t.shape)} {t.dtype}")
+            check_same_dtype(t, self.w_q.weight.dtype, name, "the module's weights' dtype")
         if key.shape[:2] != value.shape[:2] or query.shape[0] != key.shape[0]:
             raise ValueError(f"query (B, T_q, D), key and value (B, T_k, D) must agree on B and T_k: "
                              f"got query {tuple(query.shape)}, key {tuple(key.shape)}, value {tuple(value.shape)}")

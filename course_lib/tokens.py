@@ -13,6 +13,8 @@ from typing import Iterable
 
 import torch
 
+from .validate import nfc
+
 __all__ = ["word_tokenize", "detokenize", "decompose", "Vocab", "BPE", "SPACE", "LITERAL_SPACE_MARK", "pretokenize"]
 
 # --- words ------------------------------------------------------------------------------------
@@ -23,13 +25,13 @@ _NO_SPACE_AFTER = re.compile(r"([(\[{])\s+")
 
 
 def word_tokenize(text: str) -> list[str]:
-    """Split at whitespace and split every punctuation mark off as its own token.
+    """Split at whitespace and split every punctuation mark off as its own token (after NFC).
 
     ``word_tokenize("순이는 창문을 닫았다.") == ["순이는", "창문을", "닫았다", "."]``
     """
     if not isinstance(text, str):
         raise TypeError(f"word_tokenize expects a str, got {type(text).__name__}")
-    return _WORD.findall(text)
+    return _WORD.findall(nfc(text))
 
 
 def detokenize(tokens: list[str]) -> str:
@@ -42,8 +44,12 @@ def detokenize(tokens: list[str]) -> str:
 def _check_tokens(tokens: object, where: str) -> None:
     if isinstance(tokens, str):
         raise TypeError(f"{where} expects a list of tokens (e.g. word_tokenize(text)), got a str: {tokens[:30]!r}")
-    if not isinstance(tokens, (list, tuple)) or not all(isinstance(t, str) for t in tokens):
+    if not isinstance(tokens, (list, tuple)):
         raise TypeError(f"{where} expects a list of str tokens, got {type(tokens).__name__}")
+    bad = next((i for i, t in enumerate(tokens) if not isinstance(t, str)), None)
+    if bad is not None:
+        raise TypeError(f"{where} expects a list of str tokens, got {type(tokens[bad]).__name__} "
+                        f"{tokens[bad]!r:.40} at position {bad}")
 
 
 # --- Hangul -----------------------------------------------------------------------------------
@@ -72,17 +78,22 @@ def decompose(syllable: str) -> tuple[str, str, str]:
 # --- vocabulary -------------------------------------------------------------------------------
 
 class Vocab:
-    """Token <-> id, with ``<pad> <bos> <eos> <unk>`` at ids 0, 1, 2, 3; unknown tokens -> ``<unk>``."""
+    """Token <-> id, with ``<pad> <bos> <eos> <unk>`` at ids 0, 1, 2, 3; unknown tokens -> ``<unk>``.
+
+    Tokens are stored and looked up in Unicode NFC, so NFD Hangul finds the same ids.
+    """
 
     PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
     SPECIALS = (PAD, BOS, EOS, UNK)
     pad_id, bos_id, eos_id, unk_id = 0, 1, 2, 3
 
     def __init__(self, itos: list[str]) -> None:
+        _check_tokens(itos, "Vocab (itos, the tokens in id order)")
+        itos = [nfc(tok) for tok in itos]
         if list(itos[:4]) != list(self.SPECIALS):
             raise ValueError(f"a Vocab starts with the special tokens {list(self.SPECIALS)}, got {list(itos[:4])}")
         if len(set(itos)) != len(itos):
-            raise ValueError("a Vocab cannot hold the same token twice")
+            raise ValueError("a Vocab cannot hold the same token twice (after NFC normalisation)")
         self.itos: list[str] = list(itos)
         self.stoi: dict[str, int] = {tok: i for i, tok in enumerate(self.itos)}
 
@@ -99,7 +110,7 @@ class Vocab:
         counts: Counter[str] = Counter()
         for tokens in token_lists:
             _check_tokens(tokens, "Vocab.build (each item)")
-            counts.update(tokens)
+            counts.update(nfc(tok) for tok in tokens)
         kept = sorted((t for t, c in counts.items() if c >= min_freq and t not in cls.SPECIALS),
                       key=lambda t: (-counts[t], t))
         if max_size is not None:
@@ -110,7 +121,7 @@ class Vocab:
         return len(self.itos)
 
     def __contains__(self, token: object) -> bool:
-        return token in self.stoi
+        return isinstance(token, str) and nfc(token) in self.stoi
 
     def __repr__(self) -> str:
         return f"Vocab({len(self)} tokens: {self.itos[4:10]}...)"
@@ -118,7 +129,7 @@ class Vocab:
     def encode(self, tokens: list[str], add_bos: bool = False, add_eos: bool = False) -> list[int]:
         """Ids of the tokens; a token not in the vocabulary becomes ``unk_id``."""
         _check_tokens(tokens, "Vocab.encode")
-        ids = [self.stoi.get(tok, self.unk_id) for tok in tokens]
+        ids = [self.stoi.get(nfc(tok), self.unk_id) for tok in tokens]
         return [self.bos_id] * add_bos + ids + [self.eos_id] * add_eos
 
     def decode(self, ids: Iterable[int], skip_special: bool = True) -> list[str]:

@@ -261,6 +261,8 @@ def train(model: Transformer, train_batches: list[Batch], valid_batches: list[Ba
 @torch.no_grad()
 def evaluate_loss(model: Transformer, batches: list[Batch], epsilon: float = 0.0) -> float:
     """Mean loss per target token over ``batches`` in eval mode (``epsilon=0``: plain cross-entropy)."""
+    if not batches:
+        raise ValueError("evaluate_loss needs at least one batch (an empty list has no loss; 0.0 would look perfect)")
     model.eval()
     device = next(model.parameters()).device
     total, count = 0.0, 0

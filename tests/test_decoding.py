@@ -8,8 +8,8 @@ import pytest
 import sacrebleu
 import torch
 
-from course_lib.decoding import (beam_search, beam_step, evaluate, greedy_decode, length_penalty, translate,
-                                 translate_batch)
+from course_lib.decoding import (UntranslatableError, beam_search, beam_step, evaluate, greedy_decode, length_penalty,
+                                 translate, translate_batch)
 from course_lib.model import Transformer, TransformerConfig
 from course_lib.training import build_vocabs
 
@@ -181,7 +181,9 @@ def test_translate_maps_unknown_words_to_unk_without_crashing():
     assert isinstance(out, str)
     assert out == translate(model, "I go to Gimhae.", src_vocab, tgt_vocab)  # both unknown -> the same <unk>
     assert translate(model, "", src_vocab, tgt_vocab) == ""
-    assert isinstance(translate(model, "Zebras!", src_vocab, tgt_vocab, beam_size=3), str)
+    assert isinstance(translate(model, "Zebras go to school!", src_vocab, tgt_vocab, beam_size=3), str)
+    with pytest.raises(UntranslatableError, match=r"knows no word.*'Zebras!' \(unknown words: Zebras, !\)"):
+        translate(model, "Zebras!", src_vocab, tgt_vocab, beam_size=3)  # nothing known: refused, not made up
     assert translate_batch(model, ["I like cats.", "", "I go to school."], src_vocab, tgt_vocab)[1] == ""
     with pytest.raises(TypeError, match="one sentence"):
         translate(model, ["I go to school."], src_vocab, tgt_vocab)

@@ -361,5 +361,5 @@ def test_bad_inputs_name_the_expected_shape(mha_and_x, shapes, pattern):
 def test_integer_inputs_are_rejected_with_the_dtype_named(mha_and_x):
     mha, x = mha_and_x
     ids = torch.ones(2, 5, 16, dtype=torch.long)
-    with pytest.raises(ValueError, match=r"floating tensor .*torch.int64"):
+    with pytest.raises(TypeError, match=r"floating tensor .*torch.int64"):
         mha(ids, x, x)
