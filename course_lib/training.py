@@ -263,8 +263,7 @@ def evaluate_loss(model: Transformer, batches: list[Batch], epsilon: float = 0.0
     """Mean loss per target token over ``batches`` in eval mode (``epsilon=0``: plain cross-entropy)."""
     if not batches:
         raise ValueError("evaluate_loss needs at least one batch (an empty list has no loss; 0.0 would look perfect)")
-    model.eval()
-    device = next(model.parameters()).device
+    device = next(model.eval().parameters()).device  # eval mode: no dropout
     total, count = 0.0, 0
     for batch in batches:
         batch = batch.to(device)

@@ -10,7 +10,7 @@ import unicodedata
 
 import torch
 
-__all__ = ["check_int", "check_dropout", "check_same_dtype", "nfc"]
+__all__ = ["check_dropout", "check_int", "check_same_dtype", "nfc"]
 
 
 def nfc(text: str) -> str:
