@@ -53,7 +53,8 @@ def _check_qkv(query: Tensor, key: Tensor, value: Tensor) -> None:
         raise ValueError(f"query and key need a width d_k >= 1 (the scale is 1/sqrt(d_k)), got d_k = 0: "
                          f"query {tuple(query.shape)}, key {tuple(key.shape)}")
     try:
-        torch.broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2])
+        if not query.shape[:-2] == key.shape[:-2] == value.shape[:-2]:  # equal (the usual case) needs no broadcast
+            torch.broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2])
     except RuntimeError:
         raise ValueError(f"query, key and value must agree on their leading (batch, head) dimensions: query (..., T_q, d_k) "
                          f"is {tuple(query.shape)}, key (..., T_k, d_k) {tuple(key.shape)}, value (..., T_k, d_v) "

@@ -132,7 +132,8 @@ class PositionalEncoding(nn.Module):
         t = x.shape[1]
         if start < 0 or start + t > self.max_len:
             raise ValueError(f"positions {start}..{start + t - 1} do not fit in the table of max_len={self.max_len}; "
-                             "build PositionalEncoding with a larger max_len")
+                             "build PositionalEncoding (in a Transformer: TransformerConfig) with a larger max_len, "
+                             "or cut the sequence")
         return self.dropout(x + self.pe[start:start + t].to(x.dtype))  # (B, T, D) + (T, D)
 
     def extra_repr(self) -> str:
