@@ -207,6 +207,10 @@ def test_dtype_checks_stand_aside_under_autocast():
         q, k = _randn(2, 4, 8, dtype=torch.bfloat16), _randn(2, 6, 8)
         attention.scaled_dot_product_attention(q, k, k)  # mixed on purpose: autocast casts inside the matmul
     assert out.shape == (2, 3, 8) and torch.isfinite(out.float()).all()
+    m, src = _tiny(src_size=40, tgt_size=40), torch.randint(4, 40, (3, 7), generator=torch.Generator().manual_seed(0))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the cache holds float32 keys, the step's query is bfloat16
+        assert m(src, src).dtype == torch.bfloat16
+        assert kvcache.greedy_decode_cached(m, src, max_len=6).shape == decoding.greedy_decode(m, src, max_len=6).shape
 
 
 # --- §3 the translator says what it does not know ---------------------------------------------------
