@@ -9,13 +9,17 @@ from __future__ import annotations
 import heapq
 import re
 from collections import Counter
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import torch
 
 from .validate import nfc
 
-__all__ = ["word_tokenize", "detokenize", "decompose", "Vocab", "BPE", "SPACE", "LITERAL_SPACE_MARK", "pretokenize"]
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+
+__all__ = ["word_tokenize", "detokenize", "decompose", "Vocab", "BPE", "SPACE", "LITERAL_SPACE_MARK", "pretokenize",
+           "to_hf_tokenizer"]
 
 # --- words ------------------------------------------------------------------------------------
 
@@ -322,3 +326,20 @@ class BPE:
         if not isinstance(d, dict) or "merges" not in d:
             raise ValueError("BPE.from_dict expects a dict made by BPE.to_dict (with key 'merges')")
         return cls([tuple(m) for m in d["merges"]], d.get("alphabet", ()))
+
+
+def to_hf_tokenizer(bpe: BPE) -> "Tokenizer":
+    """The same BPE as a Hugging Face ``tokenizers.Tokenizer``: our merges, our chunks, HF's encoder.
+
+    A normalizer puts ``▁`` for every space (and one in front), a ``Split`` pre-tokenizer cuts the
+    chunks with ``pretokenize``'s pattern, and HF's ``BPE`` model applies our merges. On text made
+    of training characters (without a literal U+2581) it gives exactly ``bpe.tokenize``'s pieces;
+    a character the alphabet lacks is dropped by HF (no unknown token), while ours keeps it.
+    """
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers  # optional dependency
+
+    vocab = {piece: i for i, piece in enumerate(bpe.pieces)}
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=list(bpe.merges)))
+    tokenizer.normalizer = normalizers.Sequence([normalizers.Prepend(" "), normalizers.Replace(" ", SPACE)])
+    tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(_CHUNK.pattern), behavior="isolated")
+    return tokenizer
