@@ -464,3 +464,10 @@ def test_dropout_problem_accepts_a_true_dropout_and_names_each_fault():
     assert "1 / (1 - p)" in ch05.dropout_problem(h * keep, h, 0.3, "h", "fix")
     assert "expected about p = 0.3" in ch05.dropout_problem(h * ~keep / 0.7, h, 0.3, "h", "fix")
     assert "wrong place" in ch05.dropout_problem(h + 1, h, 0.3, "h", "fix")
+
+
+def test_the_exercise_states_the_goal_not_the_code():
+    from pathlib import Path
+    text = (Path(__file__).resolve().parents[1] / "exercises" / "05_encoder.ipynb").read_text(encoding="utf-8")
+    for code in ("var + eps", "torch.relu(self.linear1", "Linear → ReLU", "self.norm1(x + self.dropout1", "x + self.dropout2"):
+        assert code not in text, f"exercises/05_encoder.ipynb gives away {code!r}"

@@ -464,3 +464,10 @@ def test_checkers_leave_the_global_rng_as_they_found_it(check, answer, capsys):
 @pytest.mark.parametrize("name", ["decoder_layer", "is_causal", "encoder_decoder"])
 def test_every_exercise_has_three_graded_hints(name):
     assert len(ch06.HINTS[name]) == 3 and all(len(h) > 40 for h in ch06.HINTS[name])
+
+
+def test_the_exercise_states_the_goal_not_the_code():
+    from pathlib import Path
+    text = (Path(__file__).resolve().parents[1] / "exercises" / "06_decoder.ipynb").read_text(encoding="utf-8")
+    for code in ("cross_attn(x, memory, memory", "self_attn(x, x, x, mask=tgt_mask", "before[:, :k]", "memory = layer(memory"):
+        assert code not in text, f"exercises/06_decoder.ipynb gives away {code!r}"

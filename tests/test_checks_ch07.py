@@ -485,3 +485,10 @@ def test_the_noam_failure_message_does_not_give_the_formula_away():
     with pytest.raises(CheckFailed) as err:
         ch07.noam_lr(lambda s, d, warmup=4000, factor=1.0: 0.5)
     assert "min(" not in str(err.value) and "** -1.5" not in str(err.value)
+
+
+def test_the_exercise_states_the_goal_not_the_code():
+    from pathlib import Path
+    text = (Path(__file__).resolve().parents[1] / "exercises" / "07_translation.ipynb").read_text(encoding="utf-8")
+    for code in ("min(step", "warmup ** -1.5", "(1 - eps) *", "log_p.mean", "logits[:, -1]", "idx // V", "masked_fill(done"):
+        assert code not in text, f"exercises/07_translation.ipynb gives away {code!r}"

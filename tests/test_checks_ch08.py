@@ -249,3 +249,10 @@ def test_checkers_import_no_course_model_module():
     imported = {a.name for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))
                 for a in node.names} | {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert not any(name.startswith("course_lib") or name in ("model", "kvcache", "encoder", "multihead") for name in imported)
+
+
+def test_the_exercise_states_the_goal_not_the_code():
+    from pathlib import Path
+    text = (Path(__file__).resolve().parents[1] / "exercises" / "08_beyond.ipynb").read_text(encoding="utf-8")
+    for code in ("torch.cat([k_cache", "8 * n", "4 * n * n", "chunk(3", "reshape(B, S, H"):
+        assert code not in text, f"exercises/08_beyond.ipynb gives away {code!r}"
