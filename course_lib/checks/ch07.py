@@ -190,20 +190,22 @@ _NOAM_CASES = [(512, 4000, 1.0, (1, 2, 100, 1000, 3999, 4000, 4001, 8000, 20000,
 FROM_ZERO = ("steps count from 1 (the first update is step 1, and it needs a small POSITIVE rate): your rate is 0 at "
              "step 1, so you count from 0. Use step itself; if you feed the schedule to LambdaLR, which counts from 0, "
              "shift there: lambda i: noam_lr(i + 1, ...)")
-_NOAM_MISTAKES: dict[str, Callable[[int, int, int, float], float]] = {
-    "steps count from 1 (the first update is step 1): you return the rate of step + 1. "
-    "If you feed it to LambdaLR, which counts from 0, shift there: lambda s: noam_lr(s + 1, ...)":
-        lambda s, d, w, f: _noam(s + 1, d, w, f),
-    FROM_ZERO: lambda s, d, w, f: 0.0 if s == 1 else _noam(s - 1, d, w, f),
-    "steps count from 1: you return the rate of step - 1": lambda s, d, w, f: _noam(max(s - 1, 1), d, w, f),
-    "the factor d_model ** -0.5 is missing (it makes wider models take smaller steps)": lambda s, d, w, f: f * min(s ** -0.5, s * w ** -1.5),
-    "it is d_model ** -0.5 (one over the square root), not d_model ** 0.5": lambda s, d, w, f: f * d ** 0.5 * min(s ** -0.5, s * w ** -1.5),
-    "take the MIN of step ** -0.5 and step * warmup ** -1.5 (rise during warmup, then decay), not the max":
-        lambda s, d, w, f: f * d ** -0.5 * max(s ** -0.5, s * w ** -1.5),
-    "the warmup branch is step * warmup ** -1.5, so both branches meet exactly at step = warmup":
-        lambda s, d, w, f: f * d ** -0.5 * min(s ** -0.5, s * w ** -0.5),
-    "multiply by the factor argument": lambda s, d, w, f: d ** -0.5 * min(s ** -0.5, s * w ** -1.5),
-}
+_NOAM_MISTAKES: list[tuple[str, Callable[[int, int, int, float], float]]] = [
+    ("steps count from 1 (the first update is step 1): you return the rate of step + 1. "
+     "If you feed it to LambdaLR, which counts from 0, shift there: lambda s: noam_lr(s + 1, ...)",
+     lambda s, d, w, f: _noam(s + 1, d, w, f)),
+    (FROM_ZERO, lambda s, d, w, f: 0.0 if s == 1 else _noam(s - 1, d, w, f)),
+    ("steps count from 1: you return the rate of step - 1", lambda s, d, w, f: _noam(max(s - 1, 1), d, w, f)),
+    ("the factor d_model ** -0.5 is missing (it makes wider models take smaller steps)",
+     lambda s, d, w, f: f * min(s ** -0.5, s * w ** -1.5)),
+    ("it is d_model ** -0.5 (one over the square root), not d_model ** 0.5",
+     lambda s, d, w, f: f * d ** 0.5 * min(s ** -0.5, s * w ** -1.5)),
+    ("take the MIN of the two phases (rise during warmup, then decay), not the max",
+     lambda s, d, w, f: f * d ** -0.5 * max(s ** -0.5, s * w ** -1.5)),
+    ("the warmup phase must meet the decay exactly at step = warmup: there step ** -0.5 = step * warmup ** -1.5",
+     lambda s, d, w, f: f * d ** -0.5 * min(s ** -0.5, s * w ** -0.5)),
+    ("multiply by the factor argument", lambda s, d, w, f: d ** -0.5 * min(s ** -0.5, s * w ** -1.5)),
+]
 
 
 @checker("ch07.noam_lr")
@@ -233,7 +235,7 @@ def noam_lr(fn: Callable[..., Any]) -> None:
         tried = f"noam_lr({steps[k]}, d_model={d_model}, warmup={warmup}, factor={factor})"
         hint = ("a linear rise until step = warmup, then a decay like 1 / sqrt(step), scaled by d_model ** -0.5 and factor; "
                 "steps count from 1")
-        for mistake, wrong in _NOAM_MISTAKES.items():
+        for mistake, wrong in _NOAM_MISTAKES:
             if close(got, [wrong(s, d_model, warmup, factor) for s in steps]):
                 hint = mistake
                 break
