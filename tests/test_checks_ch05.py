@@ -363,30 +363,32 @@ class ELDropoutOnSum(ELScaffold):
         return self.norm2(self.dropout2(x + self.ff(x)))
 
 
-class ELAlwaysDropout(ELScaffold):
+class ELOwnDropout(ELScaffold):
+    """The right wiring with a dropout of its own on each branch (subclasses define drop)."""
+
+    def drop(self, h):
+        raise NotImplementedError
+
     def forward(self, x, mask=None):
-        drop = lambda h: F.dropout(h, self.dropout1.p, training=True)  # noqa: E731
         if self.norm_first:
             h = self.norm1(x)
-            x = x + drop(self.self_attn(h, h, h, mask=mask))
-            return x + drop(self.ff(self.norm2(x)))
-        x = self.norm1(x + drop(self.self_attn(x, x, x, mask=mask)))
-        return self.norm2(x + drop(self.ff(x)))
+            x = x + self.drop(self.self_attn(h, h, h, mask=mask))
+            return x + self.drop(self.ff(self.norm2(x)))
+        x = self.norm1(x + self.drop(self.self_attn(x, x, x, mask=mask)))
+        return self.norm2(x + self.drop(self.ff(x)))
 
 
-class ELRandMaskStyle(ELScaffold):
+class ELAlwaysDropout(ELOwnDropout):
+    def drop(self, h):
+        return F.dropout(h, self.dropout1.p, training=True)
+
+
+class ELRandMaskStyle(ELOwnDropout):
     """Another correct style: dropout on each branch written by hand with torch.rand(...) > p."""
 
-    def forward(self, x, mask=None):
-        def drop(h):
-            p = self.dropout1.p
-            return h * (torch.rand_like(h) > p) / (1 - p) if self.training and p > 0 else h
-        if self.norm_first:
-            h = self.norm1(x)
-            x = x + drop(self.self_attn(h, h, h, mask=mask))
-            return x + drop(self.ff(self.norm2(x)))
-        x = self.norm1(x + drop(self.self_attn(x, x, x, mask=mask)))
-        return self.norm2(x + drop(self.ff(x)))
+    def drop(self, h):
+        p = self.dropout1.p
+        return h * (torch.rand_like(h) > p) / (1 - p) if self.training and p > 0 else h
 
 
 class ELEinsumStyle(ELScaffold):

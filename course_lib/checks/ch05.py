@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import call, checker, expect_close, expect_shape, fail, ok, randn
+from . import call, checker, describe, expect_close, expect_shape, fail, ok, randn
 
 __all__ = ["layer_norm", "feed_forward", "encoder_layer", "dropout_problem", "HINTS"]
 
@@ -250,8 +250,9 @@ def _check_values(layer: nn.Module, x: torch.Tensor, mask: torch.Tensor | None, 
                       "post-LN norm(x + sublayer(x)), pre-LN x + sublayer(norm(x))")
 
 
-def _train_mode_problem(layer: nn.Module, x: torch.Tensor, p: float, tried: str) -> str | None:
-    """Watch one train-mode forward through hooks; the dropout hint, or None (also when the wiring cannot be seen)."""
+def _train_mode_problem(layer: nn.Module, x: torch.Tensor, p: float, tried: str) -> tuple[str, torch.Tensor] | None:
+    """Watch one train-mode forward through hooks: (the dropout hint, the branch as added to the residual sum),
+    or None (also when the wiring cannot be seen)."""
     seen: dict[str, list[torch.Tensor]] = {}
 
     def recorder(name: str) -> Callable[..., None]:
@@ -282,7 +283,7 @@ def _train_mode_problem(layer: nn.Module, x: torch.Tensor, p: float, tried: str)
     ):
         problem = dropout_problem(dropped.detach(), before.detach(), p, where, fix)
         if problem:
-            return problem
+            return problem, dropped.detach()
     return None
 
 
@@ -305,9 +306,11 @@ def encoder_layer(cls: type) -> None:
         layer = call(cls, d_model, n_heads, d_ff, dropout=p, norm_first=norm_first, tried=name).double().train()
         _randomise_norms(layer)
         tried = f"{name} in train mode on x of shape (4, 10, {d_model})"
-        problem = _train_mode_problem(layer, randn(4, 10, d_model, seed=7), p, tried)
-        if problem:
-            fail(tried, f"dropout (p = {p}) on the output of each sub-layer, before its residual sum", "another output", problem)
+        found = _train_mode_problem(layer, randn(4, 10, d_model, seed=7), p, tried)
+        if found:
+            problem, branch = found
+            fail(tried, f"each sub-layer's output with dropout (p = {p}): a share of about {p} zeroed, the rest times 1 / (1 - p)",
+                 f"what your layer added to the residual sum: {describe(branch)}", problem)
         layer.eval()
         _check_values(layer, x, pad, f"{name} in eval mode (dropout off) on x of shape (2, 5, {d_model}), padding mask")
     ok("encoder_layer: residuals, both norm orders, the mask, and dropout on each residual branch in training only")
