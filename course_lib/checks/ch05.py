@@ -194,7 +194,7 @@ def feed_forward(cls: type) -> None:
 
 # --- Exercise 3: encoder layer ----------------------------------------------------------------
 
-def _encoder_mistakes(layer: nn.Module, x: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, list[tuple[str, torch.Tensor]]]:
+def _encoder_mistakes(layer: Any, x: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, list[tuple[str, torch.Tensor]]]:
     """The right answer for the layer's norm order and the classic mistakes, from the layer's own sub-modules."""
     sa = lambda h, m=mask: layer.self_attn(h, h, h, mask=m)  # noqa: E731
     ff, n1, n2 = layer.ff, layer.norm1, layer.norm2
@@ -253,7 +253,7 @@ def _check_values(layer: nn.Module, x: torch.Tensor, mask: torch.Tensor | None, 
 def _train_mode_problem(layer: nn.Module, x: torch.Tensor, p: float, tried: str) -> tuple[str, torch.Tensor] | None:
     """Watch one train-mode forward through hooks: (the dropout hint, the branch as added to the residual sum),
     or None (also when the wiring cannot be seen)."""
-    seen: dict[str, list[torch.Tensor]] = {}
+    seen: dict[str, list[Any]] = {}
 
     def recorder(name: str) -> Callable[..., None]:
         def hook(module: nn.Module, inputs: tuple, output: Any) -> None:  # returns None: the output is left as it is

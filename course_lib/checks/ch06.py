@@ -286,9 +286,9 @@ def is_causal(fn: Callable[..., Any]) -> None:
     A correct answer returns True for every causal layer and False for every leaky one. A
     pytest-style function (``assert``, returns None) is accepted too.
     """
-    torch.manual_seed(0)
+    torch.manual_seed(0)  # inside the checker's forked RNG: the learner's own RNG state is untouched
     d = 8
-    cases = [
+    cases: list[tuple[str, Callable[..., Any], bool, str]] = [
         ("a decoder layer (nn.TransformerDecoderLayer, with memory) and a causal tgt_mask", _DecoderLayer(d, _causal), True,
          "a correct decoder must pass: with the causal mask, changing position k leaves the outputs before k "
          "exactly as they were; the output at k itself MAY change"),
