@@ -131,6 +131,54 @@ class FFAlwaysDropout(FFSolution):
         return self.linear2(F.dropout(torch.relu(self.linear1(x)), self.dropout.p, training=True))
 
 
+class FFGELU(FFSolution):
+    def forward(self, x):
+        return self.linear2(self.dropout(F.gelu(self.linear1(x))))
+
+
+class FFGELUTanh(FFSolution):
+    def forward(self, x):
+        return self.linear2(self.dropout(F.gelu(self.linear1(x), approximate="tanh")))
+
+
+class FFRandMaskStyle(FFSolution):
+    """Another correct style: dropout written by hand with a mask from torch.rand(...) > p."""
+
+    def forward(self, x):
+        h = torch.relu(self.linear1(x))
+        if self.training and self.dropout.p > 0:
+            h = h * (torch.rand_like(h) > self.dropout.p) / (1 - self.dropout.p)
+        return self.linear2(h)
+
+
+class FFDropoutBeforeReLU(FFSolution):
+    """Also correct: dropout before the ReLU gives the same result (ReLU commutes with a positive scale)."""
+
+    def forward(self, x):
+        return self.linear2(torch.relu(self.dropout(self.linear1(x))))
+
+
+class FFUnscaledDropout(FFSolution):
+    def forward(self, x):
+        h = torch.relu(self.linear1(x))
+        if self.training:
+            h = h * (torch.rand_like(h) > self.dropout.p)
+        return self.linear2(h)
+
+
+class FFKeepsShareP(FFSolution):
+    def forward(self, x):
+        h = torch.relu(self.linear1(x))
+        if self.training and self.dropout.p > 0:
+            h = h * (torch.rand_like(h) < self.dropout.p) / (1 - self.dropout.p)
+        return self.linear2(h)
+
+
+class FFDropoutOnOutput(FFSolution):
+    def forward(self, x):
+        return self.dropout(self.linear2(torch.relu(self.linear1(x))))
+
+
 class FFBadNames(nn.Module):
     def __init__(self, d_model, d_ff, dropout=0.1):
         super().__init__()
@@ -149,7 +197,9 @@ def test_feed_forward_solutions_pass(capsys):
     ch05.feed_forward(FFSolution)
     ch05.feed_forward(FFOtherStyle)
     ch05.feed_forward(LibFeedForward)
-    assert capsys.readouterr().out.count("✓ feed_forward") == 3
+    ch05.feed_forward(FFRandMaskStyle)
+    ch05.feed_forward(FFDropoutBeforeReLU)
+    assert capsys.readouterr().out.count("✓ feed_forward") == 5
 
 
 def test_feed_forward_stub_propagates():
@@ -165,7 +215,12 @@ def test_feed_forward_stub_propagates():
     (FFReLUAfterSecond, "after the FIRST linear layer only"),
     (FFReLUTwice, "apply the ReLU once"),
     (FFDropoutOnInput, "right after the ReLU"),
-    (FFNoDropout, "dropout must be used"),
+    (FFNoDropout, "no dropout on the hidden activations"),
+    (FFGELU, "not GELU"),
+    (FFGELUTanh, "not GELU"),
+    (FFUnscaledDropout, r"scale the elements dropout keeps by 1 / \(1 - p\)"),
+    (FFKeepsShareP, "expected about p = 0.3"),
+    (FFDropoutOnOutput, "dropout in the wrong place"),
     (FFAlwaysDropout, "switches off in eval mode"),
     (FFBadNames, "self.linear1 = nn.Linear"),
     (FFNarrow, "the hidden layer is wider"),
@@ -203,7 +258,8 @@ class ELSolution(ELScaffold):
 
 class ELOtherStyle(ELScaffold):
     def forward(self, x, mask=None):
-        blocks = [(self.norm1, lambda h: self.self_attn(h, h, h, mask)), (self.norm2, self.ff)]
+        blocks = [(self.norm1, lambda h: self.dropout1(self.self_attn(h, h, h, mask))),
+                  (self.norm2, lambda h: self.dropout2(self.ff(h)))]
         for norm, sub in blocks:
             x = x + sub(norm(x)) if self.norm_first else norm(x + sub(x))
         return x
@@ -252,6 +308,89 @@ class ELNormOnBranchOutput(ELScaffold):
         return x + self.norm2(self.ff(x))
 
 
+class ELNoResidualAttention(ELSolution):
+    def forward(self, x, mask=None):
+        if self.norm_first:
+            x = self.dropout1(self.self_attn(self.norm1(x), self.norm1(x), self.norm1(x), mask=mask))
+            return x + self.dropout2(self.ff(self.norm2(x)))
+        x = self.norm1(self.dropout1(self.self_attn(x, x, x, mask=mask)))
+        return self.norm2(x + self.dropout2(self.ff(x)))
+
+
+class ELNoResidualFF(ELSolution):
+    def forward(self, x, mask=None):
+        if self.norm_first:
+            h = self.norm1(x)
+            x = x + self.dropout1(self.self_attn(h, h, h, mask=mask))
+            return self.dropout2(self.ff(self.norm2(x)))
+        x = self.norm1(x + self.dropout1(self.self_attn(x, x, x, mask=mask)))
+        return self.norm2(self.dropout2(self.ff(x)))
+
+
+class ELSharedNorm(ELScaffold):
+    def forward(self, x, mask=None):
+        x = self.norm1(x + self.dropout1(self.self_attn(x, x, x, mask=mask)))
+        return self.norm1(x + self.dropout2(self.ff(x)))
+
+
+class ELNoDropoutOnAttention(ELScaffold):
+    def forward(self, x, mask=None):
+        if self.norm_first:
+            h = self.norm1(x)
+            x = x + self.self_attn(h, h, h, mask=mask)
+            return x + self.dropout2(self.ff(self.norm2(x)))
+        x = self.norm1(x + self.self_attn(x, x, x, mask=mask))
+        return self.norm2(x + self.dropout2(self.ff(x)))
+
+
+class ELNoDropoutOnFF(ELScaffold):
+    def forward(self, x, mask=None):
+        if self.norm_first:
+            h = self.norm1(x)
+            x = x + self.dropout1(self.self_attn(h, h, h, mask=mask))
+            return x + self.ff(self.norm2(x))
+        x = self.norm1(x + self.dropout1(self.self_attn(x, x, x, mask=mask)))
+        return self.norm2(x + self.ff(x))
+
+
+class ELDropoutOnSum(ELScaffold):
+    def forward(self, x, mask=None):
+        if self.norm_first:
+            h = self.norm1(x)
+            x = self.dropout1(x + self.self_attn(h, h, h, mask=mask))
+            return self.dropout2(x + self.ff(self.norm2(x)))
+        x = self.norm1(self.dropout1(x + self.self_attn(x, x, x, mask=mask)))
+        return self.norm2(self.dropout2(x + self.ff(x)))
+
+
+class ELOwnDropout(ELScaffold):
+    """The right wiring with a dropout of its own on each branch (subclasses define drop)."""
+
+    def drop(self, h):
+        raise NotImplementedError
+
+    def forward(self, x, mask=None):
+        if self.norm_first:
+            h = self.norm1(x)
+            x = x + self.drop(self.self_attn(h, h, h, mask=mask))
+            return x + self.drop(self.ff(self.norm2(x)))
+        x = self.norm1(x + self.drop(self.self_attn(x, x, x, mask=mask)))
+        return self.norm2(x + self.drop(self.ff(x)))
+
+
+class ELAlwaysDropout(ELOwnDropout):
+    def drop(self, h):
+        return F.dropout(h, self.dropout1.p, training=True)
+
+
+class ELRandMaskStyle(ELOwnDropout):
+    """Another correct style: dropout on each branch written by hand with torch.rand(...) > p."""
+
+    def drop(self, h):
+        p = self.dropout1.p
+        return h * (torch.rand_like(h) > p) / (1 - p) if self.training and p > 0 else h
+
+
 class ELEinsumStyle(ELScaffold):
     """Another correct style: the norms computed inline from their parameters, sub-layers as a loop."""
 
@@ -268,7 +407,8 @@ def test_encoder_layer_solutions_pass(capsys):
     ch05.encoder_layer(ELSolution)
     ch05.encoder_layer(ELOtherStyle)
     ch05.encoder_layer(ELEinsumStyle)
-    assert capsys.readouterr().out.count("✓ encoder_layer") == 3
+    ch05.encoder_layer(ELRandMaskStyle)
+    assert capsys.readouterr().out.count("✓ encoder_layer") == 4
 
 
 def test_encoder_layer_stub_propagates():
@@ -286,7 +426,50 @@ def test_encoder_layer_stub_propagates():
     (ELMaskIgnored, "the mask is ignored"),
     (ELPreNormedResidual, "adds the UN-normalised x"),
     (ELNormOnBranchOutput, "never on the branch's output"),
+    (ELNoResidualAttention, "residual around the SELF-ATTENTION is missing"),
+    (ELNoResidualFF, "residual around the FEED-FORWARD network is missing"),
+    (ELSharedNorm, "its OWN LayerNorm"),
+    (ELNoDropoutOnAttention, "no dropout on the self-attention's output"),
+    (ELNoDropoutOnFF, "no dropout on the feed-forward network's output"),
+    (ELDropoutOnSum, "dropout in the wrong place"),
+    (ELAlwaysDropout, "in eval mode"),
 ])
 def test_encoder_layer_mistakes_get_their_hint(wrong, hint):
     with pytest.raises(CheckFailed, match=hint):
         ch05.encoder_layer(wrong)
+
+
+# --- no trace, hints ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("check, answer", [
+    (ch05.layer_norm, ln_solution), (ch05.feed_forward, FFSolution), (ch05.encoder_layer, ELSolution)])
+def test_checkers_leave_the_global_rng_as_they_found_it(check, answer, capsys):
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    check(answer)
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+@pytest.mark.parametrize("name", ["layer_norm", "feed_forward", "encoder_layer"])
+def test_every_exercise_has_three_graded_hints(name, capsys):
+    assert len(ch05.HINTS[name]) == 3 and all(len(h) > 40 for h in ch05.HINTS[name])
+    with pytest.raises(CheckFailed, match=rf"checks.hint\('ch05.{name}'\)"):
+        {"layer_norm": ch05.layer_norm, "feed_forward": ch05.feed_forward, "encoder_layer": ch05.encoder_layer}[name](
+            {"layer_norm": ln_unbiased, "feed_forward": FFNoReLU, "encoder_layer": ELNoResidual}[name])
+
+
+def test_dropout_problem_accepts_a_true_dropout_and_names_each_fault():
+    h = torch.rand(1000, dtype=torch.float64) + 0.1
+    keep = torch.rand(1000, generator=torch.Generator().manual_seed(0)) > 0.3
+    assert ch05.dropout_problem(h * keep / 0.7, h, 0.3, "h", "fix") is None
+    assert ch05.dropout_problem(h, h, 0.3, "h", "fix").startswith("no dropout on h")
+    assert "1 / (1 - p)" in ch05.dropout_problem(h * keep, h, 0.3, "h", "fix")
+    assert "expected about p = 0.3" in ch05.dropout_problem(h * ~keep / 0.7, h, 0.3, "h", "fix")
+    assert "wrong place" in ch05.dropout_problem(h + 1, h, 0.3, "h", "fix")
+
+
+def test_the_exercise_states_the_goal_not_the_code():
+    from pathlib import Path
+    text = (Path(__file__).resolve().parents[1] / "exercises" / "05_encoder.ipynb").read_text(encoding="utf-8")
+    for code in ("var + eps", "torch.relu(self.linear1", "Linear → ReLU", "self.norm1(x + self.dropout1", "x + self.dropout2"):
+        assert code not in text, f"exercises/05_encoder.ipynb gives away {code!r}"

@@ -331,3 +331,143 @@ def test_the_course_decoder_passes_the_learners_test():
     causal = torch.ones(6, 6, dtype=torch.bool).tril()
     assert causal_solution(lambda x: layer(x, memory, causal), 8) is True
     assert causal_solution(lambda x: layer(x, memory), 8) is False
+
+
+# --- the decoder layer: each wiring mistake of the concept note and of learners ------------------
+
+class DLCausalOnCross(DLScaffold):
+    """The concept note's own error: the encoder-decoder attention masked like the self-attention."""
+
+    def forward(self, x, memory, tgt_mask=None, memory_mask=None):
+        x = self.norm1(x + self.self_attn(x, x, x, mask=tgt_mask))
+        x = self.norm2(x + self.cross_attn(x, memory, memory, mask=tgt_mask))
+        return self.norm3(x + self.ff(x))
+
+
+class DLBothMasksOnCross(DLScaffold):
+    def forward(self, x, memory, tgt_mask=None, memory_mask=None):
+        x = self.norm1(x + self.self_attn(x, x, x, mask=tgt_mask))
+        x = self.norm2(x + self.cross_attn(x, memory, memory, mask=tgt_mask & memory_mask))
+        return self.norm3(x + self.ff(x))
+
+
+class DLQueriesFromMemoryMasked(DLScaffold):
+    def forward(self, x, memory, tgt_mask=None, memory_mask=None):
+        x = self.norm1(x + self.self_attn(x, x, x, mask=tgt_mask))
+        x = self.norm2(x + self.cross_attn(memory, x, x, mask=memory_mask.transpose(1, 2)))
+        return self.norm3(x + self.ff(x))
+
+
+class DLFeedForwardBeforeCross(DLScaffold):
+    def forward(self, x, memory, tgt_mask=None, memory_mask=None):
+        x = self.norm1(x + self.self_attn(x, x, x, mask=tgt_mask))
+        x = self.norm3(x + self.ff(x))
+        return self.norm2(x + self.cross_attn(x, memory, memory, mask=memory_mask))
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (DLCausalOnCross, "causal mask belongs to the decoder's SELF-attention only"),
+    (DLBothMasksOnCross, "causal mask belongs to the decoder's SELF-attention only"),
+    (DLQueriesFromMemory, "QUERIES come from the decoder"),
+    (DLQueriesFromMemoryMasked, "QUERIES come from the decoder"),
+    (DLSwappedOrder, "masked self-attention first, then cross-attention"),
+    (DLFeedForwardBeforeCross, "self_attn -> ff -> cross_attn"),
+])
+def test_decoder_layer_wiring_mistakes_get_their_own_hint(wrong, hint):
+    with pytest.raises(CheckFailed, match=hint):
+        ch06.decoder_layer(wrong)
+
+
+# --- encoder_decoder ------------------------------------------------------------------------------
+
+def ed_solution(encoder_layers, decoder_layers, src, tgt, src_mask, tgt_mask):
+    memory = src
+    for layer in encoder_layers:
+        memory = layer(memory, src_mask)
+    y = tgt
+    for layer in decoder_layers:
+        y = layer(y, memory, tgt_mask, src_mask)
+    return y
+
+
+def ed_keyword_style(encoder_layers, decoder_layers, src, tgt, src_mask, tgt_mask):
+    import functools
+    memory = functools.reduce(lambda h, layer: layer(h, mask=src_mask), encoder_layers, src)
+    return functools.reduce(lambda y, layer: layer(y, memory, tgt_mask=tgt_mask, memory_mask=src_mask), decoder_layers, tgt)
+
+
+def ed_layer_i_reads_encoder_i(encoder_layers, decoder_layers, src, tgt, src_mask, tgt_mask):
+    h, y = src, tgt
+    for enc, dec in zip(encoder_layers, decoder_layers):
+        h = enc(h, src_mask)
+        y = dec(y, h, tgt_mask, src_mask)
+    return y
+
+
+def _ed_wrong(**kw):
+    def fn(encoder_layers, decoder_layers, src, tgt, src_mask, tgt_mask):
+        return ch06._stack(encoder_layers, decoder_layers, src, tgt, src_mask, tgt_mask, **kw)
+    return fn
+
+
+def test_encoder_decoder_solutions_pass(capsys):
+    ch06.encoder_decoder(ed_solution)
+    ch06.encoder_decoder(ed_keyword_style)
+    assert capsys.readouterr().out.count("✓ encoder_decoder") == 2
+
+
+def test_encoder_decoder_stub_propagates():
+    def stub(*args):
+        raise NotImplementedError("write it")
+    with pytest.raises(NotImplementedError):
+        ch06.encoder_decoder(stub)
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (ed_layer_i_reads_encoder_i, "concept note's figure pairs encoder layer i with decoder layer i"),
+    (_ed_wrong(memory_from="first"), "not the first one's"),
+    (_ed_wrong(memory_from="src"), "the encoder is skipped"),
+    (_ed_wrong(chain_dec=False), "chain the decoder layers"),
+    (_ed_wrong(chain_enc=False), "chain the encoder layers"),
+    (_ed_wrong(enc_mask=False), "pass src_mask to every encoder layer"),
+    (_ed_wrong(mem_mask=False), "as memory_mask"),
+    (_ed_wrong(causal=False), "pass tgt_mask"),
+    (lambda *a: ed_solution(*a)[:, :-1], r"\(B, T, D\)"),
+])
+def test_encoder_decoder_mistakes_get_their_hint(wrong, hint):
+    with pytest.raises(CheckFailed, match=hint):
+        ch06.encoder_decoder(wrong)
+
+
+def test_the_course_encoder_and_decoder_pass_the_stack_checker(capsys):
+    """The course's own Encoder and Decoder loops are the same wiring as the exercise's answer."""
+    from course_lib.decoder import Decoder
+    from course_lib.encoder import Encoder, EncoderLayer
+
+    def course_style(encoder_layers, decoder_layers, src, tgt, src_mask, tgt_mask):
+        enc, dec = Encoder(EncoderLayer(8, 2, 16), 1, final_norm=False), Decoder(LibDecoderLayer(8, 2, 16), 1, final_norm=False)
+        enc.layers, dec.layers = encoder_layers, decoder_layers
+        return dec(tgt, enc(src, src_mask), tgt_mask, src_mask)
+    ch06.encoder_decoder(course_style)
+    assert "✓ encoder_decoder" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("check, answer", [
+    (ch06.decoder_layer, DLSolution), (ch06.is_causal, causal_solution), (ch06.encoder_decoder, ed_solution)])
+def test_checkers_leave_the_global_rng_as_they_found_it(check, answer, capsys):
+    torch.manual_seed(321)
+    before = torch.get_rng_state()
+    check(answer)
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+@pytest.mark.parametrize("name", ["decoder_layer", "is_causal", "encoder_decoder"])
+def test_every_exercise_has_three_graded_hints(name):
+    assert len(ch06.HINTS[name]) == 3 and all(len(h) > 40 for h in ch06.HINTS[name])
+
+
+def test_the_exercise_states_the_goal_not_the_code():
+    from pathlib import Path
+    text = (Path(__file__).resolve().parents[1] / "exercises" / "06_decoder.ipynb").read_text(encoding="utf-8")
+    for code in ("cross_attn(x, memory, memory", "self_attn(x, x, x, mask=tgt_mask", "before[:, :k]", "memory = layer(memory"):
+        assert code not in text, f"exercises/06_decoder.ipynb gives away {code!r}"

@@ -58,12 +58,45 @@ def _ls(spread="V", mean="valid", mask=True, log_softmax=True, eps_fixed=None, i
         nll = -logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
         total = -logp.sum(-1)
         smooth = {"V": total / V, "V-1": (total - nll) / (V - 1), "V-2": (total - nll + logp[..., ign]) / (V - 2),
-                  "notarget": (total - nll) / V}[spread]
+                  "notarget": (total - nll) / V, "sum": total}[spread]
         loss = (1 - eps) * nll + eps * smooth
         keep = (target != ign) if mask else torch.ones_like(target, dtype=torch.bool)
         s = (loss * keep).sum()
         return {"valid": s / keep.sum(), "all": s / target.numel(), "sum": s}[mean]
     return fn
+
+
+def ls_annotated_transformer_kl(logits, target, epsilon=0.1, ignore_index=0):
+    """The Annotated Transformer's LabelSmoothing: nn.KLDivLoss(reduction='sum') against eps / (V - 2), 0 on the pad column,
+    divided by the number of real tokens (as its SimpleLossCompute does)."""
+    V = logits.shape[-1]
+    x, y = F.log_softmax(logits, -1).reshape(-1, V), target.reshape(-1)
+    true_dist = torch.full_like(x, epsilon / (V - 2))
+    true_dist.scatter_(1, y[:, None], 1 - epsilon)
+    true_dist[:, ignore_index] = 0
+    true_dist[y == ignore_index] = 0
+    return torch.nn.KLDivLoss(reduction="sum")(x, true_dist) / (y != ignore_index).sum()
+
+
+def ls_annotated_transformer(logits, target, epsilon=0.1, ignore_index=0):
+    """The same target distribution, with the cross-entropy -sum(q log p) instead of the KL divergence."""
+    V = logits.shape[-1]
+    x, y = F.log_softmax(logits, -1).reshape(-1, V), target.reshape(-1)
+    q = torch.full_like(x, epsilon / (V - 2))
+    q.scatter_(1, y[:, None], 1 - epsilon)
+    q[:, ignore_index] = 0
+    keep = y != ignore_index
+    return -(q[keep] * x[keep]).sum() / keep.sum()
+
+
+def ls_kl_div(logits, target, epsilon=0.1, ignore_index=0):
+    """PyTorch's target distribution, but the KL divergence instead of the cross-entropy."""
+    V = logits.shape[-1]
+    x, y = F.log_softmax(logits, -1).reshape(-1, V), target.reshape(-1)
+    q = torch.full_like(x, epsilon / V)
+    q.scatter_add_(1, y[:, None], torch.full_like(x[:, :1], 1 - epsilon))
+    keep = y != ignore_index
+    return F.kl_div(x[keep], q[keep], reduction="sum") / keep.sum()
 
 
 def ls_no_ignore_cross_entropy(logits, target, epsilon=0.1, ignore_index=0):
@@ -108,8 +141,12 @@ def test_label_smoothing_reference_equals_pytorch_on_a_golden_case():
     (ls_no_ignore_cross_entropy, "must not count"),
     (_ls(mean="all"), "NON-pad positions only"),
     (_ls(mean="sum"), "not their sum"),
+    (_ls(spread="sum"), "not their sum: with the sum the target distribution q adds up to"),
+    (ls_annotated_transformer, "the Annotated Transformer's label smoothing"),
+    (ls_annotated_transformer_kl, "exceeds the KL divergence"),
+    (ls_kl_div, "you computed the KL divergence"),
     (_ls(spread="V-1"), r"not eps / \(V - 1\)"),
-    (_ls(spread="V-2"), r"not eps / \(V - 2\)"),
+    (_ls(spread="V-2"), "the Annotated Transformer's label smoothing"),
     (_ls(spread="notarget"), "the target class gets its share"),
     (_ls(log_softmax=False), "log_softmax"),
     (_ls(eps_fixed=0.0), "plain cross-entropy"),
@@ -148,6 +185,16 @@ def noam_tensor_style(step, d_model, warmup=4000, factor=1.0):
     return factor * torch.rsqrt(torch.tensor(float(d_model), dtype=torch.float64)) * torch.minimum(s.rsqrt(), s * warmup ** -1.5)
 
 
+def noam_counts_from_zero(step, d_model, warmup=4000, factor=1.0):
+    step = step - 1  # "the first step is step 0"
+    return 0.0 if step == 0 else factor * d_model ** -0.5 * min(step ** -0.5, step * warmup ** -1.5)
+
+
+def noam_counts_from_zero_unguarded(step, d_model, warmup=4000, factor=1.0):
+    step = step - 1
+    return factor * d_model ** -0.5 * min(step ** -0.5, step * warmup ** -1.5)  # 0 ** -0.5: ZeroDivisionError
+
+
 def test_noam_solutions_pass(capsys):
     for fn in (noam_solution, noam_branch_style, noam_tensor_style):
         ch07.noam_lr(fn)
@@ -167,10 +214,12 @@ def test_noam_golden_values():
     (lambda s, d, warmup=4000, factor=1.0: factor * min(s ** -0.5, s * warmup ** -1.5), r"d_model \*\* -0.5 is missing"),
     (lambda s, d, warmup=4000, factor=1.0: factor * d ** 0.5 * min(s ** -0.5, s * warmup ** -1.5), r"not d_model \*\* 0.5"),
     (lambda s, d, warmup=4000, factor=1.0: factor * d ** -0.5 * max(s ** -0.5, s * warmup ** -1.5), "not the max"),
-    (lambda s, d, warmup=4000, factor=1.0: factor * d ** -0.5 * min(s ** -0.5, s * warmup ** -0.5), r"warmup \*\* -1.5"),
+    (lambda s, d, warmup=4000, factor=1.0: factor * d ** -0.5 * min(s ** -0.5, s * warmup ** -0.5), "meet the decay exactly at step = warmup"),
     (lambda s, d, warmup=4000, factor=1.0: d ** -0.5 * min(s ** -0.5, s * warmup ** -1.5), "factor argument"),
     (lambda s, d, warmup=4000, factor=1.0: "fast", "return a float"),
-    (lambda s, d, warmup=4000, factor=1.0: factor * d ** -0.5 * s ** -0.5, r"lr = factor \* d_model"),
+    (lambda s, d, warmup=4000, factor=1.0: factor * d ** -0.5 * s ** -0.5, r"a linear rise until step = warmup"),
+    (noam_counts_from_zero, "your rate is 0 at step 1"),
+    (noam_counts_from_zero_unguarded, "your rate is 0 at step 1"),
 ])
 def test_noam_mistakes_get_their_hint(wrong, hint):
     with pytest.raises(CheckFailed, match=hint):
@@ -273,6 +322,7 @@ def test_the_scripted_model_translates_by_reversing_and_shifting():
     (_greedy_wrong(keep_bos=True), "drop the <bos>"),
     (_greedy_wrong(stop="never", pad_after=False), "stop at <eos>"),
     (_greedy_wrong(stop="never"), "no all-padding columns"),
+    (_greedy_wrong(pad_after=False), "not the model's next words"),
     (_greedy_wrong(stop="any"), "EVERY row"),
     (_greedy_wrong(keep_eos=False), "keep the <eos>"),
     (_greedy_wrong(masked=False), "source padding mask"),
@@ -317,6 +367,13 @@ def _beam_wrong(kind):
         if kind == "per_beam":
             vals, idx = total.topk(beam_size, dim=-1)
             return vals.reshape(-1)[:beam_size], torch.zeros(beam_size, dtype=torch.long), idx.reshape(-1)[:beam_size]
+        if kind in ("top1", "top1_beam_order"):
+            vals, tok = total.max(-1)
+            order = vals.argsort(descending=True) if kind == "top1" else torch.arange(K)
+            return vals[order], torch.arange(K)[order], tok[order]
+        if kind == "transposed":
+            vals, idx = total.T.reshape(-1).topk(beam_size)
+            return vals, idx // V, idx % V
         if kind == "no_scores":
             vals, idx = log_probs.reshape(-1).topk(beam_size)
             return vals, idx // V, idx % V
@@ -361,6 +418,9 @@ def test_beam_golden_case():
     (_beam_wrong("step_scores"), "running totals"),
     (_beam_wrong("ascending"), "best first"),
     (_beam_wrong("float_idx"), "integer division"),
+    (_beam_wrong("transposed"), "TRANSPOSED"),
+    (_beam_wrong("top1"), "top-1 per beam"),
+    (_beam_wrong("top1_beam_order"), "top-1 per beam"),
     (lambda lp, s, k: beam_solution(lp, s, k)[:2], "a tuple"),
 ])
 def test_beam_mistakes_get_their_hint(wrong, hint):
@@ -400,3 +460,35 @@ def test_the_course_greedy_decode_equals_the_exercise_solution_on_a_real_model()
     ours = decoding.greedy_decode(model, src, max_len=12)
     assert ours.tolist() == [[16, 3, 2, 0, 0, 0], [16, 3, 16, 3, 11, 2], [16, 3, 16, 2, 0, 0]]
     assert torch.equal(mine, ours)
+
+
+# --- no trace, hints ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("check, answer", [
+    (ch07.label_smoothing_loss, ls_solution), (ch07.noam_lr, noam_solution),
+    (ch07.greedy_decode, greedy_solution), (ch07.beam_step, beam_solution)])
+def test_checkers_leave_the_global_rng_as_they_found_it(check, answer, capsys):
+    torch.manual_seed(7)
+    before = torch.get_rng_state()
+    check(answer)
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+@pytest.mark.parametrize("name", ["label_smoothing_loss", "noam_lr", "greedy_decode", "beam_step"])
+def test_every_exercise_has_three_graded_hints_and_failures_point_to_them(name):
+    assert len(ch07.HINTS[name]) == 3 and all(len(h) > 40 for h in ch07.HINTS[name])
+    with pytest.raises(CheckFailed, match=rf"checks.hint\('ch07.{name}'\)"):
+        getattr(ch07, name)(lambda *a, **k: torch.zeros(3))
+
+
+def test_the_noam_failure_message_does_not_give_the_formula_away():
+    with pytest.raises(CheckFailed) as err:
+        ch07.noam_lr(lambda s, d, warmup=4000, factor=1.0: 0.5)
+    assert "min(" not in str(err.value) and "** -1.5" not in str(err.value)
+
+
+def test_the_exercise_states_the_goal_not_the_code():
+    from pathlib import Path
+    text = (Path(__file__).resolve().parents[1] / "exercises" / "07_translation.ipynb").read_text(encoding="utf-8")
+    for code in ("min(step", "warmup ** -1.5", "(1 - eps) *", "log_p.mean", "logits[:, -1]", "idx // V", "masked_fill(done"):
+        assert code not in text, f"exercises/07_translation.ipynb gives away {code!r}"

@@ -81,8 +81,11 @@ def header_problems(nb: nbformat.NotebookNode, folder: str = "notebooks", number
         problems.append("the glossary table needs rows with the Korean term (| attention | 어텐션 |)")
     if second.cell_type != "code" or "set_seed(" not in second.source:
         problems.append("the second cell must be code that calls set_seed(...)")
+    questions = [i for i, c in enumerate(cells) if c.cell_type == "markdown" and c.source.startswith("## Open questions")]
+    if questions and folder != "notebooks":  # exercise notebooks end with open questions, right after the summary
+        last = cells[questions[0] - 1]
     if last.cell_type != "markdown" or not last.source.startswith("## Summary"):
-        problems.append("the last cell must be markdown starting with '## Summary'")
+        problems.append("the last cell (in exercises: the cell before '## Open questions') must be markdown starting with '## Summary'")
     elif folder == "notebooks" and "**What comes next**" not in last.source:
         problems.append("the summary lacks a '**What comes next**' line")
     stored = [i for i, c in enumerate(cells) if c.cell_type == "code" and (c.get("outputs") or c.get("execution_count"))]

@@ -1,7 +1,11 @@
-"""Checkers for chapter 06 (the decoder): the decoder layer and the learner's own causality test.
+"""Checkers for chapter 06 (the decoder): the decoder layer, the learner's own causality test, and
+the encoder-decoder stack.
 
 References are the learner's sub-modules put together here in the right order, and small
-layers built from ``nn.MultiheadAttention``; no course model module is imported.
+layers built from PyTorch's ``nn.MultiheadAttention`` and ``nn.TransformerEncoderLayer`` /
+``nn.TransformerDecoderLayer``; no course model module is imported. The decoder layer's checker
+also watches which arguments reach ``self_attn``, ``cross_attn`` and ``ff`` (forward hooks), so a
+wiring mistake gets its own hint even when it crashes or changes the output's shape.
 """
 from __future__ import annotations
 
@@ -10,14 +14,40 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from . import CheckFailed, call, expect_close, expect_shape, fail, ok
+from . import CheckFailed, call, checker, expect_close, expect_shape, fail, ok, randn
 
-__all__ = ["decoder_layer", "is_causal"]
+__all__ = ["decoder_layer", "is_causal", "encoder_decoder", "HINTS"]
 
-
-def _randn(*shape: int, seed: int, scale: float = 1.0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(*shape, generator=g, dtype=torch.float64) * scale
+HINTS: dict[str, tuple[str, str, str]] = {
+    "decoder_layer": (
+        "A decoder layer has three sub-layers, in this order: masked self-attention over the target so far, "
+        "attention to the encoder's output (cross-attention), and the feed-forward network. Each is wrapped like "
+        "the encoder's: dropout on its output, a residual sum, and its own norm after the sum (post-LN).",
+        "Only the SELF-attention is masked with the causal tgt_mask. In cross-attention the queries come from the "
+        "decoder (the self-attention's output) and the keys and values from memory; its mask is memory_mask, which "
+        "hides source padding: every target position may read every real source token.",
+        "x = self.norm1(x + self.dropout1(self.self_attn(x, x, x, mask=tgt_mask)))\n"
+        "x = self.norm2(x + self.dropout2(self.cross_attn(x, memory, memory, mask=memory_mask)))\n"
+        "return self.norm3(x + self.dropout3(self.ff(x)))",
+    ),
+    "is_causal": (
+        "Causal means: the output at position t cannot change when an input at a LATER position changes. Test that "
+        "property directly, by experiment, instead of reading the mask.",
+        "Run the layer once on a random input. Then for every position k, change the input at k only, run again, and "
+        "compare the outputs at positions 0..k-1 (the output at k itself may change) with a tight tolerance.",
+        "before = layer_fn(x)\nfor k in range(1, length):\n    y = x.clone(); y[:, k] += torch.randn(d_model)\n"
+        "    if not torch.allclose(layer_fn(y)[:, :k], before[:, :k], rtol=0, atol=1e-7): return False\nreturn True",
+    ),
+    "encoder_decoder": (
+        "The encoder runs to the end first; its FINAL output is the memory. Then the target goes through the decoder "
+        "layers one after the other, and every one of them reads that same memory.",
+        "Loop over the encoder layers, feeding each the previous one's output and the source mask. Then loop over the "
+        "decoder layers, feeding each the previous decoder output, the memory, tgt_mask and the source mask again "
+        "(as memory_mask). Decoder layer i does NOT read encoder layer i's output.",
+        "memory = src\nfor layer in encoder_layers: memory = layer(memory, src_mask)\n"
+        "y = tgt\nfor layer in decoder_layers: y = layer(y, memory, tgt_mask, src_mask)\nreturn y",
+    ),
+}
 
 
 def _causal(n: int) -> torch.Tensor:
@@ -26,8 +56,17 @@ def _causal(n: int) -> torch.Tensor:
 
 # --- Exercise 1: decoder layer ----------------------------------------------------------------
 
+CAUSAL_ON_CROSS = ("the causal mask belongs to the decoder's SELF-attention only (the concept note labels the wrong one "
+                   "\"masked\"): in cross-attention every target position may read every real source token, so pass "
+                   "mask=memory_mask (the source padding), not tgt_mask")
+QUERIES_FROM_MEMORY = ("cross-attention's QUERIES come from the decoder (x, the self-attention's output); memory gives only "
+                       "the keys and values: cross_attn(x, memory, memory, mask=memory_mask). Yours passes memory as the query, "
+                       "so the output has one vector per SOURCE position")
+ORDER = "the order is: masked self-attention first, then cross-attention, then the feed-forward network"
+
+
 def _decoder_variants(layer: nn.Module, x: torch.Tensor, memory: torch.Tensor, tgt_mask: torch.Tensor,
-                      memory_mask: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                      memory_mask: torch.Tensor) -> tuple[torch.Tensor, list[tuple[str, torch.Tensor]]]:
     """The right post-LN answer and what the classic mistakes return, from the layer's own sub-modules."""
     sa, ca, ff = layer.self_attn, layer.cross_attn, layer.ff
     n1, n2, n3 = layer.norm1, layer.norm2, layer.norm3
@@ -56,53 +95,115 @@ def _decoder_variants(layer: nn.Module, x: torch.Tensor, memory: torch.Tensor, t
         return sub(n3, h, res[2], ff)
 
     ones = torch.ones(T, T, dtype=torch.bool)
-    mistakes = {
-        "cross-attention takes its keys and values from memory (the encoder output): "
-        "cross_attn(x, memory, memory, mask=memory_mask), not cross_attn(x, x, x)": run(kv=("x", "x")),
-        "the causal mask is missing: the self-attention must get mask=tgt_mask, or every position sees the future": run(self_mask=None),
-        "causal mask off by one: position t may attend to positions 0..t, the diagonal included "
-        "(torch.ones(T, T, dtype=torch.bool).tril()); yours also lets t see t + 1": run(self_mask=ones.tril(1)),
-        "causal mask off by one: position t may attend to positions 0..t, the diagonal INCLUDED "
-        "(.tril(), not .tril(-1)); yours hides each position from itself": run(self_mask=ones.tril(-1)),
-        "the causal mask is inverted: in this course True = may attend, so it is the LOWER triangle "
-        "(tril); triu(1) is PyTorch's nn.MultiheadAttention convention (True = blocked)": run(self_mask=ones.triu(1)),
-        "the memory (source padding) mask is missing: pass mask=memory_mask to the cross-attention": run(cross_mask=None),
-        "a residual connection is missing around the masked self-attention: norm1(x + self_attn(...))": run(res=(False, True, True)),
-        "a residual connection is missing around the cross-attention: norm2(x + cross_attn(...))": run(res=(True, False, True)),
-        "a residual connection is missing around the feed-forward network: norm3(x + ff(x))": run(res=(True, True, False)),
-        "the order is: masked self-attention first, then cross-attention, then the feed-forward network": run(order="cross-self"),
-        "norm in the wrong place: this exercise is the paper's post-LN, x = norm(x + sublayer(x)) after each sum, "
-        "not pre-LN x + sublayer(norm(x))": run(pre=True),
-    }
-    if memory.shape[1] == T:  # only then can a key or a value come from x without a shape error
-        mistakes["keys and values are swapped or mixed up: both come from memory, cross_attn(query=x, key=memory, value=memory); "
-                 "yours takes the values from the decoder"] = run(kv=("memory", "x"))
-        mistakes["keys and values are swapped or mixed up: both come from memory, cross_attn(query=x, key=memory, value=memory); "
-                 "yours takes the keys from the decoder"] = run(kv=("x", "memory"))
+    mistakes = [
+        ("cross-attention takes its keys and values from memory (the encoder output): "
+         "cross_attn(x, memory, memory, mask=memory_mask), not cross_attn(x, x, x)", run(kv=("x", "x"))),
+        ("the causal mask is missing: the self-attention must get mask=tgt_mask, or every position sees the future", run(self_mask=None)),
+        ("causal mask off by one: position t may attend to positions 0..t, the diagonal included "
+         "(torch.ones(T, T, dtype=torch.bool).tril()); yours also lets t see t + 1", run(self_mask=ones.tril(1))),
+        ("causal mask off by one: position t may attend to positions 0..t, the diagonal INCLUDED "
+         "(.tril(), not .tril(-1)); yours hides each position from itself", run(self_mask=ones.tril(-1))),
+        ("the causal mask is inverted: in this course True = may attend, so it is the LOWER triangle "
+         "(tril); triu(1) is PyTorch's nn.MultiheadAttention convention (True = blocked)", run(self_mask=ones.triu(1))),
+        ("the memory (source padding) mask is missing: pass mask=memory_mask to the cross-attention", run(cross_mask=None)),
+        ("a residual connection is missing around the masked self-attention: norm1(x + self_attn(...))", run(res=(False, True, True))),
+        ("a residual connection is missing around the cross-attention: norm2(x + cross_attn(...))", run(res=(True, False, True))),
+        ("a residual connection is missing around the feed-forward network: norm3(x + ff(x))", run(res=(True, True, False))),
+        (ORDER, run(order="cross-self")),
+        ("norm in the wrong place: this exercise is the paper's post-LN, x = norm(x + sublayer(x)) after each sum, "
+         "not pre-LN x + sublayer(norm(x))", run(pre=True)),
+    ]
+    if memory.shape[1] == T:  # only then can a key, a value or a mask of the target side fit the memory
+        mistakes += [
+            (CAUSAL_ON_CROSS, run(cross_mask=tgt_mask)),
+            (CAUSAL_ON_CROSS, run(cross_mask=tgt_mask & memory_mask)),
+            ("keys and values are swapped or mixed up: both come from memory, cross_attn(query=x, key=memory, value=memory); "
+             "yours takes the values from the decoder", run(kv=("memory", "x"))),
+            ("keys and values are swapped or mixed up: both come from memory, cross_attn(query=x, key=memory, value=memory); "
+             "yours takes the keys from the decoder", run(kv=("x", "memory"))),
+        ]
     return run(), mistakes
 
 
+_ARGS = ("query", "key", "value", "mask")
+
+
+def _watch(layer: nn.Module) -> tuple[list[tuple[str, dict[str, Any]]], list[Any]]:
+    """Record every call of the layer's self_attn, cross_attn and ff (in order, with named arguments)."""
+    calls: list[tuple[str, dict[str, Any]]] = []
+
+    def watcher(name: str) -> Callable[..., None]:
+        def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:  # returns None: the call goes on unchanged
+            calls.append((name, {**dict(zip(_ARGS, args)), **kwargs}))
+        return hook
+
+    handles = [getattr(layer, n).register_forward_pre_hook(watcher(n), with_kwargs=True)
+               for n in ("self_attn", "cross_attn", "ff") if isinstance(getattr(layer, n, None), nn.Module)]
+    return calls, handles
+
+
+def _same(a: Any, b: torch.Tensor) -> bool:
+    return isinstance(a, torch.Tensor) and a.shape == b.shape and torch.equal(a, b)
+
+
+def _wiring_hint(calls: list[tuple[str, dict[str, Any]]], memory: torch.Tensor, memory_mask: torch.Tensor) -> str | None:
+    """The hint for a wiring mistake that the recorded calls show, or None."""
+    order = [name for name, _ in calls]
+    if order and order != ["self_attn", "cross_attn", "ff"][: len(order)]:
+        return ORDER + f"; yours calls {' -> '.join(order)}"
+    cross = [kw for name, kw in calls if name == "cross_attn"]
+    if not cross:
+        return None
+    kw = cross[0]
+    if _same(kw.get("query"), memory):
+        return QUERIES_FROM_MEMORY
+    mask = kw.get("mask")
+    if isinstance(mask, torch.Tensor):
+        B, S = memory.shape[0], memory.shape[1]
+        T = kw["query"].shape[1] if isinstance(kw.get("query"), torch.Tensor) else S
+        try:
+            seen = mask.bool().expand(B, T, S)  # (B, T, S) what each target position may read
+        except RuntimeError:  # a (T, T) mask that cannot cover S source positions
+            return CAUSAL_ON_CROSS
+        if (memory_mask.expand(B, T, S) & ~seen).any():  # a real source token hidden from some position
+            return CAUSAL_ON_CROSS
+    return None
+
+
+@checker("ch06.decoder_layer")
 def decoder_layer(cls: type) -> None:
     """Check ``DecoderLayer.forward(x, memory, tgt_mask=None, memory_mask=None)`` (post-LN, the paper)."""
     d_model, n_heads, d_ff = 16, 4, 32
     name = f"DecoderLayer({d_model}, {n_heads}, {d_ff}, dropout=0.0)"
-    torch.manual_seed(0)
+    torch.manual_seed(0)  # inside the checker's forked RNG: the learner's own RNG state is untouched
     layer = call(cls, d_model, n_heads, d_ff, dropout=0.0, tried=name).double()
     with torch.no_grad():  # non-trivial norms, so a missing or misplaced norm shows
         for n in ("norm1", "norm2", "norm3"):
             getattr(layer, n).weight.uniform_(0.5, 1.5), getattr(layer, n).bias.uniform_(-0.5, 0.5)
     src_pad = torch.tensor([[True] * 6, [True, True, True, False, False, False]])[:, None, :]  # (2, 1, 6)
+    generic = ("x = norm1(x + self_attn(x, x, x, tgt_mask)); x = norm2(x + cross_attn(x, memory, memory, memory_mask)); "
+               "x = norm3(x + ff(x))")
     for T, S in ((6, 6), (4, 6)):
-        x, memory = _randn(2, T, d_model, seed=T, scale=2.0), _randn(2, S, d_model, seed=10 + S, scale=2.0)
+        x, memory = randn(2, T, d_model, seed=T, scale=2.0), randn(2, S, d_model, seed=10 + S, scale=2.0)
         tried = (f"{name} on x (2, {T}, {d_model}), memory (2, {S}, {d_model}), tgt_mask = causal ({T}, {T}), "
                  f"memory_mask = source padding (2, 1, {S})")
-        got = call(layer, x, memory, _causal(T), src_pad, tried=tried)
-        expect_shape(got, (2, T, d_model), tried=tried,
-                     hint="the output has one vector per TARGET position, (B, T, D): queries come from the decoder (x)")
+        calls, handles = _watch(layer)
+        try:
+            got = layer(x, memory, _causal(T), src_pad)
+        except (NotImplementedError, CheckFailed):
+            raise
+        except Exception as err:  # a crash: the recorded calls often say why
+            fail(tried, "a result", f"{type(err).__name__}: {err}",
+                 _wiring_hint(calls, memory, src_pad) or "run your layer on this input yourself and read the error")
+        finally:
+            for handle in handles:
+                handle.remove()
+        wiring = _wiring_hint(calls, memory, src_pad)
+        if not isinstance(got, torch.Tensor) or tuple(got.shape) != (2, T, d_model):
+            expect_shape(got, (2, T, d_model), tried=tried, hint=wiring or
+                         "the output has one vector per TARGET position, (B, T, D): queries come from the decoder (x)")
         right, mistakes = _decoder_variants(layer, x, memory, _causal(T), src_pad)
-        expect_close(got, right, tried=tried, atol=1e-8, rtol=1e-6, mistakes=mistakes,
-                     hint="x = norm1(x + self_attn(x, x, x, tgt_mask)); x = norm2(x + cross_attn(x, memory, memory, memory_mask)); "
-                          "x = norm3(x + ff(x))")
+        expect_close(got, right, tried=tried, atol=1e-8, rtol=1e-6, mistakes=mistakes, hint=wiring or generic)
     ok("decoder_layer: masked self-attention, cross-attention to memory, feed-forward, each with its residual")
 
 
@@ -178,15 +279,16 @@ def _verdict(fn: Callable[..., Any], layer_fn: Callable[..., Any], d: int, tried
     return got
 
 
+@checker("ch06.is_causal")
 def is_causal(fn: Callable[..., Any]) -> None:
     """Check ``is_causal(layer_fn, d_model, length=6) -> bool`` against causal and leaky layers.
 
     A correct answer returns True for every causal layer and False for every leaky one. A
     pytest-style function (``assert``, returns None) is accepted too.
     """
-    torch.manual_seed(0)
+    torch.manual_seed(0)  # inside the checker's forked RNG: the learner's own RNG state is untouched
     d = 8
-    cases = [
+    cases: list[tuple[str, Callable[..., Any], bool, str]] = [
         ("a decoder layer (nn.TransformerDecoderLayer, with memory) and a causal tgt_mask", _DecoderLayer(d, _causal), True,
          "a correct decoder must pass: with the causal mask, changing position k leaves the outputs before k "
          "exactly as they were; the output at k itself MAY change"),
@@ -213,3 +315,88 @@ def is_causal(fn: Callable[..., Any]) -> None:
         if got != expected:
             fail(tried, expected, got, hint)
     ok("is_causal: passes a causal decoder and catches every leak (no mask, off by one, one hole, a faint echo)")
+
+
+# --- Exercise 3: the encoder-decoder stack ------------------------------------------------------
+
+class _TorchEncoderLayer(nn.Module):
+    """PyTorch's encoder layer behind the course's interface: ``forward(x, mask)``, mask (B, 1, S) True = may attend."""
+
+    def __init__(self, d_model: int, n_heads: int, d_ff: int) -> None:
+        super().__init__()
+        self.layer = nn.TransformerEncoderLayer(d_model, n_heads, d_ff, dropout=0.0, batch_first=True, dtype=torch.float64)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        pad = None if mask is None else ~mask[:, 0, :]  # (B, S) PyTorch's convention: True = padding
+        return self.layer(x, src_key_padding_mask=pad)  # (B, S, D)
+
+
+class _TorchDecoderLayer(nn.Module):
+    """PyTorch's decoder layer behind the course's interface: ``forward(x, memory, tgt_mask, memory_mask)``."""
+
+    def __init__(self, d_model: int, n_heads: int, d_ff: int) -> None:
+        super().__init__()
+        self.layer = nn.TransformerDecoderLayer(d_model, n_heads, d_ff, dropout=0.0, batch_first=True, dtype=torch.float64)
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor, tgt_mask: torch.Tensor | None = None,
+                memory_mask: torch.Tensor | None = None) -> torch.Tensor:
+        blocked = None if tgt_mask is None else ~tgt_mask  # (T, T) PyTorch's convention: True = blocked
+        pad = None if memory_mask is None else ~memory_mask[:, 0, :]  # (B, S)
+        return self.layer(x, memory, tgt_mask=blocked, memory_key_padding_mask=pad)  # (B, T, D)
+
+
+def _stack(enc: nn.ModuleList, dec: nn.ModuleList, src: torch.Tensor, tgt: torch.Tensor, src_mask: torch.Tensor,
+           tgt_mask: torch.Tensor, *, pairs: bool = False, memory_from: str = "last", chain_enc: bool = True,
+           chain_dec: bool = True, enc_mask: bool = True, mem_mask: bool = True, causal: bool = True) -> torch.Tensor:
+    """The encoder-decoder stack, and its classic mistakes."""
+    states, h = [], src
+    for layer in enc:
+        h = layer(h if chain_enc else src, src_mask if enc_mask else None)  # (B, S, D)
+        states.append(h)
+    memory = {"last": states[-1], "first": states[0], "src": src}[memory_from]
+    y = tgt
+    for i, layer in enumerate(dec):
+        y = layer(y if chain_dec else tgt, states[i] if pairs else memory, tgt_mask if causal else None,
+                  src_mask if mem_mask else None)  # (B, T, D)
+    return y
+
+
+def _stack_mistakes(*args: Any) -> list[tuple[str, torch.Tensor]]:
+    run = lambda **kw: _stack(*args, **kw)  # noqa: E731
+    pairs = [] if len(args[0]) < len(args[1]) else [  # layer i reading encoder state i needs as many encoder layers
+        ("every decoder layer reads the encoder's FINAL output (the memory). The concept note's figure pairs encoder "
+         "layer i with decoder layer i, but in the Transformer decoder layer i never sees encoder layer i's output",
+         run(pairs=True))]
+    return pairs + [
+        ("run the source through ALL the encoder layers first: the memory is the LAST encoder layer's output, "
+         "not the first one's", run(memory_from="first")),
+        ("the encoder is skipped: the memory is the source after every encoder layer, not the source itself", run(memory_from="src")),
+        ("chain the decoder layers: each one reads the PREVIOUS decoder layer's output, not tgt again", run(chain_dec=False)),
+        ("chain the encoder layers: each one reads the PREVIOUS encoder layer's output, not src again", run(chain_enc=False)),
+        ("the encoder ignores the source padding: pass src_mask to every encoder layer", run(enc_mask=False)),
+        ("the decoder reads the source padding: pass src_mask as memory_mask to every decoder layer", run(mem_mask=False)),
+        ("the causal mask is missing: pass tgt_mask to every decoder layer", run(causal=False)),
+    ]
+
+
+@checker("ch06.encoder_decoder")
+def encoder_decoder(fn: Callable[..., Any]) -> None:
+    """Check ``encoder_decoder(encoder_layers, decoder_layers, src, tgt, src_mask, tgt_mask) -> (B, T, D)``."""
+    d, h, d_ff = 8, 2, 16
+    torch.manual_seed(0)  # inside the checker's forked RNG: the learner's own RNG state is untouched
+    src_mask = torch.tensor([[True] * 5, [True, True, True, False, False]])[:, None, :]  # (2, 1, 5)
+    for n_enc, n_dec in ((3, 3), (2, 3)):
+        enc = nn.ModuleList(_TorchEncoderLayer(d, h, d_ff) for _ in range(n_enc))
+        dec = nn.ModuleList(_TorchDecoderLayer(d, h, d_ff) for _ in range(n_dec))
+        src, tgt, tgt_mask = randn(2, 5, d, seed=n_enc), randn(2, 4, d, seed=10 + n_enc), _causal(4)
+        tried = (f"encoder_decoder({n_enc} encoder layers, {n_dec} decoder layers, src (2, 5, {d}) whose second sentence has "
+                 f"3 real tokens, tgt (2, 4, {d}), src_mask (2, 1, 5), tgt_mask causal (4, 4))")
+        with torch.no_grad():
+            got = call(fn, enc, dec, src.clone(), tgt.clone(), src_mask.clone(), tgt_mask.clone(), tried=tried)
+            args = (enc, dec, src, tgt, src_mask, tgt_mask)
+            expect_shape(got, (2, 4, d), tried=tried, hint="return the decoder's output: one vector per TARGET position, (B, T, D)")
+            expect_close(got, _stack(*args), tried=tried, atol=1e-8, rtol=1e-6,
+                         mistakes=_stack_mistakes(*args),
+                         hint="memory = the source after all encoder layers (with src_mask); then each decoder layer in turn "
+                              "reads the previous decoder output, that same memory, tgt_mask and src_mask")
+    ok("encoder_decoder: the encoder runs to the end, and every decoder layer reads its final output")

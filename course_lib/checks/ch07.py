@@ -16,20 +16,57 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import call, describe, expect_close, expect_shape, fail, ok
+from . import CheckFailed, call, checker, describe, expect_close, expect_shape, fail, ok, randn
 
-__all__ = ["label_smoothing_loss", "noam_lr", "greedy_decode", "beam_step", "ScriptedTranslator"]
+__all__ = ["label_smoothing_loss", "noam_lr", "greedy_decode", "beam_step", "ScriptedTranslator", "HINTS"]
 
-
-def _randn(*shape: int, seed: int, scale: float = 1.0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(*shape, generator=g, dtype=torch.float64) * scale
+HINTS: dict[str, tuple[str, str, str]] = {
+    "label_smoothing_loss": (
+        "Label smoothing trains towards a softened target: most of the probability on the right token, a little "
+        "(epsilon in all) spread over the whole vocabulary. The loss is the cross-entropy between that target "
+        "distribution and the model's, averaged over the real (non-pad) target positions.",
+        "With q = (1 - eps) * one_hot + eps / V (PyTorch's choice: the right token and the pad class get their eps / V "
+        "too), -sum(q * log p) splits into two terms: (1 - eps) times the usual -log p[target], plus eps times the "
+        "MEAN over the V classes of -log p. Mask out positions whose target is ignore_index, in the sum and in the count.",
+        "log_p = F.log_softmax(logits, -1)\nnll = -log_p.gather(-1, target.unsqueeze(-1)).squeeze(-1)\n"
+        "loss = (1 - epsilon) * nll + epsilon * (-log_p.mean(-1))\nkeep = target != ignore_index\n"
+        "return (loss * keep).sum() / keep.sum()",
+    ),
+    "noam_lr": (
+        "The paper's schedule has two phases: during the first `warmup` steps the rate grows in proportion to the "
+        "step; afterwards it shrinks like one over the square root of the step. Wider models (larger d_model) get "
+        "smaller rates throughout.",
+        "Write both phases as powers of step: step * warmup ** -1.5 and step ** -0.5. They are equal exactly at step = "
+        "warmup, and the smaller one is the right phase at any step, so take their min. Scale by d_model ** -0.5 and "
+        "by factor. Steps count from 1: step 1 must get a small POSITIVE rate.",
+        "return factor * d_model ** -0.5 * min(step ** -0.5, step * warmup ** -1.5)",
+    ),
+    "greedy_decode": (
+        "Greedy decoding writes the translation one token at a time: after <bos>, it always takes the single most "
+        "likely next token given the source and everything written so far, until <eos>.",
+        "Encode once (with the source padding mask). Keep a growing prefix ys, starting as a column of <bos>. Each "
+        "step decodes the WHOLE prefix and reads the logits of its LAST position. Rows that have already written <eos> "
+        "get pad_id from then on; stop when every row is done or after max_len tokens; return ys without <bos>.",
+        "src_mask = (src != pad_id).unsqueeze(1); memory = model.encode(src, src_mask)\n"
+        "ys = torch.full((B, 1), bos_id); done = torch.zeros(B, dtype=torch.bool)\n"
+        "for _ in range(max_len):\n    nxt = model.decode(ys, memory, src_mask)[:, -1].argmax(-1).masked_fill(done, pad_id)\n"
+        "    ys = torch.cat([ys, nxt[:, None]], 1); done |= nxt == eos_id\n    if done.all(): break\nreturn ys[:, 1:]",
+    ),
+    "beam_step": (
+        "Each of the K beams can be continued by any of the V tokens: K * V candidates, each scored by its beam's "
+        "running score plus the new token's log-probability. Keep the best beam_size of them, wherever they come from.",
+        "Add the scores as a column to the (K, V) log-probabilities, flatten the (K, V) totals to one row of K * V "
+        "and take its top-k once. An index i of that row belongs to beam i // V and token i % V.",
+        "V = log_probs.shape[-1]\ntotal = scores[:, None] + log_probs  # (K, V)\n"
+        "new_scores, idx = total.reshape(-1).topk(beam_size)\nreturn new_scores, idx // V, idx % V",
+    ),
+}
 
 
 # --- Exercise 1: label-smoothing loss ---------------------------------------------------------
 
 def _smoothed(logits: torch.Tensor, target: torch.Tensor, eps: float, ignore_index: int, *, spread: str = "V",
-              divide_by: str = "valid", mask_pads: bool = True, log_softmax: bool = True) -> torch.Tensor:
+              divide_by: str = "valid", mask_pads: bool = True, log_softmax: bool = True, kl: bool = False) -> torch.Tensor:
     """The loss and its classic variants. ``spread``: how eps is shared out; ``divide_by``: the mean's count."""
     V = logits.shape[-1]
     logp = F.log_softmax(logits, -1) if log_softmax else logits  # (B, T, V)
@@ -42,36 +79,56 @@ def _smoothed(logits: torch.Tensor, target: torch.Tensor, eps: float, ignore_ind
     elif spread == "V-2":  # ... and the pad class gets nothing (the Annotated Transformer's version)
         pad = -logp[..., min(max(ignore_index, 0), V - 1)]  # (B, T)
         smooth = (total - nll - pad) / (V - 2)
+    elif spread == "sum":  # eps times the SUM over the classes of -log p: eps on every class, q sums to 1 - eps + V * eps
+        smooth = total
     else:  # "no-target": target 1 - eps, every class eps / V, so q sums to 1 - eps / V ... wrong
         smooth = (total - nll) / V
     loss = (1 - eps) * nll + eps * smooth  # (B, T)
+    if kl:  # KL(q || p) = cross-entropy - entropy of q, with q as ``spread`` builds it
+        others = {"V": V, "V-2": V - 2}[spread]
+        off = eps / others if eps > 0 else 0.0
+        on = 1 - eps + (off if spread == "V" else 0.0)
+        loss = loss + (on * math.log(on) if on > 0 else 0.0) + ((others - (spread == "V")) * off * math.log(off) if off > 0 else 0.0)
     keep = (target != ignore_index) if mask_pads else torch.ones_like(target, dtype=torch.bool)  # (B, T)
     summed = (loss * keep).sum()
     return {"valid": summed / keep.sum(), "all": summed / target.numel(), "none": summed}[divide_by]
 
 
-def _ls_mistakes(logits: torch.Tensor, target: torch.Tensor, eps: float, ignore_index: int) -> dict[str, torch.Tensor]:
+ANNOTATED = ("this is the Annotated Transformer's label smoothing: eps / (V - 2) on the non-target classes and 0 on the "
+             "pad column. PyTorch's F.cross_entropy(label_smoothing=eps), which this exercise matches, spreads eps / V over "
+             "ALL V classes, the target and the pad column included: q = (1 - eps) * one_hot + eps / V")
+
+
+def _ls_mistakes(logits: torch.Tensor, target: torch.Tensor, eps: float, ignore_index: int) -> list[tuple[str, torch.Tensor]]:
     spread = ("PyTorch spreads eps over ALL V classes, the target included: q = (1 - eps) * one_hot + eps / V, "
               "so loss = (1 - eps) * nll + eps * mean over the V classes of -log p")
-    out = {
-        "positions whose target is ignore_index (padding) must not count: leave them out of the sum AND out of the count "
-        "(mask = target != ignore_index)": _smoothed(logits, target, eps, ignore_index, mask_pads=False),
-        "take the mean over the NON-pad positions only: divide the masked sum by mask.sum(), not by every position (B * T)":
-            _smoothed(logits, target, eps, ignore_index, divide_by="all"),
-        "return the mean over the non-pad positions, not their sum": _smoothed(logits, target, eps, ignore_index, divide_by="none"),
-        spread + " (not eps / (V - 1) over the other classes)": _smoothed(logits, target, eps, ignore_index, spread="V-1"),
-        spread + " (not eps / (V - 2) with the pad class left out)": _smoothed(logits, target, eps, ignore_index, spread="V-2"),
-        spread + " (the target class gets its share eps / V as well)": _smoothed(logits, target, eps, ignore_index, spread="no-target"),
-        "turn the logits into log-probabilities with F.log_softmax(logits, dim=-1) first":
-            _smoothed(logits, target, eps, ignore_index, log_softmax=False),
-    }
+    run = lambda **kw: _smoothed(logits, target, eps, ignore_index, **kw)  # noqa: E731
+    out = [
+        ("positions whose target is ignore_index (padding) must not count: leave them out of the sum AND out of the count "
+         "(mask = target != ignore_index)", run(mask_pads=False)),
+        ("take the mean over the NON-pad positions only: divide the masked sum by mask.sum(), not by every position (B * T)",
+         run(divide_by="all")),
+        ("return the MEAN over the non-pad positions, not their sum (the loss must not grow with the batch)", run(divide_by="none")),
+        ("the smoothing term is the MEAN of -log p over the V classes (eps / V on each class), not their sum: with the sum "
+         "the target distribution q adds up to 1 - eps + V * eps instead of 1", run(spread="sum")),
+        (spread + " (not eps / (V - 1) over the other classes)", run(spread="V-1")),
+        (ANNOTATED, run(spread="V-2")),
+        (ANNOTATED + "; and F.cross_entropy returns the cross-entropy, which exceeds the KL divergence (nn.KLDivLoss) "
+         "by the entropy of q", run(spread="V-2", kl=True)),
+        (ANNOTATED + "; and F.cross_entropy returns the cross-entropy, which exceeds the KL divergence (nn.KLDivLoss) "
+         "by the entropy of q", run(spread="V-2", kl=True, divide_by="none")),
+        ("you computed the KL divergence KL(q || p) (nn.KLDivLoss); the loss here is the cross-entropy -sum(q * log p), "
+         "which is larger by the entropy of q (a constant, so the gradients agree, but the value differs)", run(kl=True)),
+        (spread + " (the target class gets its share eps / V as well)", run(spread="no-target")),
+        ("turn the logits into log-probabilities with F.log_softmax(logits, dim=-1) first", run(log_softmax=False)),
+    ]
     if eps > 0:
-        out["this is plain cross-entropy: the smoothing term is missing. Mix in eps * (mean over all classes of -log p)"] = (
-            _smoothed(logits, target, 0.0, ignore_index))
+        out.append(("this is plain cross-entropy: the smoothing term is missing. Mix in eps * (mean over all classes of -log p)",
+                    _smoothed(logits, target, 0.0, ignore_index)))
         if eps != 0.1:
-            out["use the epsilon argument, not a fixed 0.1"] = _smoothed(logits, target, 0.1, ignore_index)
+            out.append(("use the epsilon argument, not a fixed 0.1", _smoothed(logits, target, 0.1, ignore_index)))
     if ignore_index != 0:
-        out["use the ignore_index argument, not a fixed 0"] = _smoothed(logits, target, eps, 0)
+        out.append(("use the ignore_index argument, not a fixed 0", _smoothed(logits, target, eps, 0)))
     return out
 
 
@@ -81,14 +138,15 @@ def _ls_cases() -> list[tuple[str, torch.Tensor, torch.Tensor, dict]]:
     t3 = torch.tensor([[0, 5, 8, 2, 3, 3], [6, 0, 1, 2, 3, 3]])  # (2, 6): 3 is the ignored class, 0 a real one
     t4 = torch.tensor([[3, 4, 2, 0], [5, 2, 0, 0]])  # (2, 4)
     return [
-        ("logits (2, 5, 7), target (2, 5) with 2 pads, default epsilon and ignore_index", _randn(2, 5, 7, seed=1, scale=2.0), t1, {}),
-        ("logits (3, 4, 11), target (3, 4) with 2 pads, epsilon=0.2", _randn(3, 4, 11, seed=2, scale=3.0), t2, {"epsilon": 0.2}),
+        ("logits (2, 5, 7), target (2, 5) with 2 pads, default epsilon and ignore_index", randn(2, 5, 7, seed=1, scale=2.0), t1, {}),
+        ("logits (3, 4, 11), target (3, 4) with 2 pads, epsilon=0.2", randn(3, 4, 11, seed=2, scale=3.0), t2, {"epsilon": 0.2}),
         ("logits (2, 6, 9), target (2, 6), epsilon=0.1, ignore_index=3 (class 0 is a real class here)",
-         _randn(2, 6, 9, seed=3), t3, {"epsilon": 0.1, "ignore_index": 3}),
-        ("logits (2, 4, 6), target (2, 4) with 3 pads, epsilon=0.0 (plain cross-entropy)", _randn(2, 4, 6, seed=4), t4, {"epsilon": 0.0}),
+         randn(2, 6, 9, seed=3), t3, {"epsilon": 0.1, "ignore_index": 3}),
+        ("logits (2, 4, 6), target (2, 4) with 3 pads, epsilon=0.0 (plain cross-entropy)", randn(2, 4, 6, seed=4), t4, {"epsilon": 0.0}),
     ]
 
 
+@checker("ch07.label_smoothing_loss")
 def label_smoothing_loss(fn: Callable[..., Any]) -> None:
     """Check ``label_smoothing_loss(logits, target, epsilon=0.1, ignore_index=0)`` against F.cross_entropy."""
     for what, logits, target, kwargs in _ls_cases():
@@ -102,10 +160,10 @@ def label_smoothing_loss(fn: Callable[..., Any]) -> None:
         V = logits.shape[-1]
         expected = F.cross_entropy(logits.reshape(-1, V), target.reshape(-1), label_smoothing=eps, ignore_index=ignore)
         expect_close(got, expected, tried=tried, atol=1e-6, rtol=1e-5, mistakes=_ls_mistakes(logits, target, eps, ignore),
-                     hint="loss = (1 - eps) * (-log p[target]) + eps * mean over the V classes of (-log p), "
-                          "averaged over the positions whose target != ignore_index")
+                     hint="the cross-entropy against q = (1 - eps) * one_hot + eps / V, averaged over the positions "
+                          "whose target != ignore_index")
     # gradients flow, and equal PyTorch's (float32)
-    logits = _randn(2, 5, 7, seed=1, scale=2.0).float().requires_grad_(True)
+    logits = randn(2, 5, 7, seed=1, scale=2.0).float().requires_grad_(True)
     target = _ls_cases()[0][2]
     tried = "label_smoothing_loss(float32 logits (2, 5, 7) with requires_grad=True).backward()"
     got = call(fn, logits, target, tried=tried)
@@ -115,7 +173,7 @@ def label_smoothing_loss(fn: Callable[..., Any]) -> None:
     call(got.backward, tried=tried)
     ref = logits.detach().clone().requires_grad_(True)
     F.cross_entropy(ref.reshape(-1, 7), target.reshape(-1), label_smoothing=0.1, ignore_index=0).backward()
-    expect_close(logits.grad, ref.grad, tried=tried + ": the gradient with respect to the logits",
+    expect_close(logits.grad, torch.zeros_like(logits) if ref.grad is None else ref.grad, tried=tried + ": the gradient with respect to the logits",
                  hint="the gradient differs from F.cross_entropy's although the value matched: compute the loss from the logits directly")
     ok("label_smoothing_loss: equal to F.cross_entropy(label_smoothing=eps, ignore_index=...), gradients included")
 
@@ -129,28 +187,42 @@ def _noam(step: int, d_model: int, warmup: int, factor: float) -> float:
 _NOAM_CASES = [(512, 4000, 1.0, (1, 2, 100, 1000, 3999, 4000, 4001, 8000, 20000, 100000)),
                (32, 10, 2.0, tuple(range(1, 31))),
                (256, 400, 0.5, (1, 50, 399, 400, 401, 1600, 5000))]
-_NOAM_MISTAKES: dict[str, Callable[[int, int, int, float], float]] = {
-    "steps count from 1 (the first update is step 1): you return the rate of step + 1. "
-    "If you feed it to LambdaLR, which counts from 0, shift there: lambda s: noam_lr(s + 1, ...)":
-        lambda s, d, w, f: _noam(s + 1, d, w, f),
-    "steps count from 1: you return the rate of step - 1": lambda s, d, w, f: _noam(max(s - 1, 1), d, w, f),
-    "the factor d_model ** -0.5 is missing (it makes wider models take smaller steps)": lambda s, d, w, f: f * min(s ** -0.5, s * w ** -1.5),
-    "it is d_model ** -0.5 (one over the square root), not d_model ** 0.5": lambda s, d, w, f: f * d ** 0.5 * min(s ** -0.5, s * w ** -1.5),
-    "take the MIN of step ** -0.5 and step * warmup ** -1.5 (rise during warmup, then decay), not the max":
-        lambda s, d, w, f: f * d ** -0.5 * max(s ** -0.5, s * w ** -1.5),
-    "the warmup branch is step * warmup ** -1.5, so both branches meet exactly at step = warmup":
-        lambda s, d, w, f: f * d ** -0.5 * min(s ** -0.5, s * w ** -0.5),
-    "multiply by the factor argument": lambda s, d, w, f: d ** -0.5 * min(s ** -0.5, s * w ** -1.5),
-}
+FROM_ZERO = ("steps count from 1 (the first update is step 1, and it needs a small POSITIVE rate): your rate is 0 at "
+             "step 1, so you count from 0. Use step itself; if you feed the schedule to LambdaLR, which counts from 0, "
+             "shift there: lambda i: noam_lr(i + 1, ...)")
+_NOAM_MISTAKES: list[tuple[str, Callable[[int, int, int, float], float]]] = [
+    ("steps count from 1 (the first update is step 1): you return the rate of step + 1. "
+     "If you feed it to LambdaLR, which counts from 0, shift there: lambda s: noam_lr(s + 1, ...)",
+     lambda s, d, w, f: _noam(s + 1, d, w, f)),
+    (FROM_ZERO, lambda s, d, w, f: 0.0 if s == 1 else _noam(s - 1, d, w, f)),
+    ("steps count from 1: you return the rate of step - 1", lambda s, d, w, f: _noam(max(s - 1, 1), d, w, f)),
+    ("the factor d_model ** -0.5 is missing (it makes wider models take smaller steps)",
+     lambda s, d, w, f: f * min(s ** -0.5, s * w ** -1.5)),
+    ("it is d_model ** -0.5 (one over the square root), not d_model ** 0.5",
+     lambda s, d, w, f: f * d ** 0.5 * min(s ** -0.5, s * w ** -1.5)),
+    ("take the MIN of the two phases (rise during warmup, then decay), not the max",
+     lambda s, d, w, f: f * d ** -0.5 * max(s ** -0.5, s * w ** -1.5)),
+    ("the warmup phase must meet the decay exactly at step = warmup: there step ** -0.5 = step * warmup ** -1.5",
+     lambda s, d, w, f: f * d ** -0.5 * min(s ** -0.5, s * w ** -0.5)),
+    ("multiply by the factor argument", lambda s, d, w, f: d ** -0.5 * min(s ** -0.5, s * w ** -1.5)),
+]
 
 
+@checker("ch07.noam_lr")
 def noam_lr(fn: Callable[..., Any]) -> None:
     """Check ``noam_lr(step, d_model, warmup=4000, factor=1.0) -> float`` (steps from 1)."""
     for d_model, warmup, factor, steps in _NOAM_CASES:
         got = []
         for s in steps:
             tried = f"noam_lr({s}, d_model={d_model}, warmup={warmup}, factor={factor})"
-            value = call(fn, s, d_model, warmup=warmup, factor=factor, tried=tried)
+            try:
+                value = fn(s, d_model, warmup=warmup, factor=factor)
+            except ZeroDivisionError as err:  # 0 ** -0.5: the step was shifted to count from 0
+                fail(tried, f"{_noam(s, d_model, warmup, factor):.6g}", f"ZeroDivisionError: {err}", FROM_ZERO)
+            except (NotImplementedError, CheckFailed):
+                raise
+            except Exception:  # noqa: BLE001 - call() turns it into the usual message
+                value = call(fn, s, d_model, warmup=warmup, factor=factor, tried=tried)
             try:
                 got.append(float(value))
             except (TypeError, ValueError):
@@ -161,8 +233,9 @@ def noam_lr(fn: Callable[..., Any]) -> None:
             continue
         k = next(i for i, (x, y) in enumerate(zip(got, expected)) if not math.isclose(x, y, rel_tol=1e-6, abs_tol=1e-12))
         tried = f"noam_lr({steps[k]}, d_model={d_model}, warmup={warmup}, factor={factor})"
-        hint = "lr = factor * d_model ** -0.5 * min(step ** -0.5, step * warmup ** -1.5)"
-        for mistake, wrong in _NOAM_MISTAKES.items():
+        hint = ("a linear rise until step = warmup, then a decay like 1 / sqrt(step), scaled by d_model ** -0.5 and factor; "
+                "steps count from 1")
+        for mistake, wrong in _NOAM_MISTAKES:
             if close(got, [wrong(s, d_model, warmup, factor) for s in steps]):
                 hint = mistake
                 break
@@ -242,7 +315,7 @@ class ScriptedTranslator(nn.Module):
 
 def _greedy_reference(model: ScriptedTranslator, src: torch.Tensor, max_len: int, feed: str = "prefix",
                       stop: str = "all", keep_bos: bool = False, keep_eos: bool = True, pos: int = -1,
-                      masked: bool = True) -> torch.Tensor:
+                      masked: bool = True, pad: bool = True) -> torch.Tensor:
     """Greedy decoding, and the classic mistakes (what gets fed, when it stops, what it returns)."""
     B, bos, eos = src.shape[0], model.bos_id, model.eos_id
     src_mask = (src != model.pad_id)[:, None, :] if masked else None  # (B, 1, S)
@@ -252,7 +325,7 @@ def _greedy_reference(model: ScriptedTranslator, src: torch.Tensor, max_len: int
     for _ in range(max_len):
         inp = {"prefix": ys, "last": ys[:, -1:], "bos": ys[:, :1]}[feed]
         nxt = model.decode(inp, memory, src_mask)[:, pos].argmax(-1)  # (B,)
-        if stop != "never":
+        if stop != "never" and pad:
             nxt = nxt.masked_fill(done, model.pad_id)  # finished rows get padding
         ys = torch.cat([ys, nxt[:, None]], dim=1)  # (B, t + 2)
         done = done | (nxt == eos)
@@ -262,23 +335,24 @@ def _greedy_reference(model: ScriptedTranslator, src: torch.Tensor, max_len: int
     return out if keep_eos else out.masked_fill(out == eos, model.pad_id)
 
 
-def _greedy_mistakes(model: ScriptedTranslator, src: torch.Tensor, max_len: int) -> dict[str, torch.Tensor]:
+def _greedy_mistakes(model: ScriptedTranslator, src: torch.Tensor, max_len: int) -> list[tuple[str, torch.Tensor]]:
     run = lambda **kw: _greedy_reference(model, src, max_len, **kw)  # noqa: E731
-    return {
-        "feed the WHOLE growing prefix (<bos> and every token chosen so far) to decode at each step, not only the last token":
-            run(feed="last"),
-        "you repeat the first word: append each chosen token to the prefix, decode the grown prefix again, and read the "
-        "logits of its LAST position, logits[:, -1] (position 0 always scores the word after <bos>)": run(pos=0),
-        "return the generated tokens only: drop the <bos> you started from (ys[:, 1:])": run(keep_bos=True),
-        "stop at <eos>: a row that has produced <eos> gets pad_id from then on, and the loop ends when every row is done":
-            run(stop="never"),
-        "stop only when EVERY row has produced <eos>, not as soon as one has": run(stop="any"),
-        "keep the <eos> token in the output (it tells where the translation ends)": run(keep_eos=False),
-        "pass the source padding mask to decode as well: src_mask = (src != pad_id).unsqueeze(1), "
-        "model.decode(ys, memory, src_mask); without it the decoder reads the padding of the shorter sentences": run(masked=False),
-    }
+    return [
+        ("feed the WHOLE growing prefix (<bos> and every token chosen so far) to decode at each step, not only the last token", run(feed="last")),
+        ("you repeat the first word: append each chosen token to the prefix, decode the grown prefix again, and read the "
+        "logits of its LAST position, logits[:, -1] (position 0 always scores the word after <bos>)", run(pos=0)),
+        ("return the generated tokens only: drop the <bos> you started from (ys[:, 1:])", run(keep_bos=True)),
+        ("stop at <eos>: a row that has produced <eos> gets pad_id from then on, and the loop ends when every row is done", run(stop="never")),
+        ("a row that has written <eos> is finished: from then on it gets pad_id, not the model's next words (yours goes on "
+        "writing after <eos> while the other rows finish); keep a `done` flag per row and masked_fill(done, pad_id)", run(pad=False)),
+        ("stop only when EVERY row has produced <eos>, not as soon as one has", run(stop="any")),
+        ("keep the <eos> token in the output (it tells where the translation ends)", run(keep_eos=False)),
+        ("pass the source padding mask to decode as well: src_mask = (src != pad_id).unsqueeze(1), "
+        "model.decode(ys, memory, src_mask); without it the decoder reads the padding of the shorter sentences", run(masked=False)),
+    ]
 
 
+@checker("ch07.greedy_decode")
 def greedy_decode(fn: Callable[..., Any]) -> None:
     """Check ``greedy_decode(model, src, max_len, bos_id=1, eos_id=2, pad_id=0) -> (B, L)`` on a scripted model."""
     cases = [  # (what, src, max_len, ids)
@@ -299,7 +373,7 @@ def greedy_decode(fn: Callable[..., Any]) -> None:
     ok("greedy_decode: feeds the growing prefix, takes the argmax of the last position, stops when every row has <eos>")
 
 
-def _compare_ids(got: Any, expected: torch.Tensor, tried: str, mistakes: dict[str, torch.Tensor], pad_id: int) -> None:
+def _compare_ids(got: Any, expected: torch.Tensor, tried: str, mistakes: list[tuple[str, torch.Tensor]], pad_id: int) -> None:
     if not isinstance(got, torch.Tensor):
         fail(tried, f"a tensor of token ids, shape {tuple(expected.shape)}", f"{type(got).__name__}: {got!r}"[:200],
              "return a LongTensor (B, L), e.g. the concatenated prefix without <bos>")
@@ -307,7 +381,7 @@ def _compare_ids(got: Any, expected: torch.Tensor, tried: str, mistakes: dict[st
         fail(tried, "dtype torch.int64 (token ids)", f"dtype {got.dtype}", "keep ids as torch.long: argmax already returns long")
     if got.shape == expected.shape and torch.equal(got, expected):
         return
-    for hint, wrong in mistakes.items():
+    for hint, wrong in mistakes:
         if got.shape == wrong.shape and torch.equal(got, wrong):
             fail(tried, expected, got, hint)
     L = expected.shape[1]
@@ -321,10 +395,18 @@ def _compare_ids(got: Any, expected: torch.Tensor, tried: str, mistakes: dict[st
 # --- Exercise 4: one step of beam search ------------------------------------------------------
 
 def _beam_reference(log_probs: torch.Tensor, scores: torch.Tensor, k: int, *, add: bool = True, flat: bool = True,
-                    index: str = "V", largest: bool = True, new: str = "total") -> tuple[torch.Tensor, ...]:
+                    index: str = "V", largest: bool = True, new: str = "total", transposed: bool = False,
+                    top1: str = "") -> tuple[torch.Tensor, ...]:
     K, V = log_probs.shape
     total = scores[:, None] + log_probs if add else log_probs  # (K, V)
-    if flat:
+    if top1:  # each beam keeps only its own best token: K survivors, one per beam
+        values, token = total.max(-1)  # (K,)
+        beam = torch.arange(K)
+        order = values.argsort(descending=True) if top1 == "sorted" else beam
+        return values[order], beam[order], token[order]
+    if transposed:  # the (V, K) transpose flattened: entry i is token i // K of beam i % K
+        values, idx = total.T.reshape(-1).topk(k, largest=largest)
+    elif flat:
         values, idx = total.reshape(-1).topk(k, largest=largest)  # (k,) over all K * V candidates
     else:  # top-k of each beam's row, then the first k of those in row order
         values, idx = total.topk(k, dim=-1, largest=largest)  # (K, k)
@@ -352,6 +434,14 @@ def _beam_mistakes(log_probs: torch.Tensor, scores: torch.Tensor, k: int) -> lis
         (idx_hint + " (divide by V, the vocabulary size, not by K)", run(index="K")),
         ("keep the LARGEST scores (log-probabilities: higher is better)", run(largest=False)),
         ("new_scores are running totals: scores[beam] + log_probs[beam, token], not the step's log-prob alone", run(new="log_probs")),
+        ("you flattened the TRANSPOSED totals (V, K), so an index no longer splits as beam = idx // V, token = idx % V: "
+         "flatten the (K, V) totals as they are, total.reshape(-1) (row k holds beam k's V candidates)", run(transposed=True)),
+        ("each beam kept only its own best token (top-1 per beam): that is K greedy searches side by side, not beam "
+         "search. Take the best beam_size of ALL K * V candidates: one beam may supply several survivors, another none",
+         run(top1="sorted")),
+        ("each beam kept only its own best token (top-1 per beam): that is K greedy searches side by side, not beam "
+         "search. Take the best beam_size of ALL K * V candidates: one beam may supply several survivors, another none",
+         run(top1="beam order")),
     ]
 
 
@@ -370,6 +460,7 @@ def _beam_cases() -> list[tuple[str, torch.Tensor, torch.Tensor, int]]:
     ]
 
 
+@checker("ch07.beam_step")
 def beam_step(fn: Callable[..., Any]) -> None:
     """Check ``beam_step(log_probs, scores, beam_size) -> (new_scores, beam_idx, token_idx)``, best first."""
     for what, log_probs, scores, k in _beam_cases():

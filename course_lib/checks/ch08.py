@@ -1,0 +1,263 @@
+"""Checkers for chapter 08 (beyond the paper): one step of attention with a key/value cache, the
+FLOPs of a multi-head self-attention layer, and a pre-LN encoder layer from PyTorch's weights.
+
+References are PyTorch's own: full causal attention recomputed over the whole sequence,
+``torch.utils.flop_counter.FlopCounterMode`` counting a layer run on shape-only ("meta") tensors,
+and ``nn.TransformerEncoderLayer(norm_first=True)`` itself. No course model module is imported.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from . import CheckFailed, call, checker, describe, expect_close, expect_shape, fail, ok, randn
+
+__all__ = ["attention_step", "attention_flops", "pre_ln_encoder_layer", "measured_attention_flops", "HINTS"]
+
+HINTS: dict[str, tuple[str, str, str]] = {
+    "attention_step": (
+        "When one token is appended, the earlier positions' keys and values do not change (the attention is causal), so "
+        "they can be kept. The new position only needs its own query against every key so far, itself included.",
+        "First grow the caches by the new key and value along the positions dimension. Then attend with the one new "
+        "query over all t + 1 cached keys: scaled scores, a softmax over the keys, a weighted sum of the values. "
+        "No mask is needed: every cached position is in the new one's past.",
+        "k_cache = torch.cat([k_cache, k], dim=2); v_cache = torch.cat([v_cache, v], dim=2)  # (B, H, t+1, Dh)\n"
+        "w = torch.softmax(q @ k_cache.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)  # (B, H, 1, t+1)\n"
+        "return w @ v_cache, k_cache, v_cache",
+    ),
+    "attention_flops": (
+        "Only matrix products count (as FlopCounterMode counts them): a product of an (m, k) and a (k, p) matrix is "
+        "m * k * p multiply-adds, and each multiply-add is 2 FLOPs. List every product of the layer, with its shapes.",
+        "There are four projections of n vectors of width d (queries, keys, values, output), and per head two products "
+        "between positions: scores = Q K^T and weights @ V, each (n, Dh) against (Dh, n) or (n, n) against (n, Dh). "
+        "Add the heads up: Dh = d / n_heads, so does the number of heads change the total?",
+        "projections = 4 * 2 * n * d * d\nattention = n_heads * 2 * (2 * n * n * (d // n_heads))  # = 4 * n * n * d\n"
+        "return projections + attention",
+    ),
+    "pre_ln_encoder_layer": (
+        "A pre-LN layer normalises the INPUT of each sub-layer and adds the sub-layer's output to the un-normalised "
+        "stream: x + attention(norm1(x)), then x + ff(norm2(x)). No norm at the end of the layer.",
+        "PyTorch keeps W_q, W_k, W_v stacked in self_attn.in_proj_weight (3D, D) with in_proj_bias (3D,); chunk(3) "
+        "gives them in that order. Split each into heads as view(B, S, H, Dh).transpose(1, 2), attend with scale "
+        "1/sqrt(Dh) and the padding mask on the keys, merge the heads, apply out_proj; the feed-forward is "
+        "linear2(relu(linear1(.))).",
+        "sa = layer.self_attn; h = F.layer_norm(x, (D,), layer.norm1.weight, layer.norm1.bias, layer.norm1.eps)\n"
+        "q, k, v = F.linear(h, sa.in_proj_weight, sa.in_proj_bias).chunk(3, dim=-1)  # (B, S, D) each\n"
+        "... heads, scores masked_fill(~mask[:, None], -inf), softmax, @ v, merge, F.linear(out, sa.out_proj.weight, "
+        "sa.out_proj.bias)\nx = x + attention; x = x + layer.linear2(F.relu(layer.linear1(layer.norm2(x))))",
+    ),
+}
+
+
+# --- Exercise 1: one step of attention with a key/value cache -----------------------------------
+
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor | None, scale: bool = True,
+            dim: int = -1) -> torch.Tensor:
+    scores = q @ k.transpose(-2, -1) / (math.sqrt(q.shape[-1]) if scale else 1.0)  # (B, H, Tq, Tk)
+    if allowed is not None:
+        scores = scores.masked_fill(~allowed, float("-inf"))
+    return torch.softmax(scores, dim=dim).nan_to_num(0.0) @ v  # (B, H, Tq, Dh)
+
+
+def _step_references(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, list[tuple[str, torch.Tensor]]]:
+    """Full causal attention (the truth) and what the classic cached-step mistakes produce, all positions stacked."""
+    T = q.shape[2]
+    causal = torch.ones(T, T, dtype=torch.bool).tril()  # (T, T) True = may attend
+    past_only = torch.ones(T, T, dtype=torch.bool).tril(-1)  # the cache read before the new key was appended
+    first_only = torch.zeros(T, T, dtype=torch.bool)
+    first_only[:, 0] = True
+    per_step = lambda f: torch.cat([f(t) for t in range(T)], dim=2)  # noqa: E731  (B, H, T, Dh)
+    return _attend(q, k, v, causal), [
+        ("append the new key and value to the caches BEFORE attending: the new position attends to itself as well "
+         "(keys 0..t, t + 1 of them), not only to the earlier ones", _attend(q, k, v, past_only)),
+        ("no mask in a cached step: the one new query is the LAST position and every cached key is in its past. A causal "
+         "mask built for one query (the first row of tril) lets it see key 0 only", _attend(q, k, v, first_only)),
+        ("divide the scores by sqrt(Dh), the size of one head's query and key vectors", _attend(q, k, v, causal, scale=False)),
+        ("the softmax runs over the KEYS (the last dimension, t + 1 of them); over the single query (dim=-2) every "
+         "weight becomes 1 and the output is the sum of the values",
+         per_step(lambda t: v[:, :, : t + 1].sum(2, keepdim=True))),
+    ]
+
+
+_GROW_HINT = ("grow the caches by one position along the positions dimension (dim=2): (B, H, t, Dh) -> (B, H, t + 1, Dh), "
+              "e.g. torch.cat([k_cache, k], dim=2)")
+
+
+@checker("ch08.attention_step")
+def attention_step(fn: Callable[..., Any]) -> None:
+    """Check ``attention_step(q, k, v, k_cache, v_cache) -> (out, k_cache, v_cache)`` against full causal attention."""
+    for B, H, T, Dh, seed in ((2, 3, 6, 4, 1), (1, 2, 9, 8, 2)):
+        q, k, v = (randn(B, H, T, Dh, seed=seed + 10 * i) for i in range(3))
+        k_cache = v_cache = torch.zeros(B, H, 0, Dh, dtype=torch.float64)  # (B, H, 0, Dh): nothing cached yet
+        outs = []
+        for t in range(T):
+            held = f"holding positions 0..{t - 1}" if t else "(empty: nothing cached yet)"
+            tried = (f"attention_step at position {t}: q, k, v of shape ({B}, {H}, 1, {Dh}), caches of shape "
+                     f"({B}, {H}, {t}, {Dh}) {held}")
+            try:
+                got = fn(q[:, :, t : t + 1], k[:, :, t : t + 1], v[:, :, t : t + 1], k_cache, v_cache)
+            except (NotImplementedError, CheckFailed):
+                raise
+            except Exception as err:  # noqa: BLE001 - the learner's code crashed: say where, not a deep traceback
+                fail(tried, "a result", f"{type(err).__name__}: {err}", _GROW_HINT if "Sizes of tensors must match" in str(err)
+                     else "run your function on this input yourself and read the error")
+            if not isinstance(got, (tuple, list)) or len(got) != 3:
+                fail(tried, "a tuple (out, k_cache, v_cache)", describe(got), "return the output and both grown caches")
+            out, k_cache, v_cache = got
+            expect_shape(out, (B, H, 1, Dh), tried=f"{tried}: out", hint="one output vector per head for the one new position")
+            for name, cache, full in (("k_cache", k_cache, k), ("v_cache", v_cache, v)):
+                expect_shape(cache, (B, H, t + 1, Dh), tried=f"{tried}: the returned {name}",
+                             hint=_GROW_HINT)
+                expect_close(cache, full[:, :, : t + 1], tried=f"{tried}: the returned {name}",
+                             hint="the cache holds the keys (values) of positions 0..t in order: append the new one at the END")
+            outs.append(out)
+        tried = f"attention_step fed positions 0..{T - 1} one at a time (B={B}, H={H}, Dh={Dh}), outputs stacked"
+        right, mistakes = _step_references(q, k, v)
+        expect_close(torch.cat(outs, dim=2), right, tried=tried, mistakes=mistakes,
+                     hint="each step's output must equal full causal attention recomputed over the whole sequence")
+    ok("attention_step: each cached step equals full causal attention recomputed from scratch")
+
+
+# --- Exercise 2: the FLOPs of a multi-head self-attention layer --------------------------------
+
+def measured_attention_flops(n: int, d_model: int, n_heads: int) -> int:
+    """FlopCounterMode's count for one multi-head self-attention layer on n positions (batch 1), meta tensors only."""
+    x = torch.empty(1, n, d_model, device="meta")
+    w = torch.empty(d_model, d_model, device="meta")
+    dh = d_model // n_heads
+    with FlopCounterMode(display=False) as counter:
+        q, k, v = (F.linear(x, w).view(1, n, n_heads, dh).transpose(1, 2) for _ in range(3))  # (1, H, n, Dh)
+        weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(dh), dim=-1)  # (1, H, n, n)
+        F.linear((weights @ v).transpose(1, 2).reshape(1, n, d_model), w)  # (1, n, D)
+    return int(counter.get_total_flops())
+
+
+def _flop_mistakes(n: int, d: int, h: int) -> list[tuple[str, float]]:
+    proj, att = 8 * n * d * d, 4 * n * n * d
+    return [
+        ("count FLOPs, not multiply-adds: a product of (m, k) and (k, p) matrices is m * k * p multiply-adds = "
+         "2 * m * k * p FLOPs (FlopCounterMode's convention)", (proj + att) / 2),
+        ("the output projection W_O is a fourth product of the same size as W_Q, W_K and W_V", 6 * n * d * d + att),
+        ("there are TWO products between positions: the scores Q K^T and the weighted sum of the values weights @ V",
+         proj + att / 2),
+        ("the heads split d_model: each head works on Dh = d_model / n_heads, so the n² part is 4 * n² * d_model for ANY "
+         "number of heads (you multiplied by n_heads)", proj + att * h),
+        ("each head's two products are 2 * n² * Dh FLOPs each and there are n_heads of them: together 4 * n² * d_model "
+         "(you counted one head only)", proj + att / h),
+        ("include the four projections (queries, keys, values, output): 4 products of (n, d) by (d, d)", att),
+        ("include the products between positions, Q K^T and weights @ V: their n² part is what grows with length", proj),
+    ]
+
+
+@checker("ch08.attention_flops")
+def attention_flops(fn: Callable[..., Any]) -> None:
+    """Check ``attention_flops(n, d_model, n_heads) -> int`` against FlopCounterMode."""
+    for n, d, h in ((10, 16, 1), (128, 64, 4), (7, 48, 8), (1000, 512, 8), (2048, 512, 16)):
+        tried = f"attention_flops(n={n}, d_model={d}, n_heads={h})"
+        got = call(fn, n, d, h, tried=tried)
+        if isinstance(got, torch.Tensor) and got.numel() == 1:
+            got = got.item()
+        if not isinstance(got, (int, float)) or isinstance(got, bool):
+            fail(tried, "a number (an int)", f"{type(got).__name__}: {describe(got)}", "return an int, e.g. int(...)")
+        expected = measured_attention_flops(n, d, h)
+        if abs(got - expected) <= 0.5:
+            continue
+        hint = next((text for text, wrong in _flop_mistakes(n, d, h) if abs(got - wrong) <= 0.5),
+                    "list every matrix product of the layer with its shapes; each costs 2 * m * k * p FLOPs")
+        fail(tried, f"{expected:,} (FlopCounterMode's count)", f"{got:,}", hint)
+    ok("attention_flops: 8·n·d² for the projections + 4·n²·d between positions, whatever the number of heads "
+       "(equal to FlopCounterMode)")
+
+
+# --- Exercise 3: a pre-LN encoder layer from PyTorch's weights ---------------------------------
+
+def _pre_ln(x: torch.Tensor, layer: nn.TransformerEncoderLayer, mask: torch.Tensor | None, *, post: bool = False,
+            final_norm: bool = False, order: tuple[int, int, int] = (0, 1, 2), scale: bool = True, heads_ok: bool = True,
+            act: Callable[[torch.Tensor], torch.Tensor] = F.relu, swap_norms: bool = False, invert_mask: bool = False,
+            bias: bool = True, use_mask: bool = True) -> torch.Tensor:
+    """``nn.TransformerEncoderLayer``'s forward written out (norm_first or not), and its classic slips."""
+    sa, (B, S, D) = layer.self_attn, x.shape
+    H = sa.num_heads
+    Dh = D // H
+    n1, n2 = (layer.norm2, layer.norm1) if swap_norms else (layer.norm1, layer.norm2)
+    norm = lambda m, h: F.layer_norm(h, (D,), m.weight, m.bias, m.eps)  # noqa: E731
+
+    def heads(t: torch.Tensor) -> torch.Tensor:
+        return t.reshape(B, S, H, Dh).transpose(1, 2) if heads_ok else t.reshape(B, H, S, Dh)  # (B, H, S, Dh)
+
+    def attention(h: torch.Tensor) -> torch.Tensor:
+        qkv = F.linear(h, sa.in_proj_weight, sa.in_proj_bias if bias else None).chunk(3, dim=-1)  # 3 x (B, S, D)
+        q, k, v = (heads(qkv[i]) for i in order)
+        allowed = None if mask is None or not use_mask else (~mask if invert_mask else mask)[:, None]  # (B, 1, 1, S)
+        out = _attend(q, k, v, allowed, scale=scale)  # (B, H, S, Dh)
+        out = out.transpose(1, 2).reshape(B, S, D) if heads_ok else out.reshape(B, S, D)
+        return F.linear(out, sa.out_proj.weight, sa.out_proj.bias)  # (B, S, D)
+
+    def ff(h: torch.Tensor) -> torch.Tensor:
+        return layer.linear2(act(layer.linear1(h)))
+
+    if post:
+        x = norm(n1, x + attention(x))
+        x = norm(n2, x + ff(x))
+    else:
+        x = x + attention(norm(n1, x))
+        x = x + ff(norm(n2, x))
+    return norm(layer.norm2, x) if final_norm else x
+
+
+def _pre_ln_mistakes(x: torch.Tensor, layer: nn.TransformerEncoderLayer, mask: torch.Tensor | None) -> list[tuple[str, torch.Tensor]]:
+    run = lambda **kw: _pre_ln(x, layer, mask, **kw)  # noqa: E731
+    out = [
+        ("this is post-LN (the paper's norm(x + sublayer(x))); norm_first=True is pre-LN: x + sublayer(norm(x)), the norm "
+         "on each sub-layer's input", run(post=True)),
+        ("nn.TransformerEncoderLayer(norm_first=True) ends with the feed-forward's residual sum, no norm after it (the "
+         "STACK, nn.TransformerEncoder(norm=...), adds one final norm)", run(final_norm=True)),
+        ("in_proj_weight stacks W_q, W_k, W_v in that order: in_proj_weight.chunk(3) (and in_proj_bias.chunk(3)) gives "
+         "queries, keys, values", run(order=(1, 0, 2))),
+        ("in_proj_weight stacks W_q, W_k, W_v in that order: in_proj_weight.chunk(3) (and in_proj_bias.chunk(3)) gives "
+         "queries, keys, values", run(order=(0, 2, 1))),
+        ("divide the scores by sqrt(Dh), the head size (d_model / nhead)", run(scale=False)),
+        ("split heads as view(B, S, H, Dh).transpose(1, 2): a plain view(B, H, S, Dh) mixes positions into the heads",
+         run(heads_ok=False)),
+        ("nn.TransformerEncoderLayer's default activation is ReLU, not GELU", run(act=F.gelu)),
+        ("norm1 goes before the self-attention and norm2 before the feed-forward (you swapped them)", run(swap_norms=True)),
+        ("add the projections' biases: in_proj_bias (3 * D,) for q, k, v and out_proj.bias", run(bias=False)),
+    ]
+    if mask is not None:
+        out += [
+            ("the mask here is the course's: True = may attend (a real token). PyTorch's src_key_padding_mask is the "
+             "opposite (True = padding): keep the positions where mask is True", run(invert_mask=True)),
+            ("the padding mask is ignored: hide the padded keys (scores.masked_fill(~mask[:, None], -inf))", run(use_mask=False)),
+        ]
+    return out
+
+
+@checker("ch08.pre_ln_encoder_layer")
+def pre_ln_encoder_layer(fn: Callable[..., Any]) -> None:
+    """Check ``pre_ln_encoder_layer(x, layer, mask=None)`` against ``nn.TransformerEncoderLayer(norm_first=True)``."""
+    d, h, d_ff = 16, 4, 32
+    torch.manual_seed(0)  # inside the checker's forked RNG: the learner's own RNG state is untouched
+    layer = nn.TransformerEncoderLayer(d, h, d_ff, dropout=0.0, batch_first=True, norm_first=True, dtype=torch.float64)
+    with torch.no_grad():  # every weight random, the norms' gains and biases and the projections' biases too
+        for p in layer.parameters():
+            p.copy_(torch.randn_like(p) * (0.5 if p.dim() == 1 else p.shape[-1] ** -0.5))
+        layer.norm1.weight.add_(1.0), layer.norm2.weight.add_(1.0)
+    layer.eval()
+    x = randn(2, 5, d, seed=3)
+    pad = torch.tensor([[True] * 5, [True, True, True, False, False]])[:, None, :]  # (2, 1, 5) True = real token
+    for mask, what in ((None, "mask=None"), (pad, "mask (2, 1, 5), True = real token; the second sentence has 3")):
+        tried = f"pre_ln_encoder_layer(x of shape (2, 5, {d}), nn.TransformerEncoderLayer({d}, nhead={h}, dim_feedforward={d_ff}, norm_first=True), {what})"
+        with torch.no_grad():
+            got = call(fn, x.clone(), layer, None if mask is None else mask.clone(), tried=tried)
+        # the reference, with autograd on so that PyTorch takes its ordinary (not its inference fast) path
+        expected = layer(x, src_key_padding_mask=None if mask is None else ~mask[:, 0]).detach()
+        expect_shape(got, (2, 5, d), tried=tried, hint="return one vector per position, (B, S, D)")
+        with torch.no_grad():
+            expect_close(got, expected, tried=tried, atol=1e-8, rtol=1e-6, mistakes=_pre_ln_mistakes(x, layer, mask),
+                         hint="x + self-attention(norm1(x)), then x + feed-forward(norm2(x)), with PyTorch's weights")
+    ok("pre_ln_encoder_layer: equal to nn.TransformerEncoderLayer(norm_first=True), weights read from PyTorch's layout")
