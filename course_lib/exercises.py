@@ -4,6 +4,17 @@
 ``### END SOLUTION`` becomes ``raise NotImplementedError("...")`` in ``exercises/NN_name.ipynb``;
 text after ``BEGIN SOLUTION`` on the same line becomes the message (what to write). In markdown,
 text between ``<!-- BEGIN SOLUTION -->`` and ``<!-- END SOLUTION -->`` is dropped.
+
+Conventions every solution notebook follows (chapters 01-09):
+
+- Each exercise's statement (a markdown cell) has the line
+  ``**Difficulty:** ●●○ (2 of 3) · **about 15 minutes**`` before the task, states the goal and
+  the contract (inputs, shapes, meaning, edge cases), not the code; formulas to derive go into the
+  chapter's graded ``HINTS`` (``checks.hint("chNN.name")``).
+- The notebook ends with a markdown cell headed ``## Open questions`` holding 2-4 numbered why /
+  what-if questions, each in its own markdown cell (``**Question 1.** ...``), and each question is
+  followed by a markdown cell whose FIRST LINE is exactly ``**Model answer.**``: such a cell is
+  in ``solutions/`` only; the generator drops it from ``exercises/`` (see :data:`MODEL_ANSWER`).
 """
 from __future__ import annotations
 
@@ -19,6 +30,7 @@ import nbformat
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 DEFAULT_TODO = "Write your answer here (replace this line), then run the check below."
+MODEL_ANSWER = "**Model answer.**"  # first line of a markdown cell kept in solutions/ only
 _MD_SOLUTION = re.compile(r"<!-- BEGIN SOLUTION -->.*?<!-- END SOLUTION -->", re.DOTALL)
 _CHECK_CALL = re.compile(r"checks\.(ch\d\d)\.(\w+)\(")
 
@@ -50,6 +62,7 @@ def strip_code(source: str) -> str:
 def make_exercise(solution: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """The exercise notebook for a solution notebook: answers removed, outputs cleared."""
     nb = nbformat.from_dict(json.loads(json.dumps(solution)))
+    nb.cells = [c for c in nb.cells if not is_model_answer(c)]
     for cell in nb.cells:
         if cell.cell_type == "code":
             cell.source = strip_code(cell.source)
@@ -58,6 +71,14 @@ def make_exercise(solution: nbformat.NotebookNode) -> nbformat.NotebookNode:
             cell.source = _MD_SOLUTION.sub("", cell.source)
     nb.metadata["course"] = {"generated_from": "solutions", "sha256": content_hash(nb)}
     return nb
+
+
+def is_model_answer(cell: nbformat.NotebookNode) -> bool:
+    """True for a markdown cell whose first line is ``**Model answer.**`` (dropped from exercises)."""
+    if cell.cell_type != "markdown":
+        return False
+    lines = cell.source.lstrip().splitlines()
+    return bool(lines) and lines[0].strip() == MODEL_ANSWER
 
 
 def content_hash(nb: nbformat.NotebookNode) -> str:
