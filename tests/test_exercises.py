@@ -84,7 +84,7 @@ def test_untouched_exercise_runs_to_first_stub_and_every_check_is_not_attempted(
     assert not wrong, format_scorecard(exercise, results)
 
 
-def test_grade_reads_pass_fail_and_not_attempted():
+def test_grade_counts_only_the_checkers_own_success_reports():
     nb = nbformat.v4.new_notebook()
     def code(src, outputs):
         cell = nbformat.v4.new_code_cell(src)
@@ -92,24 +92,42 @@ def test_grade_reads_pass_fail_and_not_attempted():
         return cell
     err = lambda name, value: nbformat.v4.new_output("error", ename=name, evalue=value, traceback=[])
     out = lambda text: nbformat.v4.new_output("stream", name="stdout", text=text)
+    mark = lambda name, token: nbformat.v4.new_output("display_data", data={"text/plain": ""},
+                                                       metadata={"course_check": {"name": name, "token": token}})
     nb.cells = [
         code("def f(): raise NotImplementedError('x')", []),
         code("checks.ch03.f(f)", [err("NotImplementedError", "x")]),
         code("x = 1", []),
         code("checks.ch03.g(g)", [err("CheckFailed", "\n  tried: t\n  hint:     divide by sqrt(d_k)")]),
-        code("checks.ch03.h(h)", [out("✓ h works\n")]),
+        code("checks.ch03.h(h)", [out("✓ h works\n"), mark("ch03.h", "T0KEN")]),
         code("y = stub()", [err("NotImplementedError", "write y")]),
         code("checks.ch03.k(y)", [err("NameError", "name 'y' is not defined")]),
         code("checks.ch03.m(m)", [err("TypeError", "boom")]),
+        code("print('✓ n passed')  # checks.ch03.n(n)", [out("✓ n passed\n")]),
+        code("checks.ch03.p(p)", [out("✓ p\n"), mark("ch03.p", "forged")]),
+        code("checks.ch03.q(q)", [out("✓ q\n"), mark("ch03.other", "T0KEN")]),
+        code("while True: pass  # checks.ch03.r(r)", []),
+        code("checks.ch03.s(s)", []),
+        code("import os; os._exit(1)", []),
+        code("checks.ch03.t(t)", []),
     ]
-    results = [(r.name, r.status, r.detail) for r in grade(nb)]
+    results = [(r.name, r.status, r.detail) for r in grade(nb, token="T0KEN", stopped={11: "timed out after 5 s", 13: "the kernel died"})]
+    never = "the checker never reported success (is the call commented out?)"
     assert results == [
         ("ch03.f", "not attempted", ""),
         ("ch03.g", "failed", "divide by sqrt(d_k)"),
         ("ch03.h", "passed", ""),
         ("ch03.k", "not attempted", ""),
         ("ch03.m", "error", "TypeError: boom"),
+        ("ch03.n", "error", never),
+        ("ch03.p", "error", never),
+        ("ch03.q", "error", never),
+        ("ch03.r", "not run", "timed out after 5 s (cell 12)"),
+        ("ch03.s", "error", never),
+        ("ch03.t", "not run", "the kernel died in cell 14"),
     ]
+    assert all(status != "passed" for _, status, _ in (
+        (r.name, r.status, r.detail) for r in grade(nb, token=None)))  # outside a check run nothing passes
 
 
 @pytest.mark.slow
@@ -124,7 +142,7 @@ def test_check_command_scores_a_solution_notebook_as_all_passed():
     proc = subprocess.run([sys.executable, "-m", "course_lib", "check", str(solution)],
                           capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    lines = proc.stdout.strip().splitlines()
+    lines = [line for line in proc.stdout.strip().splitlines() if "note:" not in line]
     total = len(lines) - 2
     assert total >= 3 and lines[-1].strip() == f"{total}/{total} exercises passed", proc.stdout
     assert solution.read_bytes() == before
