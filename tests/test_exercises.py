@@ -146,3 +146,75 @@ def test_check_command_scores_a_solution_notebook_as_all_passed():
     total = len(lines) - 2
     assert total >= 3 and lines[-1].strip() == f"{total}/{total} exercises passed", proc.stdout
     assert solution.read_bytes() == before
+
+
+# --- issue 11: tasks state the goal, graded hints, difficulty, open questions with model answers ----
+
+import re  # noqa: E402
+
+from course_lib import checks  # noqa: E402
+from course_lib.exercises import MODEL_ANSWER, is_model_answer  # noqa: E402
+
+DIFFICULTY = re.compile(r"^\*\*Difficulty:\*\* ([●○]{3}) \(([123]) of 3\) · \*\*about \d+ minutes\*\*$", re.MULTILINE)
+# Chapters converted on another branch (issue 11, helper ex58): strict xfail until the merge.
+PENDING = {"05", "06", "07"}
+
+
+def _chapter_param(path: Path):
+    marks = pytest.mark.xfail(strict=True, reason="converted on branch ex58") if path.name[:2] in PENDING else ()
+    return pytest.param(path, marks=marks, id=path.name)
+
+
+CHAPTERS_01_08 = [p for p in SOLUTIONS if 1 <= int(p.name[:2]) <= 8]
+
+
+@pytest.mark.parametrize("solution", [_chapter_param(p) for p in CHAPTERS_01_08])
+def test_every_exercise_shows_difficulty_and_has_graded_hints(solution):
+    nb = nbformat.read(solution, as_version=4)
+    statements = [c.source for c in nb.cells if c.cell_type == "markdown" and c.source.startswith("## Exercise")]
+    assert len(statements) >= 3, f"{solution.name}: fewer than 3 exercises"
+    for text in statements:
+        m = DIFFICULTY.search(text)
+        assert m, f"{solution.name}: no difficulty line in {text.splitlines()[0]!r}"
+        assert m.group(1).count("●") == int(m.group(2))
+    calls = {f"{c}.{n}" for cell in nb.cells if cell.cell_type == "code" for c, n in re.findall(r"checks\.(ch\d\d)\.(\w+)\(", cell.source)}
+    assert len(calls) >= 3, f"{solution.name}: fewer than 3 checked exercises"
+    for name in calls:
+        assert len(checks.hints_for(name)) == 3, name
+
+
+@pytest.mark.parametrize("solution", [_chapter_param(p) for p in CHAPTERS_01_08])
+def test_every_notebook_ends_with_open_questions_answered_only_in_solutions(solution):
+    nb = nbformat.read(solution, as_version=4)
+    heads = [i for i, c in enumerate(nb.cells) if c.cell_type == "markdown" and c.source.startswith("## Open questions")]
+    assert len(heads) == 1, f"{solution.name}: needs one '## Open questions' section"
+    tail = nb.cells[heads[0] + 1:]
+    questions = [c for c in tail if c.source.startswith("**Question ")]
+    answers = [c for c in tail if is_model_answer(c)]
+    assert 2 <= len(questions) <= 4 and len(answers) == len(questions), solution.name
+    assert all(c.cell_type == "markdown" for c in tail), f"{solution.name}: the open questions must be the last cells"
+    for q, a in zip(tail[0::2], tail[1::2]):
+        assert q.source.startswith("**Question ") and is_model_answer(a) and len(a.source) > 200
+    exercise = (ROOT / "exercises" / solution.name).read_text(encoding="utf-8")
+    assert MODEL_ANSWER not in exercise and exercise.count("**Question ") == len(questions)
+
+
+def test_make_exercise_drops_model_answers_only():
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("**Question 1.** Why?"),
+                nbformat.v4.new_markdown_cell("**Model answer.**\n\nBecause."),
+                nbformat.v4.new_markdown_cell("Text that mentions **Model answer.** later on")]
+    sources = [c.source for c in make_exercise(nb).cells]
+    assert sources == ["**Question 1.** Why?", "Text that mentions **Model answer.** later on"]
+
+
+@pytest.mark.parametrize("name, giveaways", [
+    ("01_tokens.ipynb", ["588", "// 28", "% 28", "0xAC00 +"]),
+    ("03_attention.ipynb", ["keepdim=True).values", "key.transpose(-2, -1)"]),
+    ("04_multi_head_attention.ipynb", ["transpose(1, 2)", "view(B, T, H, Dh)", "mask.unsqueeze(1)"]),
+])
+def test_exercises_state_the_goal_not_the_code(name, giveaways):
+    """The formulas to derive live in checks.hint(...), not in the exercise notebook's text or stubs."""
+    text = (ROOT / "exercises" / name).read_text(encoding="utf-8")
+    for code in giveaways:
+        assert code not in text, f"exercises/{name} gives away {code!r}"
