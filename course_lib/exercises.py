@@ -31,6 +31,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import nbformat
 
@@ -340,7 +341,6 @@ def _kernel_env(token: str) -> dict[str, str]:
     env[RUN_ENV] = secrets.token_hex(8)
     here = str(Path(__file__).resolve().parents[1])  # the course_lib this grader is, for the copy's kernel
     env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH", "")) if p)
-    env["PYTHONWARNINGS"] = "ignore"
     return env
 
 
@@ -375,7 +375,7 @@ def _run_worker(copy: Path, progress: Path, token: str, timeout: int, time_limit
 def _kill_marked(run_id: str) -> None:
     """Kill any process left from this run, even one that left the kernel's process group."""
     try:
-        import psutil
+        import psutil  # type: ignore[import-untyped]
     except ImportError:
         return
     marker = f"{RUN_ENV}={run_id}"
@@ -394,7 +394,10 @@ def _kill_marked(run_id: str) -> None:
 def _kill_group(pid: int) -> None:
     """SIGKILL the process group led by ``pid`` (the worker's, or the kernel's own session)."""
     try:
-        os.killpg(pid, signal.SIGKILL)
+        if hasattr(os, "killpg"):
+            os.killpg(pid, signal.SIGKILL)
+        else:  # Windows: no process groups here; the marked-process sweep below catches the rest
+            os.kill(pid, signal.SIGTERM)
     except (ProcessLookupError, PermissionError, OSError):
         pass
 
@@ -460,7 +463,7 @@ def _execute_cells(client, nb: nbformat.NotebookNode, progress: Path, stopped: d
     _save_progress(progress, nb, stopped, None)
 
 
-def format_scorecard(path: str | Path, results: list[Result], notes: list[str] = ()) -> str:
+def format_scorecard(path: str | Path, results: list[Result], notes: Sequence[str] = ()) -> str:
     """The scorecard as text, one line per exercise and a total."""
     marks = {"passed": "✓", "failed": "✗", "not attempted": "·", "error": "!", "not run": "-"}
     lines = [f"Scorecard for {path} (run on a copy; your file was not changed)"]

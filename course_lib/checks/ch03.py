@@ -276,7 +276,7 @@ def scaled_dot_product_attention(fn: Callable[..., Any]) -> None:
     for what, (q, k, v), mask, scale in _sdpa_cases():
         tried = f"scaled_dot_product_attention({what})"
         inputs = [t.clone() for t in (q, k, v)]
-        got = _call_attention(fn, *inputs, mask, scale, tried)
+        got = _call_attention(fn, inputs[0], inputs[1], inputs[2], mask, scale, tried)
         if any(not torch.equal(a, b) for a, b in zip(inputs, (q, k, v))):
             fail(tried, "query, key and value left unchanged", "an input was modified in place",
                  "do not change the inputs (q /= ..., masked_fill_ on them): build new tensors")

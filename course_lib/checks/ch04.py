@@ -116,7 +116,7 @@ def _merge(x: torch.Tensor, how: str = "right") -> torch.Tensor:
     return x.transpose(1, 2).reshape(b, t, h * dh)  # (B, T, D)
 
 
-def _mha(p: dict[str, tuple[torch.Tensor, torch.Tensor]], query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+def _mha(p: dict[str, tuple[torch.Tensor, torch.Tensor | None]], query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
          mask: torch.Tensor | None, n_heads: int, split: str = "right", merge: str = "right", scale: str = "d_k",
          kv: str = "right", w_o: bool = True, mask_mode: str = "right", softmax_dim: int = -1,
          k_t: bool = False, naive_softmax: bool = False) -> torch.Tensor:
@@ -145,7 +145,7 @@ def _mha(p: dict[str, tuple[torch.Tensor, torch.Tensor]], query: torch.Tensor, k
         weights = torch.exp(scores) / torch.exp(scores).sum(-1, keepdim=True)
     else:
         weights = torch.softmax(scores, dim=softmax_dim)  # (B, H, T_q, T_k)
-    if mask_mode == "after softmax":
+    if mask_mode == "after softmax" and m is not None:
         weights = weights * m
     out = _merge(weights @ v, merge)  # (B, T_q, D)
     return F.linear(out, *p["o"]) if w_o else out
@@ -241,7 +241,7 @@ def merge_heads(fn: Callable[..., Any]) -> None:
 
 def _weights(module: nn.Module, d_model: int, tried: str) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
     """Give the learner's w_q, w_k, w_v, w_o seeded float64 weights and return them."""
-    p = {}
+    p: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
     for i, name in enumerate(("q", "k", "v", "o")):
         lin = getattr(module, f"w_{name}", None)
         if not isinstance(lin, nn.Linear) or (lin.in_features, lin.out_features) != (d_model, d_model):
