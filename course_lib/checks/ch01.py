@@ -152,7 +152,8 @@ def jamo_indices(fn: Callable[[str], tuple[int, int, int]]) -> None:
             lambda ch: (*_jamo(ch)[:2], _jamo(ch)[2] - 1)),
     ]
     _diagnose(fn, cases, _jamo, mistakes, lambda a: f"jamo_indices({a[0]!r})",
-              "offset = ord(syllable) - 0xAC00; initial = offset // 588; medial = (offset // 28) % 21; final = offset % 28",
+              "the syllables are numbered from 가 in the order initial, then medial, then final (28 finals, 0 = none): "
+              "read the three indices off that number",
               normalise=_as_ints)
     for bad in ["a", "ㄱ", chr(0xD7A4), "."]:
         try:

@@ -142,7 +142,7 @@ def softmax(fn: Callable[..., torch.Tensor]) -> None:
             got = _call_softmax(fn, x.clone(), dim, tried)
         if calls.names & {"softmax", "_softmax", "_safe_softmax", "special_softmax", "log_softmax"}:
             fail(tried, "a softmax built from exp, max and sum", "a call to torch's own softmax",
-                 "write it yourself: e = exp(x - x.max(dim, keepdim=True).values); e / e.sum(dim, keepdim=True)")
+                 "write it yourself from torch.exp, max and sum: the point is to make it stable")
         expect_shape(got, tuple(x.shape), tried=tried, hint="softmax keeps the input's shape")
         if got.dtype != x.dtype:
             fail(tried, f"dtype {x.dtype}", f"dtype {got.dtype}", "compute with torch operations on x itself to keep its dtype")
