@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def _check(args: argparse.Namespace) -> int:
-    from .exercises import format_scorecard, scorecard
+    from .scorecard import format_scorecard, scorecard
 
     path = Path(args.notebook)
     if path.suffix != ".ipynb":

@@ -8,14 +8,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from course_lib.exercises import (
-    DEFAULT_TODO,
-    format_scorecard,
-    grade,
-    is_untouched,
-    make_exercise,
-    strip_code,
-)
+from course_lib.exercises import DEFAULT_TODO, is_untouched, make_exercise, strip_code
+from course_lib.scorecard import format_scorecard, grade
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS = sorted((ROOT / "solutions").glob("*.ipynb"))

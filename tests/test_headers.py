@@ -3,7 +3,8 @@
 First cell: markdown ``# NN · Title`` (lectures) or ``# Exercises NN · Title`` (solutions and
 exercises), NN being the file's number, with what you will learn, prerequisites, the measured CPU
 time and a glossary table with English and 한국어 columns. Second cell: code that seeds
-(``set_seed(``). Last cell: markdown ``## Summary``, in lectures with ``**What comes next**``.
+(``set_seed(``). Last cell: markdown ``## Summary``, in lectures with ``**What comes next**``; in
+exercises and solutions the summary is followed by the ``## Open questions`` section.
 No stored outputs. Parametrized over the files present, so a new chapter is checked at once.
 """
 from __future__ import annotations
@@ -81,8 +82,11 @@ def header_problems(nb: nbformat.NotebookNode, folder: str = "notebooks", number
         problems.append("the glossary table needs rows with the Korean term (| attention | 어텐션 |)")
     if second.cell_type != "code" or "set_seed(" not in second.source:
         problems.append("the second cell must be code that calls set_seed(...)")
+    opens = [i for i, c in enumerate(cells) if c.cell_type == "markdown" and c.source.startswith("## Open questions")]
+    if folder != "notebooks" and opens:  # exercises end with open questions after the summary (issue 11)
+        last = cells[opens[0] - 1]
     if last.cell_type != "markdown" or not last.source.startswith("## Summary"):
-        problems.append("the last cell must be markdown starting with '## Summary'")
+        problems.append("the last cell (before the open questions, in exercises) must be markdown starting with '## Summary'")
     elif folder == "notebooks" and "**What comes next**" not in last.source:
         problems.append("the summary lacks a '**What comes next**' line")
     stored = [i for i, c in enumerate(cells) if c.cell_type == "code" and (c.get("outputs") or c.get("execution_count"))]
