@@ -371,3 +371,13 @@ def test_every_ch03_checker_has_three_graded_hints():
     for name in ch03.__all__:
         levels = checks.hints_for(f"ch03.{name}")
         assert len(levels) == 3 and all(len(h) > 40 for h in levels), name
+
+
+def test_a_wrong_mask_names_its_first_differing_element():
+    def late(n):  # right in the first rows, wrong at (6, 7)
+        m = torch.ones(n, n, dtype=torch.bool).tril()
+        if n == 8:
+            m[6, 7] = True
+        return m
+    with pytest.raises(CheckFailed, match=r"first difference: at index \(6, 7\): expected 0, got 1"):
+        ch03.causal_mask(late)

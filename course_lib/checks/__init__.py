@@ -37,7 +37,7 @@ import torch
 
 __all__ = [
     "CheckFailed", "fail", "ok", "call", "expect_close", "expect_shape", "describe",
-    "hint", "checker", "no_trace", "randn",
+    "hint", "hints_for", "checker", "no_trace", "randn", "first_difference",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import torch
 from torch.overrides import TorchFunctionMode
 
-from . import CheckFailed, call, checker, describe, expect_close, expect_shape, fail, ok, randn
+from . import CheckFailed, call, checker, describe, expect_close, expect_shape, fail, first_difference, ok, randn
 
 __all__ = ["softmax", "scaled_dot_product_attention", "causal_mask", "padding_mask"]
 
@@ -318,10 +318,12 @@ def _expect_mask(got: Any, expected: torch.Tensor, mistakes: list[tuple[str, tor
         fail(tried, f"dtype torch.bool: {describe(expected)}", describe(got), hint)
     if torch.equal(got, expected):
         return
+    where = first_difference(got.long(), expected.long())
+    shown = f"{describe(expected)}\n  first difference: {where}"
     for mistake_hint, wrong in mistakes:
         if wrong.shape == got.shape and torch.equal(got, wrong):
-            fail(tried, expected, got, mistake_hint)
-    fail(tried, expected, got, hint)
+            fail(tried, shown, got, mistake_hint)
+    fail(tried, shown, got, hint)
 
 
 @checker("ch03.causal_mask")
