@@ -277,7 +277,7 @@ def _execute_cells(client, nb: nbformat.NotebookNode, progress: Path, stopped: d
             stopped[index] = f"the run stopped: {type(err).__name__}: {err}"
             break
         if time.monotonic() - start >= timeout:
-            stopped[index] = f"timed out after {timeout} s (interrupted)"
+            stopped[index] = f"timed out after {timeout} s"
         if not client.kc.is_alive():
             stopped[index] = "the kernel died (os._exit, a crash, or out of memory)"
             break
