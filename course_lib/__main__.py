@@ -7,27 +7,32 @@ from pathlib import Path
 
 
 def _check(args: argparse.Namespace) -> int:
-    from .exercises import format_scorecard, scorecard
+    from .scorecard import format_scorecard, scorecard
 
     path = Path(args.notebook)
     if path.suffix != ".ipynb":
         print(f"error: expected a Jupyter notebook (.ipynb), got {path}", file=sys.stderr)
         return 2
     try:
-        results = scorecard(path, timeout=args.timeout)
+        results, notes = scorecard(path, timeout=args.timeout, time_limit=args.time_limit)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(format_scorecard(path, results))
+    print(format_scorecard(path, results, notes))
     return 0 if results and all(r.status == "passed" for r in results) else 1
 
 
 def _make_exercises(args: argparse.Namespace) -> int:
     from .exercises import write_exercises
 
-    for line in write_exercises(Path(args.solutions), Path(args.exercises), force=args.force):
+    try:
+        lines = write_exercises(Path(args.solutions), Path(args.exercises), force=args.force)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for line in lines:
         print(line)
-    return 0
+    return 1 if any(line.startswith("SKIPPED") for line in lines) else 0
 
 
 def _doctor(args: argparse.Namespace) -> int:
@@ -42,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
 
     check = sub.add_parser("check", help="run a copy of an exercise notebook and print a scorecard")
     check.add_argument("notebook", help="e.g. exercises/03_attention.ipynb (never modified)")
-    check.add_argument("--timeout", type=int, default=600, help="seconds allowed per cell")
+    check.add_argument("--timeout", type=int, default=600, help="seconds allowed per cell (then it is interrupted)")
+    check.add_argument("--time-limit", type=int, default=3600, help="seconds allowed for the whole notebook")
     check.set_defaults(func=_check)
 
     make = sub.add_parser("make-exercises", help="generate exercises/ from solutions/ (keeps edited notebooks)")

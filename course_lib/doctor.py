@@ -126,21 +126,59 @@ def _kernel_specs() -> dict[str, str]:
     return KernelSpecManager().find_kernel_specs()
 
 
+_PROBE = "import torch, course_lib; print('probe-ok', torch.__version__, course_lib.__file__)"
+
+
+def _probe_kernel(name: str = "python3", timeout: float = 90) -> tuple[bool, str]:
+    """Start the Jupyter kernel ``name``, import torch and course_lib in it, shut it down.
+
+    Returns (ok, what happened). The kernel's own stderr (e.g. its "running over TCP without
+    encryption" warning) is discarded.
+    """
+    from jupyter_client.manager import start_new_kernel
+
+    try:
+        km, kc = start_new_kernel(kernel_name=name, startup_timeout=timeout, stderr=subprocess.DEVNULL,
+                                  stdout=subprocess.DEVNULL)
+    except Exception as err:  # noqa: BLE001 - a kernel that cannot start is the finding
+        return False, f"the kernel does not start ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+    printed: list[str] = []
+
+    def keep(msg: dict) -> None:
+        content = msg.get("content", {})
+        if msg.get("msg_type") == "stream":
+            printed.append(content.get("text", ""))
+        elif msg.get("msg_type") == "error":
+            printed.append(f"{content.get('ename')}: {content.get('evalue')}")
+
+    try:
+        reply = kc.execute_interactive(_PROBE, timeout=timeout, output_hook=keep, store_history=False)
+        text = "".join(printed).strip()
+        if reply.get("content", {}).get("status") == "ok" and text.startswith("probe-ok"):
+            return True, text.removeprefix("probe-ok").strip()
+        return False, text or "the import failed"
+    except Exception as err:  # noqa: BLE001 - a kernel that dies on import is the finding
+        return False, f"the kernel stopped while importing ({type(err).__name__}: {err})"
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
 def check_kernel() -> Check:
+    """The 'python3' kernel exists, starts, and imports torch and course_lib (what `check` needs)."""
     fix = f"{PY} -m pip install ipykernel && {PY} -m ipykernel install --sys-prefix --name python3"
     specs = _kernel_specs()
     if "python3" not in specs:
         return Check("Jupyter kernel", False, f"no 'python3' kernel (found: {sorted(specs) or 'none'})", fix)
     from jupyter_client.kernelspec import KernelSpecManager
 
-    argv = KernelSpecManager().get_kernel_spec("python3").argv
-    python = argv[0]
-    if python not in ("python", "python3", "{python}", sys.executable):
-        probe = subprocess.run([python, "-c", "import course_lib"], capture_output=True, text=True, timeout=60)
-        if probe.returncode != 0:
-            return Check("Jupyter kernel", False,
-                         f"'python3' runs {python}, which cannot import course_lib", fix)
-    return Check("Jupyter kernel", True, f"python3 ({specs['python3']})")
+    python = KernelSpecManager().get_kernel_spec("python3").argv[0]
+    ok, detail = _probe_kernel("python3")
+    if not ok:
+        where = "" if python in ("python", "python3", "{python}", sys.executable) else f" (it runs {python})"
+        return Check("Jupyter kernel", False, f"'python3'{where}: {detail}",
+                     f"make the kernel use this Python, which has torch and the course: {fix}")
+    return Check("Jupyter kernel", True, f"python3 starts and imports torch {detail.split()[0]} and course_lib ({specs['python3']})")
 
 
 def check_chromium() -> Check:

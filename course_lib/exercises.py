@@ -1,26 +1,38 @@
-"""Exercise notebooks: generated from solutions, checked with a scorecard, never overwritten.
+"""Exercise notebooks: generated from solutions, never overwriting the learner's (grading: ``scorecard``).
 
 ``solutions/NN_name.ipynb`` is the single source. Code between ``### BEGIN SOLUTION`` and
 ``### END SOLUTION`` becomes ``raise NotImplementedError("...")`` in ``exercises/NN_name.ipynb``;
 text after ``BEGIN SOLUTION`` on the same line becomes the message (what to write). In markdown,
 text between ``<!-- BEGIN SOLUTION -->`` and ``<!-- END SOLUTION -->`` is dropped.
+
+Conventions every solution notebook follows (chapters 01-09):
+
+- Each exercise's statement (a markdown cell) has the line
+  ``**Difficulty:** ●●○ (2 of 3) · **about 15 minutes**`` before the task, states the goal and
+  the contract (inputs, shapes, meaning, edge cases), not the code; formulas to derive go into the
+  chapter's graded ``HINTS`` (``checks.hint("chNN.name")``).
+- The notebook ends with a markdown cell headed ``## Open questions`` holding 2-4 numbered why /
+  what-if questions, each in its own markdown cell (``**Question 1.** ...``), and each question is
+  followed by a markdown cell whose FIRST LINE is exactly ``**Model answer.**``: such a cell is
+  in ``solutions/`` only; the generator drops it from ``exercises/`` (see :data:`MODEL_ANSWER`).
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
+import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 DEFAULT_TODO = "Write your answer here (replace this line), then run the check below."
+MODEL_ANSWER = "**Model answer.**"  # first line of a markdown cell kept in solutions/ only
 _MD_SOLUTION = re.compile(r"<!-- BEGIN SOLUTION -->.*?<!-- END SOLUTION -->", re.DOTALL)
-_CHECK_CALL = re.compile(r"checks\.(ch\d\d)\.(\w+)\(")
 
 
 def strip_code(source: str) -> str:
@@ -50,6 +62,7 @@ def strip_code(source: str) -> str:
 def make_exercise(solution: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """The exercise notebook for a solution notebook: answers removed, outputs cleared."""
     nb = nbformat.from_dict(json.loads(json.dumps(solution)))
+    nb.cells = [c for c in nb.cells if not is_model_answer(c)]
     for cell in nb.cells:
         if cell.cell_type == "code":
             cell.source = strip_code(cell.source)
@@ -58,6 +71,14 @@ def make_exercise(solution: nbformat.NotebookNode) -> nbformat.NotebookNode:
             cell.source = _MD_SOLUTION.sub("", cell.source)
     nb.metadata["course"] = {"generated_from": "solutions", "sha256": content_hash(nb)}
     return nb
+
+
+def is_model_answer(cell: nbformat.NotebookNode) -> bool:
+    """True for a markdown cell whose first line is ``**Model answer.**`` (dropped from exercises)."""
+    if cell.cell_type != "markdown":
+        return False
+    lines = cell.source.lstrip().splitlines()
+    return bool(lines) and lines[0].strip() == MODEL_ANSWER
 
 
 def content_hash(nb: nbformat.NotebookNode) -> str:
@@ -71,12 +92,33 @@ def is_untouched(path: Path) -> bool:
 
     A file that cannot be read as a notebook (half-saved, hand-edited JSON) counts as the learner's.
     """
+    return unreadable_reason(path) is None and _learners_change(path) is None
+
+
+def unreadable_reason(path: Path) -> str | None:
+    """Why ``path`` is not a readable UTF-8 notebook (half-saved, Latin-1, not JSON), or None."""
     try:
-        nb = nbformat.read(path, as_version=4)
-    except Exception:  # noqa: BLE001 - any unreadable file is kept, never overwritten
-        return False
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        return f"not valid UTF-8 at byte {err.start} (half-saved, or saved in another encoding)"
+    except OSError as err:
+        return f"cannot be read ({err.strerror})"
+    try:
+        nbformat.reads(text, as_version=4)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is kept, never overwritten
+        return f"not a readable notebook ({type(err).__name__})"
+    return None
+
+
+def _learners_change(path: Path) -> str | None:
+    """What makes a readable notebook the learner's: edited sources, or outputs (they ran it); None if untouched."""
+    nb = nbformat.read(path, as_version=4)
     recorded = nb.metadata.get("course", {}).get("sha256")
-    return recorded is not None and recorded == content_hash(nb)
+    if recorded is None or recorded != content_hash(nb):
+        return "you edited it"
+    if any(c.cell_type == "code" and (c.get("outputs") or c.get("execution_count") is not None) for c in nb.cells):
+        return "you ran it: it has your outputs"
+    return None
 
 
 def backup_path(target: Path) -> Path:
@@ -89,104 +131,62 @@ def backup_path(target: Path) -> Path:
 
 
 def write_exercises(solutions: Path, exercises: Path, force: bool = False) -> list[str]:
-    """Generate every exercise notebook; a learner's edited notebook is kept unless ``force``.
+    """Generate every exercise notebook; a learner's notebook is kept unless ``force``.
 
-    With ``force`` an edited notebook is first copied to ``NAME.ipynb.bak-<time>``.
-    Returns one line per notebook saying what happened.
+    A notebook counts as the learner's when its sources differ from the generated ones, when it has
+    outputs (they ran it), or when it cannot be read (half-saved, Latin-1): it is kept with one
+    line saying why, and the run goes on. With ``force`` it is first copied to
+    ``NAME.ipynb.bak-<time>``. Returns one line per notebook saying what happened.
+
+    Raises FileNotFoundError when ``solutions`` is not a folder of ``.ipynb`` files (nothing is
+    created then).
     """
+    solutions, exercises = Path(solutions), Path(exercises)
+    sources = sorted(solutions.glob("*.ipynb")) if solutions.is_dir() else []
+    if not sources:
+        where = "is not a folder" if not solutions.is_dir() else "holds no .ipynb notebook"
+        raise FileNotFoundError(f"{solutions} {where}: run make-exercises in the course folder "
+                                "(the one with solutions/ and exercises/), or pass --solutions PATH")
     exercises.mkdir(parents=True, exist_ok=True)
     report = []
-    for src in sorted(Path(solutions).glob("*.ipynb")):
+    for src in sources:
         target = exercises / src.name
-        text = nbformat.writes(make_exercise(nbformat.read(src, as_version=4))) + "\n"
-        if target.exists() and target.read_text(encoding="utf-8") == text:
+        try:
+            text = nbformat.writes(make_exercise(nbformat.read(src, as_version=4))) + "\n"
+        except Exception as err:  # noqa: BLE001 - a broken solution must not stop the other chapters
+            report.append(f"SKIPPED    {target} (its solution {src} cannot be read: {type(err).__name__}: {err})")
+            continue
+        if target.exists() and _same_text(target, text):
             report.append(f"unchanged  {target}")
             continue
-        if target.exists() and not is_untouched(target):
-            if not force:
-                report.append(f"KEPT       {target} (you edited it; --force regenerates it after a backup)")
-                continue
-            backup = backup_path(target)
-            shutil.copy2(target, backup)
-            report.append(f"backed up  {target} -> {backup}")
-        target.write_text(text, encoding="utf-8")
+        if target.exists():
+            why = unreadable_reason(target) or _learners_change(target)
+            if why is not None:
+                if not force:
+                    report.append(f"KEPT       {target} ({why}; --force regenerates it after a backup)")
+                    continue
+                backup = backup_path(target)
+                shutil.copy2(target, backup)
+                report.append(f"backed up  {target} -> {backup}")
+        _write_atomic(target, text)
         report.append(f"written    {target}")
     return report
 
 
-@dataclass
-class Result:
-    """One exercise in a scorecard."""
-
-    name: str
-    status: str  # "passed" | "failed" | "not attempted" | "error"
-    detail: str = ""
-
-
-def _error_text(outputs: list) -> tuple[str, str] | None:
-    for out in outputs:
-        if out.get("output_type") == "error":
-            return out["ename"], out["evalue"]
-    return None
-
-
-def _printed(outputs: list) -> str:
-    return "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
-
-
-def scorecard(path: str | Path, timeout: int = 600) -> list[Result]:
-    """Run a copy of an exercise notebook and grade every checker cell in it.
-
-    The learner's file is only read. Raises FileNotFoundError or ValueError for a bad path.
-    """
-    from nbclient import NotebookClient
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such notebook: {path}")
+def _same_text(path: Path, text: str) -> bool:
     try:
-        nb = nbformat.read(path, as_version=4)
-    except Exception as err:
-        raise ValueError(f"{path} is not a Jupyter notebook (.ipynb JSON): {err}") from err
-    client = NotebookClient(nb, timeout=timeout, allow_errors=True, kernel_name="python3",
-                            resources={"metadata": {"path": str(path.parent.resolve())}})
-    client.execute()  # works on the in-memory copy; the file on disk is never written
-    return grade(nb)
+        return path.read_bytes() == text.encode("utf-8")
+    except OSError:
+        return False
 
 
-def grade(nb: nbformat.NotebookNode) -> list[Result]:
-    """Read an executed notebook's checker cells (cells that call ``checks.chNN.name(...)``)."""
-    results: list[Result] = []
-    stub_failed = False  # did a stub cell since the last check raise NotImplementedError?
-    for cell in nb.cells:
-        if cell.cell_type != "code":
-            continue
-        error = _error_text(cell.get("outputs", []))
-        match = _CHECK_CALL.search(cell.source)
-        if not match:
-            stub_failed = stub_failed or (error is not None and error[0] == "NotImplementedError")
-            continue
-        name = f"{match.group(1)}.{match.group(2)}"
-        if error is None:
-            ok = "✓" in _printed(cell.get("outputs", []))
-            results.append(Result(name, "passed" if ok else "error", "" if ok else "the check printed no ✓ line"))
-        elif error[0] == "NotImplementedError" or stub_failed:
-            results.append(Result(name, "not attempted"))
-        elif error[0] == "CheckFailed":
-            hint = re.search(r"hint:\s*(.*)", error[1])
-            results.append(Result(name, "failed", hint.group(1).strip() if hint else error[1].strip()))
-        else:
-            results.append(Result(name, "error", f"{error[0]}: {error[1]}".strip()))
-        stub_failed = False
-    return results
-
-
-def format_scorecard(path: str | Path, results: list[Result]) -> str:
-    """The scorecard as text, one line per exercise and a total."""
-    marks = {"passed": "✓", "failed": "✗", "not attempted": "·", "error": "!"}
-    lines = [f"Scorecard for {path}"]
-    for r in results:
-        lines.append(f"  {marks[r.status]} {r.name:<40} {r.status}" + (f": {r.detail}" if r.detail else ""))
-    done = sum(r.status == "passed" for r in results)
-    lines.append(f"  {done}/{len(results)} exercises passed")
-    return "\n".join(lines)
+def _write_atomic(target: Path, text: str) -> None:
+    """Write through a temporary file in the same folder, then rename: never a half-written notebook."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

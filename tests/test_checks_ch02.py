@@ -77,7 +77,7 @@ def _pe(max_len, d_model, *, base=10000.0, start=0, swap=False, exponent="2i", h
     (lambda n, d: _pe(n, d, swap=True), "you swapped them"),
     (lambda n, d: _pe(n, d, exponent="i"), "you used i / d_model"),
     (lambda n, d: _pe(n, d, exponent="j"), "share ONE frequency"),
-    (lambda n, d: _pe(n, d, base=1000.0), "the base is 10000.*you used 1000$"),
+    (lambda n, d: _pe(n, d, base=1000.0), "the base is 10000.*you used 1000\n"),
     (lambda n, d: _pe(n, d, base=math.e), "the base is 10000"),
     (lambda n, d: _pe(n, d, halves=True), "you put all the sines in the first half"),
     (lambda n, d: _pe(n, d, start=1), "positions start at 0"),

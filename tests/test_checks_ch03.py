@@ -325,3 +325,59 @@ def test_every_failure_message_has_the_four_parts():
 def test_softmax_checker_sees_every_way_of_calling_torchs_softmax(uses):
     with pytest.raises(CheckFailed, match="write it yourself"):
         ch03.softmax(uses)
+
+
+# --- issue 11 §3: mistakes with their own hint -------------------------------------------------
+
+def sdpa_key_T(query, key, value, mask=None, scale=None):
+    """key.T: fine on the note's 2-D example, wrong on batched tensors."""
+    scale = 1 / math.sqrt(query.shape[-1]) if scale is None else scale
+    scores = query @ key.T * scale
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = torch.softmax(scores, dim=-1)
+    return weights @ value, weights
+
+
+def sdpa_overflowing_softmax(query, key, value, mask=None, scale=None):
+    """Right everywhere except that its softmax is exp / sum without subtracting the maximum."""
+    scale = 1 / math.sqrt(query.shape[-1]) if scale is None else scale
+    scores = query @ key.transpose(-2, -1) * scale
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    e = torch.exp(scores)
+    weights = e / e.sum(-1, keepdim=True)
+    return weights @ value, weights
+
+
+def test_sdpa_with_key_T_on_batched_tensors_is_named():
+    with pytest.raises(CheckFailed, match=r"key\.T reverses ALL the axes of a batched tensor") as err:
+        ch03.scaled_dot_product_attention(sdpa_key_T)
+    assert "query (2, 4, 8), key (2, 6, 8)" in str(err.value)  # passes the 2-D note example, fails batched
+
+
+def test_sdpa_whose_softmax_overflows_on_large_scores_is_named():
+    with pytest.raises(CheckFailed, match=r"your softmax overflows on large scores") as err:
+        ch03.scaled_dot_product_attention(sdpa_overflowing_softmax)
+    assert "LARGE scores" in str(err.value) and "nan" in str(err.value)
+
+
+def test_failure_messages_point_to_the_graded_hints():
+    with pytest.raises(CheckFailed, match=r"more help: checks\.hint\('ch03\.softmax'\)"):
+        ch03.softmax(sm_naive)
+
+
+def test_every_ch03_checker_has_three_graded_hints():
+    for name in ch03.__all__:
+        levels = checks.hints_for(f"ch03.{name}")
+        assert len(levels) == 3 and all(len(h) > 40 for h in levels), name
+
+
+def test_a_wrong_mask_names_its_first_differing_element():
+    def late(n):  # right in the first rows, wrong at (6, 7)
+        m = torch.ones(n, n, dtype=torch.bool).tril()
+        if n == 8:
+            m[6, 7] = True
+        return m
+    with pytest.raises(CheckFailed, match=r"first difference: at index \(6, 7\): expected 0, got 1"):
+        ch03.causal_mask(late)

@@ -301,7 +301,7 @@ def test_mask_not_per_head_is_caught_both_as_a_crash_and_as_a_silent_error():
         got = module(q, k, v, mask=mask)
     assert not torch.allclose(got, _mha(p, q, k, v, mask, n_heads), atol=1e-6)
     from course_lib.checks.ch04 import MASK_HEAD_HINT
-    torch.testing.assert_close(got, _mistakes(p, q, k, v, mask, n_heads)[MASK_HEAD_HINT])
+    torch.testing.assert_close(got, dict(_mistakes(p, q, k, v, mask, n_heads))[MASK_HEAD_HINT])
 
 
 def test_reference_equals_the_library_and_pytorch():
@@ -318,3 +318,72 @@ def test_reference_equals_the_library_and_pytorch():
         with torch.no_grad():
             ref, _ = theirs(q, k, v, attn_mask=torch_mask)
         torch.testing.assert_close(_mha(p, q, k, v, mask, n_heads), ref, atol=1e-10, rtol=1e-10, msg=what)
+
+
+# --- issue 11 §3: mistakes with their own hint -------------------------------------------------
+
+class RepeatWrongOrder(Scaffold):
+    """Copies the (B, ., T_k) mask per head with repeat(H, 1, 1): head-major, so heads get other sentences' masks."""
+
+    def forward(self, query, key, value, mask=None):
+        q, k, v = (lib_split(w(x), self.n_heads) for w, x in ((self.w_q, query), (self.w_k, key), (self.w_v, value)))
+        scores = q @ k.transpose(-2, -1) / math.sqrt(self.d_k)  # (B, H, T_q, T_k)
+        if mask is not None:
+            if mask.dim() == 3:
+                mask = mask.repeat(self.n_heads, 1, 1).view(query.shape[0], self.n_heads, *mask.shape[1:])
+            scores = scores.masked_fill(~mask, float("-inf"))
+        return self.w_o(lib_merge(torch.softmax(scores, -1) @ v))
+
+
+class RepeatRightOrder(Solution):
+    """The same idea done right (repeat_interleave): must pass."""
+
+    def forward(self, query, key, value, mask=None):
+        if mask is not None and mask.dim() == 3:
+            mask = mask.repeat_interleave(self.n_heads, 0).view(query.shape[0], self.n_heads, *mask.shape[1:])
+        return super().forward(query, key, value, mask)
+
+
+class KeyT(Scaffold):
+    def forward(self, query, key, value, mask=None):
+        q, k, v = (lib_split(w(x), self.n_heads) for w, x in ((self.w_q, query), (self.w_k, key), (self.w_v, value)))
+        scores = q @ k.T / math.sqrt(self.d_k)
+        if mask is not None:
+            scores = scores.masked_fill(~(mask.unsqueeze(1) if mask.dim() == 3 else mask), float("-inf"))
+        return self.w_o(lib_merge(torch.softmax(scores, -1) @ v))
+
+
+class OverflowingSoftmax(Scaffold):
+    def forward(self, query, key, value, mask=None):
+        q, k, v = (lib_split(w(x), self.n_heads) for w, x in ((self.w_q, query), (self.w_k, key), (self.w_v, value)))
+        scores = q @ k.transpose(-2, -1) / math.sqrt(self.d_k)
+        if mask is not None:
+            scores = scores.masked_fill(~(mask.unsqueeze(1) if mask.dim() == 3 else mask), float("-inf"))
+        e = torch.exp(scores)
+        return self.w_o(lib_merge(e / e.sum(-1, keepdim=True) @ v))
+
+
+def test_a_mask_repeated_per_head_in_the_wrong_order_is_named():
+    with pytest.raises(CheckFailed, match=r"built with repeat in the wrong order"):
+        ch04.multi_head_attention(RepeatWrongOrder)
+
+
+def test_a_mask_repeated_per_head_in_the_right_order_passes(capsys):
+    ch04.multi_head_attention(RepeatRightOrder)
+    assert "✓ multi_head_attention" in capsys.readouterr().out
+
+
+def test_k_T_on_the_batched_keys_is_named():
+    with pytest.raises(CheckFailed, match=r"k\.T reverses ALL the axes"):
+        ch04.multi_head_attention(KeyT)
+
+
+def test_a_softmax_that_overflows_on_large_scores_is_named():
+    with pytest.raises(CheckFailed, match=r"your softmax overflows on large scores") as err:
+        ch04.multi_head_attention(OverflowingSoftmax)
+    assert "LARGE inputs" in str(err.value)
+
+
+def test_every_ch04_checker_has_three_graded_hints():
+    for name in ch04.__all__:
+        assert len(checks.hints_for(f"ch04.{name}")) == 3

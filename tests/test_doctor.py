@@ -108,6 +108,47 @@ def test_kernel_not_found(monkeypatch):
     assert "ipykernel install --sys-prefix --name python3" in result.fix
 
 
+def test_the_kernel_really_runs_and_imports_torch_and_course_lib():
+    result = doctor.check_kernel()
+    assert result.ok, result
+    assert "starts and imports torch 2.13" in result.detail and "course_lib" in result.detail
+
+
+def _fake_kernelspec(tmp_path, monkeypatch, argv):
+    """A 'python3' kernelspec found before the real one (JUPYTER_PATH comes first)."""
+    import json
+
+    spec = tmp_path / "kernels" / "python3"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": "broken", "language": "python"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
+
+
+def test_a_kernel_whose_python_lacks_ipykernel_and_torch_is_a_problem(tmp_path, monkeypatch):
+    """`python -S` sees no site-packages: neither ipykernel nor torch, as a bare system Python."""
+    _fake_kernelspec(tmp_path, monkeypatch, [sys.executable, "-S", "-m", "ipykernel_launcher", "-f", "{connection_file}"])
+    result = doctor.check_kernel()
+    assert not result.ok, result
+    assert "does not start" in result.detail or "died" in result.detail
+    assert "ipykernel install --sys-prefix --name python3" in result.fix
+
+
+def test_a_kernel_that_starts_but_cannot_import_the_course_is_a_problem(tmp_path, monkeypatch):
+    (tmp_path / "torch.py").write_text("raise ImportError('no torch in this Python')")
+    _fake_kernelspec(tmp_path, monkeypatch, [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"])
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # the kernel finds the broken torch first
+    result = doctor.check_kernel()
+    assert not result.ok and "ImportError: no torch in this Python" in result.detail, result
+    assert "pip install ipykernel" in result.fix
+
+
+def test_the_kernel_probe_leaves_no_process_and_no_warning(capfd):
+    ok, _ = doctor._probe_kernel()
+    assert ok
+    out, err = capfd.readouterr()
+    assert "without encryption" not in out + err
+
+
 def test_chromium_missing_is_optional(monkeypatch):
     monkeypatch.setattr(doctor.shutil, "which", lambda name: None)
     result = doctor.check_chromium()

@@ -3,7 +3,8 @@
 First cell: markdown ``# NN · Title`` (lectures) or ``# Exercises NN · Title`` (solutions and
 exercises), NN being the file's number, with what you will learn, prerequisites, the measured CPU
 time and a glossary table with English and 한국어 columns. Second cell: code that seeds
-(``set_seed(``). Last cell: markdown ``## Summary``, in lectures with ``**What comes next**``.
+(``set_seed(``). Last cell: markdown ``## Summary``, in lectures with ``**What comes next**``; in
+exercises and solutions the summary is followed by the ``## Open questions`` section.
 No stored outputs. Parametrized over the files present, so a new chapter is checked at once.
 """
 from __future__ import annotations

@@ -12,6 +12,7 @@ import io
 import os
 import subprocess
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -49,16 +50,19 @@ def solution_notebook(answer: str = "return x * x") -> nbformat.NotebookNode:
     nb.cells = [
         nbformat.v4.new_markdown_cell("# Exercises 00 · Squares<!-- BEGIN SOLUTION --> (solutions)<!-- END SOLUTION -->"),
         nbformat.v4.new_code_cell(
+            "from course_lib.checks import checker, ok\n"
             "class checks:  # stands in for course_lib.checks\n"
             "    class ch00:\n"
             "        @staticmethod\n"
+            "        @checker('ch00.square')\n"
             "        def square(f):\n"
             "            assert f(3) == 9, 'square(3) should be 9'\n"
-            "            print('✓ square works')\n"
+            "            ok('square works')\n"
             "        @staticmethod\n"
+            "        @checker('ch00.cube')\n"
             "        def cube(f):\n"
             "            assert f(2) == 8, 'cube(2) should be 8'\n"
-            "            print('✓ cube works')"),
+            "            ok('cube works')"),
         nbformat.v4.new_markdown_cell("## Exercise 1: square"),
         nbformat.v4.new_code_cell(f"def square(x):\n    ### BEGIN SOLUTION x squared\n    {answer}\n    ### END SOLUTION"),
         nbformat.v4.new_code_cell("checks.ch00.square(square)"),
@@ -134,12 +138,7 @@ def test_force_backs_up_the_edited_notebook_first(course_dir):
 
 def test_an_untouched_exercise_is_regenerated_silently(course_dir):
     target = course_dir / "exercises" / "00_squares.ipynb"
-    # Running an untouched notebook and saving it adds outputs but changes no source: not an edit.
-    nb = nbformat.read(target, as_version=4)
-    nb.cells[1].outputs = [nbformat.v4.new_output("stream", text="hello\n")]
-    nb.cells[1].execution_count = 1
-    nbformat.write(nb, target)
-    assert is_untouched(target)
+    assert is_untouched(target)  # as generated, never run (a run notebook is the learner's: see below)
     nbformat.write(solution_notebook("return x ** 2"), course_dir / "solutions" / "00_squares.ipynb")
     # A change visible in the exercise too: the instructions.
     sol = nbformat.read(course_dir / "solutions" / "00_squares.ipynb", as_version=4)
@@ -223,6 +222,129 @@ def test_check_reads_but_never_writes_the_notebook(tmp_path):
     assert path.read_bytes() == before
     assert path.stat().st_mtime_ns == stat.st_mtime_ns
     assert sorted(p.name for p in tmp_path.iterdir()) == ["00_squares.ipynb"], "check wrote files"
+
+
+def _processes_with(marker: str) -> list[int]:
+    """Pids of live processes whose environment holds ``marker`` (Linux /proc)."""
+    found = []
+    for env in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if marker.encode() in env.read_bytes():
+                found.append(int(env.parent.name))
+        except OSError:
+            continue
+    return [pid for pid in found if pid != os.getpid()]
+
+
+MISBEHAVING = [
+    "import os, signal, time, torch\nfrom course_lib import checks",
+    # 1. a correct answer whose check passes
+    "def pad_batch(id_lists, pad_id):\n    L = max(map(len, id_lists))\n"
+    "    return torch.tensor([x + [pad_id] * (L - len(x)) for x in id_lists])",
+    "checks.ch01.pad_batch(pad_batch)",
+    # 2. deletes every file beside it, writes a new one, and rewrites the notebook itself
+    "import glob\nfor f in glob.glob('*') + glob.glob('../*'):\n    try:\n        os.remove(f)\n    except OSError:\n        pass\n"
+    "open('planted.txt', 'w').write('x')\n"
+    "open(glob.glob('*.ipynb')[0] if glob.glob('*.ipynb') else 'nb.ipynb', 'w').write('{}')",
+    # 3. a fake success line, the check in a comment
+    "print('✓ encode: known tokens, <unk> for unknown ones')  # checks.ch01.encode(encode)",
+    # 4. a forged marker without the run's token
+    "from IPython.display import display\n"
+    "display({'text/plain': ''}, raw=True, metadata={'course_check': {'name': 'ch01.jamo_indices', 'token': 'guess'}})\n"
+    "# checks.ch01.jamo_indices(jamo_indices)",
+    # 5. a wrong answer: failed with its hint
+    "checks.ch01.merge_pair(lambda s, p: list(s))",
+    # 6. loops forever (interrupted at the cell timeout; the run goes on)
+    "while True:\n    pass",
+    "checks.ch01.choose_particle(lambda w, p: p[0])",
+    # 7. a child process that would outlive everything, then the kernel kills itself
+    "import subprocess, sys\nsubprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+    "os.kill(os.getpid(), signal.SIGKILL)",
+    "checks.ch01.most_frequent_pair(lambda wf: None)",
+]
+
+
+def test_check_is_a_sandbox_with_an_honest_scorecard(tmp_path):
+    """A notebook that deletes files, rewrites itself, fakes a ✓, loops forever and kills its kernel."""
+    import uuid
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(src) for src in MISBEHAVING]
+    folder = tmp_path / "exercises"
+    folder.mkdir()
+    path = folder / "01_tokens.ipynb"
+    nbformat.write(nb, path)
+    (folder / "my_notes.txt").write_text("mine", encoding="utf-8")
+    (tmp_path / "beside.txt").write_text("also mine", encoding="utf-8")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*")if p.is_file()}
+    marker = f"COURSE_TEST_MARK_{uuid.uuid4().hex}"
+    env = dict(os.environ, COURSE_TEST_MARK=marker)
+    proc = subprocess.run([sys.executable, "-m", "course_lib", "check", str(path), "--timeout", "8", "--time-limit", "240"],
+                          capture_output=True, text=True, timeout=300, cwd=folder, env=env)
+    out = proc.stdout
+    assert proc.returncode == 1, out + proc.stderr
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before, "check touched the learner's files"
+    lines = {line.split()[1]: line for line in out.splitlines() if line.strip()[:1] in "✓✗·!-"}
+    assert "passed" in lines["ch01.pad_batch"]
+    assert "error" in lines["ch01.encode"] and "never reported success" in lines["ch01.encode"]
+    assert "error" in lines["ch01.jamo_indices"]
+    assert "failed" in lines["ch01.merge_pair"]
+    assert "failed" in lines["ch01.choose_particle"] or "error" in lines["ch01.choose_particle"]
+    assert "not run" in lines["ch01.most_frequent_pair"] and "kernel died" in lines["ch01.most_frequent_pair"]
+    assert "cell 8 timed out" in out and "cell 10: the kernel died" in out, out
+    assert "1/6 exercises passed" in out
+    assert "without encryption" not in out + proc.stderr and "Traceback" not in out + proc.stderr
+    time.sleep(0.5)
+    assert _processes_with(marker) == [], "check left processes running"
+
+
+# --- make-exercises keeps the promise ---------------------------------------------------------------
+
+def test_a_half_saved_or_latin1_exercise_is_kept_and_later_chapters_are_still_generated(course_dir):
+    """One line per kept file, no traceback, and the chapters after it are (re)generated."""
+    (course_dir / "solutions" / "99_later.ipynb").write_bytes((course_dir / "solutions" / "00_squares.ipynb").read_bytes())
+    target = course_dir / "exercises" / "00_squares.ipynb"
+    hangul = target.read_bytes().replace(b"Squares", "Squares 제곱".encode())
+    half_saved = hangul[: hangul.index("제".encode()) + 2]  # cut inside a Hangul character (3 bytes in UTF-8)
+    latin1 = target.read_bytes().replace(b"Squares", "Squares café".encode("latin-1"))
+    for broken in (half_saved, latin1):
+        target.write_bytes(broken)
+        later = course_dir / "exercises" / "99_later.ipynb"
+        later.unlink(missing_ok=True)
+        proc = course("make-exercises", cwd=course_dir)
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+        kept = [line for line in proc.stdout.splitlines() if "00_squares" in line]
+        assert len(kept) == 1 and kept[0].startswith("KEPT") and "UTF-8" in kept[0], proc.stdout
+        assert target.read_bytes() == broken
+        assert later.exists() and "written    exercises/99_later.ipynb" in proc.stdout
+
+
+def test_a_missing_solutions_folder_is_an_error_and_creates_nothing(tmp_path):
+    proc = course("make-exercises", cwd=tmp_path)
+    assert proc.returncode == 2 and "solutions is not a folder" in proc.stderr, proc.stdout + proc.stderr
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "solutions").mkdir()
+    proc = course("make-exercises", cwd=tmp_path)
+    assert proc.returncode == 2 and "holds no .ipynb notebook" in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["solutions"]
+
+
+def test_a_notebook_the_learner_only_ran_is_theirs(course_dir):
+    """Same sources as generated, but outputs and execution counts: kept (the learner ran it)."""
+    target = course_dir / "exercises" / "00_squares.ipynb"
+    nb = nbformat.read(target, as_version=4)
+    code = next(c for c in nb.cells if c.cell_type == "code")
+    code.execution_count = 1
+    code.outputs = [nbformat.v4.new_output("stream", name="stdout", text="my run\n")]
+    nbformat.write(nb, target)
+    ran = target.read_bytes()
+    (course_dir / "solutions" / "00_squares.ipynb").write_text(
+        (course_dir / "solutions" / "00_squares.ipynb").read_text(encoding="utf-8").replace("Exercise 1: square", "Exercise 1: the square"),
+        encoding="utf-8")
+    proc = course("make-exercises", cwd=course_dir)
+    assert "KEPT       exercises/00_squares.ipynb (you ran it: it has your outputs" in proc.stdout, proc.stdout
+    assert target.read_bytes() == ran
 
 
 @pytest.mark.parametrize("name, content, message", [

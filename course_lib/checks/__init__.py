@@ -4,6 +4,23 @@ A checker calls the learner's object on several cases. On success it prints one 
 starts with ``✓``; on failure it raises :class:`CheckFailed` saying what was tried, what was
 expected, what came back, and a hint aimed at the likely mistake.
 
+Conventions for a chapter module ``checks/chNN.py`` (every chapter follows them):
+
+- ``HINTS: dict[str, tuple[str, str, str]]``: exercise name -> (idea, approach, near-code);
+  ``checks.hint("chNN.name")`` prints the next level on each call. Every exercise has hints;
+  formulas the learner should derive live here, not in the statement or the stub.
+- Every public checker is decorated with ``@checker("chNN.name")``, ``name`` being the checker's
+  own function name (the one the notebook calls as ``checks.chNN.name(...)``). The decorator runs
+  it inside ``torch.random.fork_rng`` (Python's and NumPy's RNG restored too), adds
+  ``more help: checks.hint('chNN.name')`` to a failure, and on success reports it to
+  ``python -m course_lib check`` (a display_data output carrying the run's token; a printed
+  "✓" alone never counts as a pass).
+- Known mistakes are ``mistakes=[(hint, wrong_value), ...]`` lists given to :func:`expect_close`;
+  cases come from :func:`randn` (``randn(2, 5, 16, seed=3)``), never from the global RNG.
+- Random behaviour (dropout) is checked by its properties, not by matching a random stream.
+- Tests: the solution passes in several styles, the stub propagates NotImplementedError, and
+  each named wrong version fails with ITS hint (one test per mistake, asserting the hint text).
+
 Checkers import no model module of ``course_lib``: their references are PyTorch's own
 functions or small formulas written here, so a bug in the course cannot hide a bug of yours.
 """
@@ -11,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import os
 import random
 from typing import Any, Callable, Iterable, Mapping, NoReturn, Sequence, TypeVar
 
@@ -19,7 +37,7 @@ import torch
 
 __all__ = [
     "CheckFailed", "fail", "ok", "call", "expect_close", "expect_shape", "describe",
-    "hint", "checker", "no_trace", "randn",
+    "hint", "hints_for", "checker", "no_trace", "randn", "first_difference",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -205,6 +223,25 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+# ``python -m course_lib check`` gives the kernel a per-run token; it is read once and removed
+# from the environment, so the learner's subprocesses do not see it.
+_RUN_TOKEN = os.environ.pop("COURSE_CHECK_TOKEN", "")
+
+
+def _report_success(name: str) -> None:
+    """Tell ``python -m course_lib check`` that checker ``name`` passed (no-op outside a check run)."""
+    if not _RUN_TOKEN:
+        return
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+    except ImportError:
+        return
+    if get_ipython() is None:
+        return
+    display({"text/plain": ""}, raw=True, metadata={"course_check": {"name": name, "token": _RUN_TOKEN}})
+
+
 def checker(name: str) -> Callable[[F], F]:
     """Decorate a chapter's checker: no trace on the RNGs, and a failure that points to the hints.
 
@@ -218,9 +255,11 @@ def checker(name: str) -> Callable[[F], F]:
         @functools.wraps(fn)
         def wrapped(*args: Any, **kwargs: Any) -> Any:
             try:
-                return quiet(*args, **kwargs)
+                result = quiet(*args, **kwargs)
             except CheckFailed as err:
                 raise CheckFailed(f"{err}{hint_available(name)}") from None
+            _report_success(name)
+            return result
 
         wrapped.exercise = name  # type: ignore[attr-defined]
         return wrapped  # type: ignore[return-value]

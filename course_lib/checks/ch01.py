@@ -11,9 +11,69 @@ from typing import Any, Callable
 
 import torch
 
-from . import CheckFailed, call, describe, fail, ok
+from . import CheckFailed, call, checker, describe, fail, ok
 
 __all__ = ["jamo_indices", "choose_particle", "encode", "most_frequent_pair", "merge_pair", "pad_batch"]
+
+HINTS: dict[str, tuple[str, str, str]] = {
+    "jamo_indices": (
+        "Unicode lists the 11 172 syllables 가..힣 in one block, in dictionary order: all syllables with the "
+        "first initial, then the second, ...; inside one initial, by medial; inside one medial, by final. "
+        "So a syllable's position in the block is a number written in a mixed base.",
+        "Take the syllable's offset from the first syllable 가 (ord(ch) - ord('가'), 0xAC00). There are 19 "
+        "initials, 21 medials and 28 finals (final 0 = none). One initial's block holds 21 * 28 syllables, one "
+        "medial's run holds 28: integer division and remainder peel the three indices off. Anything outside "
+        "0 <= offset < 19 * 21 * 28 is not a syllable.",
+        "offset = ord(syllable) - 0xAC00\n"
+        "if not 0 <= offset < 11172: raise ValueError(...)\n"
+        "return offset // 588, (offset // 28) % 21, offset % 28",
+    ),
+    "choose_particle": (
+        "The form depends only on whether the LAST syllable of the noun ends in a consonant (받침), which is "
+        "the final index of exercise 1.",
+        "Compute the final index of word[-1]; non-zero means a final consonant. Then look the form up in two "
+        "small tables (after a consonant / after a vowel), one entry per pair: picking by position in the "
+        "string fails for 와/과, whose vowel form comes first.",
+        "has_final = jamo_indices(word[-1])[2] != 0\n"
+        "after_consonant = {'은/는': '은', '이/가': '이', '을/를': '을', '와/과': '과'}\n"
+        "after_vowel = {'은/는': '는', '이/가': '가', '을/를': '를', '와/과': '와'}",
+    ),
+    "encode": (
+        "Every token becomes exactly one id; a token the vocabulary does not know still takes a place, as "
+        "<unk>. The special tokens are ordinary entries of stoi.",
+        "Build a new list: for each token its id, or the id of '<unk>' when it is missing (dict.get with a "
+        "default). Then put stoi['<bos>'] in front only if add_bos, stoi['<eos>'] at the end only if add_eos.",
+        "ids = [stoi.get(t, stoi['<unk>']) for t in tokens]\n"
+        "return [stoi['<bos>']] * add_bos + ids + [stoi['<eos>']] * add_eos",
+    ),
+    "most_frequent_pair": (
+        "A word that occurs 6 times contributes each of its adjacent pairs 6 times; a pair that occurs twice "
+        "in one word counts twice.",
+        "Walk over the items (word, freq); the adjacent pairs of a word are zip(word, word[1:]); add freq to a "
+        "Counter for every one. Take the highest count, then the smallest pair among those with it (min). No "
+        "pair at all (every word one symbol, or no word) -> None.",
+        "for word, freq in word_freqs.items():\n    for pair in zip(word, word[1:]): counts[pair] += freq\n"
+        "best = max(counts.values()); return min(p for p, c in counts.items() if c == best)",
+    ),
+    "merge_pair": (
+        "Read the symbols left to right, like a person would: when the pair starts here, glue the two symbols "
+        "and continue AFTER both of them, so two merges never share a symbol.",
+        "Use an index i and a while loop (a for loop cannot skip). If symbols[i] and symbols[i + 1] are the "
+        "pair (and i + 1 exists), append the concatenation and move 2; else append symbols[i] and move 1. "
+        "Compare whole symbols, never joined text.",
+        "out, i = [], 0\nwhile i < len(symbols):\n"
+        "    if i + 1 < len(symbols) and (symbols[i], symbols[i + 1]) == tuple(pair): out.append(symbols[i] + symbols[i + 1]); i += 2\n"
+        "    else: out.append(symbols[i]); i += 1",
+    ),
+    "pad_batch": (
+        "A batch is a rectangle: B rows as long as the longest sentence, the shorter rows filled at the END "
+        "with pad_id.",
+        "Find L = the longest length; start from a (B, L) tensor full of pad_id with integer dtype "
+        "(torch.long: ids index an embedding table); copy each list into the start of its row.",
+        "batch = torch.full((len(id_lists), L), pad_id, dtype=torch.long)\n"
+        "for b, ids in enumerate(id_lists): batch[b, :len(ids)] = torch.tensor(ids, dtype=torch.long)",
+    ),
+}
 
 _ERR = object()  # what a wrong function "returns" when it raises
 
@@ -31,7 +91,7 @@ def _outputs(fn: Callable[..., Any], cases: list[tuple]) -> list[Any]:
 
 
 def _diagnose(fn: Callable[..., Any], cases: list[tuple], reference: Callable[..., Any],
-              mistakes: dict[str, Callable[..., Any]], show: Callable[[tuple], str], hint: str,
+              mistakes: list[tuple[str, Callable[..., Any]]], show: Callable[[tuple], str], hint: str,
               normalise: Callable[[Any], Any] = lambda x: x) -> None:
     """Compare ``fn`` with ``reference`` on every case; on a difference, name the matching mistake."""
     for args in cases:  # first a call that reports a crash with its input
@@ -41,10 +101,10 @@ def _diagnose(fn: Callable[..., Any], cases: list[tuple], reference: Callable[..
     if got == expected:
         return
     k = next(i for i, (g, e) in enumerate(zip(got, expected)) if g != e)
-    for mistake_hint, wrong in mistakes.items():  # a mistake that explains every answer ...
+    for mistake_hint, wrong in mistakes:  # a mistake that explains every answer ...
         if [normalise(w) for w in _outputs(wrong, cases)] == got:
             fail(show(cases[k]), expected[k], got[k], mistake_hint)
-    for mistake_hint, wrong in mistakes.items():  # ... or at least the first wrong one
+    for mistake_hint, wrong in mistakes:  # ... or at least the first wrong one
         w = _outputs(wrong, [cases[k]])[0]
         if w is not _ERR and normalise(w) == got[k]:
             fail(show(cases[k]), expected[k], got[k], mistake_hint)
@@ -66,6 +126,7 @@ def _as_ints(value: Any) -> Any:
     return value
 
 
+@checker("ch01.jamo_indices")
 def jamo_indices(fn: Callable[[str], tuple[int, int, int]]) -> None:
     """Check ``jamo_indices(syllable) -> (initial, medial, final)`` on all 11 172 syllables."""
     golden = ["가", "닫", "는", "를", "힣", "각", "갛", "쀍", "학", "교"]
@@ -74,24 +135,25 @@ def jamo_indices(fn: Callable[[str], tuple[int, int, int]]) -> None:
     if not isinstance(_as_ints(got), tuple):
         fail("jamo_indices('닫')", "(3, 0, 7): three ints, the positions in the initial, medial and final tables",
              got, "return the three INDICES as ints (a tuple), not jamo letters or one number")
-    mistakes: dict[str, Callable[[str], Any]] = {
-        "subtract 0xAC00 (the code of 가, the first syllable) before dividing: ord(syllable) - 0xAC00":
-            lambda ch: (ord(ch) // 588, ord(ch) // 28 % 21, ord(ch) % 28),
-        "there are 28 finals (index 0 means 'no final' and 27 consonants follow), so divide by 28 and 21 * 28 = 588, not 27":
-            lambda ch: ((ord(ch) - 0xAC00) // (21 * 27), (ord(ch) - 0xAC00) // 27 % 21, (ord(ch) - 0xAC00) % 27),
-        "the block of one initial holds 21 * 28 = 588 syllables: initial = offset // 588 (you used another size)":
-            lambda ch: ((ord(ch) - 0xAC00) // (19 * 28), (ord(ch) - 0xAC00) // 28 % 21, (ord(ch) - 0xAC00) % 28),
-        "divide out the final first: medial = (offset // 28) % 21, not offset % 21":
-            lambda ch: ((ord(ch) - 0xAC00) // 588, (ord(ch) - 0xAC00) % 21, (ord(ch) - 0xAC00) % 28),
-        "return them in the order (initial, medial, final)":
-            lambda ch: tuple(reversed(_jamo(ch))),
-        "indices start at 0 (가 is (0, 0, 0)); do not add 1":
-            lambda ch: tuple(i + 1 for i in _jamo(ch)),
-        "the final index is offset % 28 and 0 means 'no final'; do not subtract 1":
-            lambda ch: (*_jamo(ch)[:2], _jamo(ch)[2] - 1),
-    }
+    mistakes: list[tuple[str, Callable[..., Any]]] = [
+        ("subtract 0xAC00 (the code of 가, the first syllable) before dividing: ord(syllable) - 0xAC00",
+            lambda ch: (ord(ch) // 588, ord(ch) // 28 % 21, ord(ch) % 28)),
+        ("there are 28 finals (index 0 means 'no final' and 27 consonants follow), so divide by 28 and 21 * 28 = 588, not 27",
+            lambda ch: ((ord(ch) - 0xAC00) // (21 * 27), (ord(ch) - 0xAC00) // 27 % 21, (ord(ch) - 0xAC00) % 27)),
+        ("the block of one initial holds 21 * 28 = 588 syllables: initial = offset // 588 (you used another size)",
+            lambda ch: ((ord(ch) - 0xAC00) // (19 * 28), (ord(ch) - 0xAC00) // 28 % 21, (ord(ch) - 0xAC00) % 28)),
+        ("divide out the final first: medial = (offset // 28) % 21, not offset % 21",
+            lambda ch: ((ord(ch) - 0xAC00) // 588, (ord(ch) - 0xAC00) % 21, (ord(ch) - 0xAC00) % 28)),
+        ("return them in the order (initial, medial, final)",
+            lambda ch: tuple(reversed(_jamo(ch)))),
+        ("indices start at 0 (가 is (0, 0, 0)); do not add 1",
+            lambda ch: tuple(i + 1 for i in _jamo(ch))),
+        ("the final index is offset % 28 and 0 means 'no final'; do not subtract 1",
+            lambda ch: (*_jamo(ch)[:2], _jamo(ch)[2] - 1)),
+    ]
     _diagnose(fn, cases, _jamo, mistakes, lambda a: f"jamo_indices({a[0]!r})",
-              "offset = ord(syllable) - 0xAC00; initial = offset // 588; medial = (offset // 28) % 21; final = offset % 28",
+              "the syllables are numbered from 가 in the order initial, then medial, then final (28 finals, 0 = none): "
+              "read the three indices off that number",
               normalise=_as_ints)
     for bad in ["a", "ㄱ", chr(0xD7A4), "."]:
         try:
@@ -119,23 +181,24 @@ def _particle(word: str, pair: str, syllable: int = -1, modulus: int = 28, offse
     return (_AFTER_CONSONANT if has_final else _AFTER_VOWEL)[pair]
 
 
+@checker("ch01.choose_particle")
 def choose_particle(fn: Callable[[str, str], str]) -> None:
     """Check ``choose_particle(word, pair)`` on the four particle pairs and many nouns."""
     words = ["학교", "창문", "순이", "서랍", "고양이", "선생님", "할아버지", "공", "마음", "책", "사과", "물",
              "서울", "바다", "강아지", "빵", "의자", "컴퓨터", "밥", "노트북", "연필", "지우개", "파리", "소년"]
     cases = [(w, p) for w in words for p in _AFTER_CONSONANT]
-    mistakes: dict[str, Callable[[str, str], Any]] = {
-        "swapped: after a final consonant (batchim) use 은, 이, 을, 과; after a vowel use 는, 가, 를, 와":
-            lambda w, p: (_AFTER_VOWEL if (ord(w[-1]) - 0xAC00) % 28 else _AFTER_CONSONANT)[p],
-        "look at the LAST syllable of the word (word[-1]): the particle is attached to it":
-            lambda w, p: _particle(w, p, syllable=0),
-        "와/과 lists the vowel form first, unlike 은/는, 이/가, 을/를: do not pick by position in the pair, use the table":
-            lambda w, p: p.split("/")[0 if (ord(w[-1]) - 0xAC00) % 28 else 1],
-        "a syllable has a final consonant when (ord(ch) - 0xAC00) % 28 != 0: 28 finals, not 27":
-            lambda w, p: _particle(w, p, modulus=27),
-        "subtract 0xAC00 before taking % 28":
-            lambda w, p: _particle(w, p, offset=0),
-    }
+    mistakes: list[tuple[str, Callable[..., Any]]] = [
+        ("swapped: after a final consonant (batchim) use 은, 이, 을, 과; after a vowel use 는, 가, 를, 와",
+            lambda w, p: (_AFTER_VOWEL if (ord(w[-1]) - 0xAC00) % 28 else _AFTER_CONSONANT)[p]),
+        ("look at the LAST syllable of the word (word[-1]): the particle is attached to it",
+            lambda w, p: _particle(w, p, syllable=0)),
+        ("와/과 lists the vowel form first, unlike 은/는, 이/가, 을/를: do not pick by position in the pair, use the table",
+            lambda w, p: p.split("/")[0 if (ord(w[-1]) - 0xAC00) % 28 else 1]),
+        ("a syllable has a final consonant when (ord(ch) - 0xAC00) % 28 != 0: 28 finals, not 27",
+            lambda w, p: _particle(w, p, modulus=27)),
+        ("subtract 0xAC00 before taking % 28",
+            lambda w, p: _particle(w, p, offset=0)),
+    ]
     _diagnose(fn, cases, _particle, mistakes, lambda a: f"choose_particle({a[0]!r}, {a[1]!r})",
               "find whether the last syllable has a final consonant ((ord(word[-1]) - 0xAC00) % 28 != 0), then use the table")
     ok("choose_particle: 은/는, 이/가, 을/를, 와/과 right after every noun tried")
@@ -159,6 +222,7 @@ def _as_list(value: Any) -> Any:
     return value
 
 
+@checker("ch01.encode")
 def encode(fn: Callable[..., list[int]]) -> None:
     """Check ``encode(tokens, stoi, add_bos=False, add_eos=False)``: unknown -> <unk>, bos first, eos last."""
     shuffled = {"<pad>": 5, "<bos>": 7, "<eos>": 0, "<unk>": 2, "a": 1, "b": 3, "c": 4, "d": 6}
@@ -186,20 +250,20 @@ def encode(fn: Callable[..., list[int]]) -> None:
             pass  # reported with its input by _diagnose
         if tokens != list(args[0]):
             fail(show(args), f"tokens left as {args[0]}", f"tokens changed to {tokens}", "do not modify the list you were given; build a new list of ids")
-    mistakes: dict[str, Callable[..., Any]] = {
-        "do not drop unknown tokens: each one becomes the id of '<unk>', so the sentence keeps its length":
-            lambda t, s, b, e: _encode([x for x in t if x in s], s, b, e),
-        "unknown tokens get the id of '<unk>' (stoi['<unk>']), not the id of '<pad>'":
-            lambda t, s, b, e: [s["<bos>"]] * b + [s.get(x, s["<pad>"]) for x in t] + [s["<eos>"]] * e,
-        "look the special ids up in stoi (stoi['<bos>'], stoi['<eos>'], stoi['<unk>']) instead of writing 1, 2, 3":
-            lambda t, s, b, e: [1] * b + [s.get(x, 3) for x in t] + [2] * e,
-        "<bos> goes first and <eos> last: you swapped them":
-            lambda t, s, b, e: [s["<eos>"]] * b + [s.get(x, s["<unk>"]) for x in t] + [s["<bos>"]] * e,
-        "add <bos> only when add_bos is True and <eos> only when add_eos is True":
-            lambda t, s, b, e: [s["<bos>"]] + [s.get(x, s["<unk>"]) for x in t] + [s["<eos>"]],
-        "add_bos puts <bos> at the START and add_eos puts <eos> at the END":
-            lambda t, s, b, e: [s.get(x, s["<unk>"]) for x in t] + [s["<bos>"]] * b + [s["<eos>"]] * e,
-    }
+    mistakes: list[tuple[str, Callable[..., Any]]] = [
+        ("do not drop unknown tokens: each one becomes the id of '<unk>', so the sentence keeps its length",
+            lambda t, s, b, e: _encode([x for x in t if x in s], s, b, e)),
+        ("unknown tokens get the id of '<unk>' (stoi['<unk>']), not the id of '<pad>'",
+            lambda t, s, b, e: [s["<bos>"]] * b + [s.get(x, s["<pad>"]) for x in t] + [s["<eos>"]] * e),
+        ("look the special ids up in stoi (stoi['<bos>'], stoi['<eos>'], stoi['<unk>']) instead of writing 1, 2, 3",
+            lambda t, s, b, e: [1] * b + [s.get(x, 3) for x in t] + [2] * e),
+        ("<bos> goes first and <eos> last: you swapped them",
+            lambda t, s, b, e: [s["<eos>"]] * b + [s.get(x, s["<unk>"]) for x in t] + [s["<bos>"]] * e),
+        ("add <bos> only when add_bos is True and <eos> only when add_eos is True",
+            lambda t, s, b, e: [s["<bos>"]] + [s.get(x, s["<unk>"]) for x in t] + [s["<eos>"]]),
+        ("add_bos puts <bos> at the START and add_eos puts <eos> at the END",
+            lambda t, s, b, e: [s.get(x, s["<unk>"]) for x in t] + [s["<bos>"]] * b + [s["<eos>"]] * e),
+    ]
     _diagnose(lambda t, s, b, e: fn(list(t), dict(s), b, e), cases, _encode, mistakes, show,
               "ids = [stoi.get(t, stoi['<unk>']) for t in tokens], with stoi['<bos>'] in front if add_bos and stoi['<eos>'] at the end if add_eos",
               normalise=_as_list)
@@ -225,6 +289,7 @@ def _best(word_freqs: dict[tuple[str, ...], int], weighted: bool = True, per_wor
     return {"smallest": min(tied), "largest": max(tied), "first": tied[0]}[tie]
 
 
+@checker("ch01.most_frequent_pair")
 def most_frequent_pair(fn: Callable[[dict], Any]) -> None:
     """Check ``most_frequent_pair(word_freqs)``: adjacent pairs counted with word frequencies, ties -> smallest pair."""
     W = lambda s: tuple(s.split())
@@ -239,16 +304,16 @@ def most_frequent_pair(fn: Callable[[dict], Any]) -> None:
         ({W("x"): 10, W("y"): 3},),
         ({},),
     ]
-    mistakes: dict[str, Callable[[dict], Any]] = {
-        "weight each pair by the frequency of its word: counts[pair] += freq, not += 1":
-            lambda wf: _best(wf, weighted=False),
-        "count EVERY occurrence of a pair in a word (a word with the pair twice adds 2 * freq), not once per word":
-            lambda wf: _best(wf, per_word_once=True),
-        "ties go to the SMALLEST pair in string order (min over the tied pairs), not the largest":
-            lambda wf: _best(wf, tie="largest"),
-        "ties go to the smallest pair in string order (min over the tied pairs), not the first one counted":
-            lambda wf: _best(wf, tie="first"),
-    }
+    mistakes: list[tuple[str, Callable[..., Any]]] = [
+        ("weight each pair by the frequency of its word: counts[pair] += freq, not += 1",
+            lambda wf: _best(wf, weighted=False)),
+        ("count EVERY occurrence of a pair in a word (a word with the pair twice adds 2 * freq), not once per word",
+            lambda wf: _best(wf, per_word_once=True)),
+        ("ties go to the SMALLEST pair in string order (min over the tied pairs), not the largest",
+            lambda wf: _best(wf, tie="largest")),
+        ("ties go to the smallest pair in string order (min over the tied pairs), not the first one counted",
+            lambda wf: _best(wf, tie="first")),
+    ]
     show = lambda a: f"most_frequent_pair({a[0]!r})"
     _diagnose(fn, cases, _best, mistakes, show,
               "count zip(word, word[1:]) over every word, adding its frequency; return the pair with the highest count "
@@ -296,6 +361,7 @@ def _merge_by_text(symbols: list[str], pair: tuple[str, str]) -> list[str]:
     return text.split(" ")
 
 
+@checker("ch01.merge_pair")
 def merge_pair(fn: Callable[[list[str], tuple[str, str]], list[str]]) -> None:
     """Check ``merge_pair(symbols, pair)``: every occurrence, left to right, never overlapping."""
     cases = [
@@ -317,12 +383,12 @@ def merge_pair(fn: Callable[[list[str], tuple[str, str]], list[str]]) -> None:
         if given != symbols:
             fail(show((symbols, pair)), f"symbols left as {symbols}", f"symbols changed to {given}",
                  "do not modify the list you were given: build and return a new list")
-    mistakes: dict[str, Callable[..., Any]] = {
-        "merge EVERY occurrence of the pair, not only the first one": _merge_first_only,
-        "scan left to right: in ['a', 'a', 'a'] the pair ('a', 'a') merges the first two, giving ['aa', 'a']": _merge_right_to_left,
-        "occurrences must not overlap: after a merge, skip past both symbols (i += 2)": _merge_overlapping,
-        "work on the list of symbols, not on joined text: the pair must be two WHOLE adjacent symbols": _merge_by_text,
-    }
+    mistakes: list[tuple[str, Callable[..., Any]]] = [
+        ("merge EVERY occurrence of the pair, not only the first one", _merge_first_only),
+        ("scan left to right: in ['a', 'a', 'a'] the pair ('a', 'a') merges the first two, giving ['aa', 'a']", _merge_right_to_left),
+        ("occurrences must not overlap: after a merge, skip past both symbols (i += 2)", _merge_overlapping),
+        ("work on the list of symbols, not on joined text: the pair must be two WHOLE adjacent symbols", _merge_by_text),
+    ]
     _diagnose(lambda s, p: fn(list(s), p), cases, _merge, mistakes, show,
               "walk i from 0: if symbols[i], symbols[i + 1] is the pair, append their concatenation and jump 2; else append symbols[i] and step 1",
               normalise=lambda g: list(g) if isinstance(g, tuple) else g)
@@ -341,6 +407,7 @@ def _pad(id_lists: list[list[int]], pad_id: int, left: bool = False, value: int 
     return out
 
 
+@checker("ch01.pad_batch")
 def pad_batch(fn: Callable[[list[list[int]], int], torch.Tensor]) -> None:
     """Check ``pad_batch(id_lists, pad_id) -> LongTensor (B, L)``: right padding to the longest sequence."""
     cases = [

@@ -12,9 +12,46 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from . import CheckFailed, call, describe, expect_close, expect_shape, fail, ok
+from . import CheckFailed, call, checker, describe, expect_close, expect_shape, fail, ok
 
 __all__ = ["positional_encoding", "cosine_similarity", "one_hot_lookup", "scaled_embedding"]
+
+HINTS: dict[str, tuple[str, str, str]] = {
+    "positional_encoding": (
+        "Every position gets a vector of sines and cosines at d_model/2 different frequencies, from one "
+        "cycle per 2*pi positions (fast) down to one per 10000 * 2*pi (slow). Columns 2i and 2i+1 are one "
+        "sin/cos PAIR sharing the frequency of pair i.",
+        "Make a column of positions 0..max_len-1 (floats) and a row of pair indices; the angle of (pos, i) is "
+        "pos divided by 10000 ** (2i / d_model). Broadcasting gives the (max_len, d_model/2) table of angles; "
+        "put its sin into the even columns and its cos into the odd columns (slices 0::2 and 1::2).",
+        "pos = torch.arange(max_len, dtype=torch.float32)[:, None]\n"
+        "angle = pos / 10000 ** (torch.arange(0, d_model, 2) / d_model)\n"
+        "pe = torch.zeros(max_len, d_model); pe[:, 0::2] = angle.sin(); pe[:, 1::2] = angle.cos()",
+    ),
+    "cosine_similarity": (
+        "The cosine of two vectors is their dot product once both have length 1: it ignores how long they "
+        "are and keeps only their direction.",
+        "Divide every ROW of a and of b by its own length (the norm over the feature axis, keeping the axis "
+        "to broadcast); then one matrix product of the unit rows of a with the transposed unit rows of b "
+        "gives all N x M cosines at once.",
+        "a_unit = a / a.norm(dim=-1, keepdim=True)\nb_unit = b / b.norm(dim=-1, keepdim=True)\nreturn a_unit @ b_unit.T",
+    ),
+    "one_hot_lookup": (
+        "A one-hot row has a single 1 at position id: multiplying it by the table picks row `id` of the "
+        "table, which is exactly what an embedding lookup does.",
+        "F.one_hot(ids, num_classes) gives (B, T, V) integers; the number of classes must be the table's "
+        "vocabulary size V, not guessed from the largest id in this batch; convert to the table's dtype "
+        "before the product with the (V, D) table.",
+        "one_hot = F.one_hot(ids, num_classes=weight.shape[0]).to(weight.dtype)  # (B, T, V)\nreturn one_hot @ weight",
+    ),
+    "scaled_embedding": (
+        "The paper multiplies the looked-up token vectors by sqrt(d_model), so their size is comparable to "
+        "the positional encoding they are added to.",
+        "Look the rows up (indexing the table with the ids gives (B, T, D)), then multiply by the square root "
+        "of D = the table's second dimension; do it on a new tensor, not on the table in place.",
+        "return weight[ids] * math.sqrt(weight.shape[1])",
+    ),
+}
 
 
 # --- Exercise 1: the sinusoidal positional encoding ----------------------------------------------
@@ -31,24 +68,25 @@ def _pe(n: int, d: int, *, base: float = 10000.0, start: int = 0, swap: bool = F
     return torch.cat([pe[:, 0::2], pe[:, 1::2]], dim=1) if halves else pe
 
 
-_PE_MISTAKES: dict[str, dict[str, Any]] = {
-    "sin goes in the EVEN columns (0, 2, 4, ...) and cos in the ODD ones; you swapped them": {"swap": True},
-    "interleave the columns: sin in 0, 2, 4, ... and cos in 1, 3, 5, ...; you put all the sines in the first half "
-    "and all the cosines in the second (some code does that, but the formula PE[pos, 2i], PE[pos, 2i+1] interleaves)":
-        {"halves": True},
-    "the exponent is 2i / d_model where i counts sin/cos PAIRS (columns 2i and 2i+1 share one frequency); "
-    "you used i / d_model, so the frequencies fall off half as fast": {"exponent": "i"},
-    "columns 2i and 2i+1 share ONE frequency: use the even index 2i in the exponent for both; "
-    "you used the column's own index (2i+1 for the cos column)": {"exponent": "j"},
-    "positions start at 0: use torch.arange(max_len), so that row 0 is [0, 1, 0, 1, ...]; you started at 1":
-        {"start": 1},
-    "divide the position by 10000 ** (2i / d_model); you multiplied by it": {"multiply": True},
-    "sin and cos swapped AND the two halves concatenated: sin in the even columns, cos in the odd ones, interleaved":
-        {"swap": True, "halves": True},
-}
+_PE_MISTAKES: list[tuple[str, dict[str, Any]]] = [
+    ("sin goes in the EVEN columns (0, 2, 4, ...) and cos in the ODD ones; you swapped them", {"swap": True}),
+    ("interleave the columns: sin in 0, 2, 4, ... and cos in 1, 3, 5, ...; you put all the sines in the first half "
+     "and all the cosines in the second (some code does that, but the formula PE[pos, 2i], PE[pos, 2i+1] interleaves)",
+     {"halves": True}),
+    ("the exponent is 2i / d_model where i counts sin/cos PAIRS (columns 2i and 2i+1 share one frequency); "
+     "you used i / d_model, so the frequencies fall off half as fast", {"exponent": "i"}),
+    ("columns 2i and 2i+1 share ONE frequency: use the even index 2i in the exponent for both; "
+     "you used the column's own index (2i+1 for the cos column)", {"exponent": "j"}),
+    ("positions start at 0: use torch.arange(max_len), so that row 0 is [0, 1, 0, 1, ...]; you started at 1",
+     {"start": 1}),
+    ("divide the position by 10000 ** (2i / d_model); you multiplied by it", {"multiply": True}),
+    ("sin and cos swapped AND the two halves concatenated: sin in the even columns, cos in the odd ones, interleaved",
+     {"swap": True, "halves": True}),
+]
 _BASES = (1000.0, 100.0, 10.0, 100000.0, 1000000.0, math.e, 2.0)
 
 
+@checker("ch02.positional_encoding")
 def positional_encoding(fn: Callable[[int, int], torch.Tensor]) -> None:
     """Check ``positional_encoding(max_len, d_model) -> (max_len, d_model)`` against the paper's formula."""
     for n, d in [(12, 8), (50, 16), (3, 2), (1, 6), (100, 64)]:
@@ -60,9 +98,9 @@ def positional_encoding(fn: Callable[[int, int], torch.Tensor]) -> None:
         expect_shape(got, (n, d), tried=tried, hint="return a tensor of shape (max_len, d_model): one row per position")
         if not got.is_floating_point():
             fail(tried, "a float tensor", describe(got), "sin and cos are floats: build the positions with dtype=torch.float")
-        mistakes = {hint: _pe(n, d, **kw) for hint, kw in _PE_MISTAKES.items()}
-        mistakes.update({f"the base is 10000 (pos / 10000 ** (2i / d_model)); you used {b:g}": _pe(n, d, base=b)
-                         for b in _BASES})
+        mistakes = [(hint, _pe(n, d, **kw)) for hint, kw in _PE_MISTAKES]
+        mistakes += [(f"the base is 10000 (pos / 10000 ** (2i / d_model)); you used {b:g}", _pe(n, d, base=b))
+                     for b in _BASES]
         hint = "PE[pos, 2i] = sin(pos / 10000 ** (2i / d_model)), PE[pos, 2i+1] = cos(pos / 10000 ** (2i / d_model))"
         got64 = got.detach().double()
         ref = _pe(n, d)
@@ -79,6 +117,7 @@ def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T  # (N, M)
 
 
+@checker("ch02.cosine_similarity")
 def cosine_similarity(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
     """Check ``cosine_similarity(a (N, D), b (M, D)) -> (N, M)``: the cosine of every pair of rows."""
     gen = torch.Generator().manual_seed(2)
@@ -100,16 +139,16 @@ def cosine_similarity(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) 
                  "entry [n, m] compares a[n] with b[m]: multiply a by b.T (not b by a.T)")
         expect_shape(got, (n, m), tried=tried, hint="return an (N, M) matrix: one cosine per pair (row of a, row of b)")
         na, nb = x.norm(dim=-1, keepdim=True), y.norm(dim=-1, keepdim=True)
-        mistakes = {
-            "divide by the lengths: cos = a . b / (|a| |b|); you returned the raw dot products": x @ y.T,
-            "normalise each VECTOR (each row) to length 1: take the norm over dim=-1 (the features), "
-            "not dim=0 (across the vectors)": F.normalize(x, dim=0) @ F.normalize(y, dim=0).T,
-            "normalise BOTH a and b (you normalised only b)": x @ F.normalize(y, dim=-1).T,
-            "normalise BOTH a and b (you normalised only a)": F.normalize(x, dim=-1) @ y.T,
-            "divide by the norms |a| |b|, not the squared norms (.norm() already takes the square root)":
-                (x @ y.T) / (na**2 * nb.T**2),
-            "cosine similarity is a normalised dot product, not a distance": torch.cdist(x, y),
-        }
+        mistakes = [
+            ("divide by the lengths: cos = a . b / (|a| |b|); you returned the raw dot products", x @ y.T),
+            ("normalise each VECTOR (each row) to length 1: take the norm over dim=-1 (the features), "
+             "not dim=0 (across the vectors)", F.normalize(x, dim=0) @ F.normalize(y, dim=0).T),
+            ("normalise BOTH a and b (you normalised only b)", x @ F.normalize(y, dim=-1).T),
+            ("normalise BOTH a and b (you normalised only a)", F.normalize(x, dim=-1) @ y.T),
+            ("divide by the norms |a| |b|, not the squared norms (.norm() already takes the square root)",
+             (x @ y.T) / (na**2 * nb.T**2)),
+            ("cosine similarity is a normalised dot product, not a distance", torch.cdist(x, y)),
+        ]
         expect_close(got.detach().double(), _cos(x.double(), y.double()), tried=tried, mistakes=mistakes,
                      hint="normalise every row of a and of b to length 1 (over dim=-1), then take a @ b.T",
                      atol=1e-5, rtol=1e-4)
@@ -128,6 +167,7 @@ def _crash(fn: Callable[..., Any], *args: Any) -> Exception | None:
     return None
 
 
+@checker("ch02.one_hot_lookup")
 def one_hot_lookup(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
     """Check ``one_hot_lookup(ids (B, T), weight (V, D)) -> (B, T, D)`` (the rows of weight)."""
     gen = torch.Generator().manual_seed(3)
@@ -165,12 +205,12 @@ def one_hot_lookup(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> 
         if isinstance(got, torch.Tensor) and got.dim() == 2 and got.shape[0] == ids.numel():
             fail(tried, f"shape {(*ids.shape, weight.shape[1])}", f"shape {tuple(got.shape)}",
                  "keep the batch shape: one_hot(ids) is (B, T, V), so the product is (B, T, D)")
-        mistakes = {
-            "this is the plain lookup: no sqrt(d_model) scaling here (that comes in the next exercise)":
-                weight[ids] * math.sqrt(weight.shape[1]),
-        }
+        mistakes = [
+            ("this is the plain lookup: no sqrt(d_model) scaling here (that comes in the next exercise)",
+             weight[ids] * math.sqrt(weight.shape[1])),
+        ]
         if weight.shape[0] == weight.shape[1]:
-            mistakes["multiply by weight (V, D), not weight.T"] = weight.T[ids]
+            mistakes.append(("multiply by weight (V, D), not weight.T", weight.T[ids]))
         expect_close(got, weight[ids], tried=tried, mistakes=mistakes, atol=1e-6, rtol=1e-5,
                      hint="F.one_hot(ids, num_classes=V).to(weight.dtype) @ weight picks row ids[b, t] of weight")
         if got.dtype != weight.dtype:
@@ -181,6 +221,7 @@ def one_hot_lookup(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> 
 
 # --- Exercise 4: the scaled embedding ------------------------------------------------------------
 
+@checker("ch02.scaled_embedding")
 def scaled_embedding(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
     """Check ``scaled_embedding(ids (B, T), weight (V, D)) -> weight[ids] * sqrt(D)``."""
     gen = torch.Generator().manual_seed(4)
@@ -197,15 +238,15 @@ def scaled_embedding(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -
                  "do not scale weight in place (weight *= ...): scale the looked-up rows, a new tensor")
         v, d = weight.shape
         rows = weight[ids]  # (B, T, D)
-        mistakes = {
-            "multiply by sqrt(d_model): the table's entries have std d_model**-0.5, so scaled rows get norm about "
-            "sqrt(d_model), like the positional encoding's; you returned the rows unscaled": rows,
-            "MULTIPLY by sqrt(d_model), do not divide": rows / math.sqrt(d),
-            "scale by the square root of d_model (weight.shape[1]), not of the vocabulary size (weight.shape[0])":
-                rows * math.sqrt(v),
-            "scale by the SQUARE ROOT of d_model, not by d_model itself": rows * d,
-            "MULTIPLY by sqrt(d_model) (weight.shape[1]); you divided by d_model": rows / d,
-        }
+        mistakes = [
+            ("multiply by sqrt(d_model): the table's entries have std d_model**-0.5, so scaled rows get norm about "
+             "sqrt(d_model), like the positional encoding's; you returned the rows unscaled", rows),
+            ("MULTIPLY by sqrt(d_model), do not divide", rows / math.sqrt(d)),
+            ("scale by the square root of d_model (weight.shape[1]), not of the vocabulary size (weight.shape[0])",
+             rows * math.sqrt(v)),
+            ("scale by the SQUARE ROOT of d_model, not by d_model itself", rows * d),
+            ("MULTIPLY by sqrt(d_model) (weight.shape[1]); you divided by d_model", rows / d),
+        ]
         expect_shape(got, (*ids.shape, d), tried=tried,
                      hint="look the rows up first (weight[ids], shape (B, T, D)), then scale them")
         expect_close(got, rows * math.sqrt(d), tried=tried, mistakes=mistakes, atol=1e-5, rtol=1e-5,

@@ -7,15 +7,46 @@ a mask not broadcast per head, ...); no course model module is imported.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import CheckFailed, call, describe, expect_close, expect_shape, fail, ok
+from . import CheckFailed, call, checker, describe, expect_close, expect_shape, fail, ok, randn
 
 __all__ = ["split_heads", "merge_heads", "multi_head_attention"]
+
+HINTS: dict[str, tuple[str, str, str]] = {
+    "split_heads": (
+        "Each token's D features are cut into H consecutive groups of Dh; head h sees group h of EVERY token. "
+        "A reshape never moves numbers in memory, so first cut along the feature axis, then reorder axes.",
+        "In memory x is token after token, each token's D features in a row. Reshaping the last axis into "
+        "(H, Dh) keeps every token intact: (B, T, H, Dh). Then swap the token and head axes to get "
+        "(B, H, T, Dh). Reshaping directly to (B, H, T, Dh) has the right shape but cuts across tokens.",
+        "b, t, d = x.shape\nreturn x.reshape(b, t, n_heads, d // n_heads).transpose(1, 2)",
+    ),
+    "merge_heads": (
+        "The exact inverse of split_heads: undo the steps in the opposite order.",
+        "Swap the head and token axes back, (B, H, T, Dh) -> (B, T, H, Dh), so one token's heads sit side "
+        "by side, then flatten the last two axes into D = H * Dh. After a transpose the tensor is not "
+        "contiguous: .view refuses, .reshape copies when it must.",
+        "b, h, t, dh = x.shape\nreturn x.transpose(1, 2).reshape(b, t, h * dh)",
+    ),
+    "multi_head_attention": (
+        "H attentions run side by side, each on its own Dh-wide slice of projected queries, keys and values; "
+        "their outputs are concatenated and mixed by W_O. The mask is the same for every head of a sentence.",
+        "Project with w_q, w_k, w_v and split each into heads (B, H, T, Dh). Scores: q times k transposed on "
+        "its last two axes, scaled by 1/sqrt(Dh), the HEAD size. Give a 3-D mask a head axis of size 1 (it "
+        "then broadcasts over the heads; copying it per head with repeat is easy to get in the wrong order), "
+        "fill -inf where it is False, softmax over the keys, times v, merge the heads, then w_o.",
+        "q, k, v = (split_heads(w(x), self.n_heads) for w, x in ((self.w_q, query), (self.w_k, key), (self.w_v, value)))\n"
+        "scores = q @ k.transpose(-2, -1) / math.sqrt(self.d_k)\n"
+        "if mask is not None: scores = scores.masked_fill(~(mask.unsqueeze(1) if mask.dim() == 3 else mask), float('-inf'))\n"
+        "return self.w_o(merge_heads(torch.softmax(scores, dim=-1) @ v))",
+    ),
+}
 
 SPLIT_HINT = ("heads split in the wrong order: x.view(B, H, T, Dh) cuts the flat memory of a sentence into H blocks "
               "that mix tokens; view as (B, T, H, Dh) first (each token's D features cut into H groups), then .transpose(1, 2)")
@@ -30,13 +61,16 @@ VIEW_HINT = ("after .transpose the tensor is not contiguous in memory, so .view 
 MASK_HEAD_HINT = ("the mask is not broadcast per head: scores are (B, H, T_q, T_k), so a (B, 1, T_k) or (B, T_q, T_k) "
                   "mask needs a head axis, mask.unsqueeze(1) -> (B, 1, 1 or T_q, T_k); without it sentence b's mask "
                   "lands on head b (or the shapes clash)")
+REPEAT_HINT = ("the per-head mask was built with repeat in the wrong order: mask.repeat(H, 1, 1) stacks the B "
+               "sentences' masks H times (head-major), so after .view(B, H, ...) head h of sentence b gets another "
+               "sentence's mask; give the mask a head axis instead, mask.unsqueeze(1) (it broadcasts over the heads), "
+               "or copy it per sentence with mask.repeat_interleave(H, dim=0)")
+K_T_HINT = ("k.T reverses ALL the axes of the (B, H, T, Dh) keys ((Dh, T, H, B)), so the product fails or mixes "
+            "sentences; transpose only the last two axes: k.transpose(-2, -1) (or k.mT)")
+OVERFLOW_HINT = ("your softmax overflows on large scores: exp of a score above ~709 (float64) is inf, and inf / inf "
+                 "= nan; subtract each row's maximum before exp, or use torch.softmax, which does")
 SWAP_HINT = ("keys and values swapped: the scores compare queries with the KEYS, Q Kᵀ with K = w_k(key), "
              "and the weights average the VALUES, V = w_v(value)")
-
-
-def _randn(*shape: int, seed: int, scale: float = 1.0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(*shape, generator=g, dtype=torch.float64) * scale
 
 
 def _call(fn: Callable[..., Any], *args: Any, tried: str, crash_hints: tuple[tuple[str, str], ...] = (), **kwargs: Any) -> Any:
@@ -49,6 +83,17 @@ def _call(fn: Callable[..., Any], *args: Any, tried: str, crash_hints: tuple[tup
         hint = next((h for phrase, h in crash_hints if phrase in str(err)),
                     "run your code on this input yourself and read the error")
         fail(tried, "a result", f"{type(err).__name__}: {err}", hint)
+
+
+def _crash_text(fn: Callable[[], Any]) -> str:
+    """The error message ``fn`` raises ("" when it runs): a known mistake's crash, to recognise it."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fn()
+    except RuntimeError as err:
+        return str(err)
+    return ""
 
 
 # --- reference, with switches for the classic mistakes ------------------------------------------
@@ -71,9 +116,10 @@ def _merge(x: torch.Tensor, how: str = "right") -> torch.Tensor:
     return x.transpose(1, 2).reshape(b, t, h * dh)  # (B, T, D)
 
 
-def _mha(p: dict[str, tuple[torch.Tensor, torch.Tensor]], query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+def _mha(p: dict[str, tuple[torch.Tensor, torch.Tensor | None]], query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
          mask: torch.Tensor | None, n_heads: int, split: str = "right", merge: str = "right", scale: str = "d_k",
-         kv: str = "right", w_o: bool = True, mask_mode: str = "right", softmax_dim: int = -1) -> torch.Tensor:
+         kv: str = "right", w_o: bool = True, mask_mode: str = "right", softmax_dim: int = -1,
+         k_t: bool = False, naive_softmax: bool = False) -> torch.Tensor:
     """Multi-head attention from the weights ``p`` (name -> (weight, bias)); switches give the mistakes."""
     d = query.shape[-1]
     k_in, v_in = (value, key) if kv == "inputs" else (key, value)
@@ -83,22 +129,30 @@ def _mha(p: dict[str, tuple[torch.Tensor, torch.Tensor]], query: torch.Tensor, k
     v = _split(F.linear(v_in, *wv), n_heads, split)  # (B, H, T_k, Dh)
     if kv == "tensors":
         k, v = v, k
-    scores = q @ k.transpose(-2, -1) / {"d_k": math.sqrt(d // n_heads), "d_model": math.sqrt(d), "none": 1.0}[scale]
+    k_t_ = k.permute(3, 2, 1, 0) if k_t else k.transpose(-2, -1)  # k.T reverses ALL axes
+    scores = q @ k_t_ / {"d_k": math.sqrt(d // n_heads), "d_model": math.sqrt(d), "none": 1.0}[scale]
     m = None
-    if mask is not None and mask_mode != "ignored":
+    if mask is not None and mask_mode == "repeat wrong order":  # (H*B, ., T_k) head-major, viewed as (B, H, ., T_k)
+        b = query.shape[0]
+        m = mask.repeat(n_heads, 1, 1).view(b, n_heads, *mask.shape[1:])
+        scores = scores.masked_fill(~m, float("-inf"))
+    elif mask is not None and mask_mode != "ignored":
         m = mask.unsqueeze(1) if mask.dim() == 3 and mask_mode != "not per head" else mask  # (B, 1, ., T_k)
         m = ~m if mask_mode == "inverted" else m
         if mask_mode != "after softmax":
             scores = scores.masked_fill(~m, 0.0 if mask_mode == "zero" else float("-inf"))  # (B, H, T_q, T_k)
-    weights = torch.softmax(scores, dim=softmax_dim)  # (B, H, T_q, T_k)
-    if mask_mode == "after softmax":
+    if naive_softmax:  # exp / sum without subtracting the maximum
+        weights = torch.exp(scores) / torch.exp(scores).sum(-1, keepdim=True)
+    else:
+        weights = torch.softmax(scores, dim=softmax_dim)  # (B, H, T_q, T_k)
+    if mask_mode == "after softmax" and m is not None:
         weights = weights * m
     out = _merge(weights @ v, merge)  # (B, T_q, D)
     return F.linear(out, *p["o"]) if w_o else out
 
 
 def _mistakes(p: dict, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None,
-              n_heads: int) -> dict[str, torch.Tensor]:
+              n_heads: int) -> list[tuple[str, torch.Tensor]]:
     """What each classic mistake returns on this case, keyed by its hint."""
     d_k, d = query.shape[-1] // n_heads, query.shape[-1]
     variants: list[tuple[str, dict]] = [
@@ -116,6 +170,8 @@ def _mistakes(p: dict, query: torch.Tensor, key: torch.Tensor, value: torch.Tens
         (SWAP_HINT + " (you projected the value input as keys)", {"kv": "inputs"}),
         (SWAP_HINT + " (you used w_v for the keys and w_k for the values)", {"kv": "projections"}),
         ("softmax over the keys, the LAST axis (dim=-1): each query's weights over the keys sum to 1", {"softmax_dim": -2}),
+        (K_T_HINT, {"k_t": True}),
+        (OVERFLOW_HINT, {"naive_softmax": True}),
     ]
     if mask is not None:
         variants += [
@@ -127,10 +183,12 @@ def _mistakes(p: dict, query: torch.Tensor, key: torch.Tensor, value: torch.Tens
              {"mask_mode": "after softmax"}),
             (MASK_HEAD_HINT, {"mask_mode": "not per head"}),
         ]
-    out = {}
+        if mask.dim() == 3:
+            variants.append((REPEAT_HINT, {"mask_mode": "repeat wrong order"}))
+    out = []
     for hint, switches in variants:
         try:
-            out[hint] = _mha(p, query, key, value, mask, n_heads, **switches)
+            out.append((hint, _mha(p, query, key, value, mask, n_heads, **switches)))
         except RuntimeError:  # this mistake crashes on this case (e.g. a mask that does not broadcast)
             continue
     return out
@@ -138,10 +196,11 @@ def _mistakes(p: dict, query: torch.Tensor, key: torch.Tensor, value: torch.Tens
 
 # --- Exercise 1: split heads -------------------------------------------------------------------
 
+@checker("ch04.split_heads")
 def split_heads(fn: Callable[..., Any]) -> None:
     """Check ``split_heads(x, n_heads)``: (B, T, D) -> (B, H, T, Dh), head h gets features h*Dh .. (h+1)*Dh - 1."""
     for (b, t, d, h), seed in zip([(2, 3, 8, 4), (3, 5, 12, 3), (1, 4, 6, 2), (2, 3, 8, 1), (2, 2, 6, 6)], range(5)):
-        x = _randn(b, t, d, seed=seed)
+        x = randn(b, t, d, seed=seed)
         tried = f"split_heads(x of shape (B, T, D) = {(b, t, d)}, n_heads={h})"
         got = call(fn, x.clone(), h, tried=tried)
         if isinstance(got, torch.Tensor) and tuple(got.shape) == (b, t, h, d // h) and t != h:
@@ -151,16 +210,17 @@ def split_heads(fn: Callable[..., Any]) -> None:
                      hint="the result is (B, H, T, Dh) with Dh = D // n_heads: keep the batch axis, then heads, then positions")
         expect_close(got, _split(x, h), tried=tried, atol=0, rtol=0,
                      hint="x.view(B, T, H, Dh).transpose(1, 2): head h gets features h*Dh .. (h+1)*Dh - 1 of every token",
-                     mistakes={SPLIT_HINT: _split(x, h, "view"), INTERLEAVED_HINT: _split(x, h, "interleaved")})
+                     mistakes=[(SPLIT_HINT, _split(x, h, "view")), (INTERLEAVED_HINT, _split(x, h, "interleaved"))])
     ok("split_heads: (B, T, D) -> (B, H, T, Dh), each head a consecutive slice of every token's features")
 
 
 # --- Exercise 2: merge heads -------------------------------------------------------------------
 
+@checker("ch04.merge_heads")
 def merge_heads(fn: Callable[..., Any]) -> None:
     """Check ``merge_heads(x)``: (B, H, T, Dh) -> (B, T, H*Dh), the inverse of split_heads."""
     for (b, h, t, dh), seed in zip([(2, 4, 3, 2), (3, 3, 5, 4), (1, 2, 4, 3), (2, 1, 3, 8)], range(10, 14)):
-        x = _randn(b, h, t, dh, seed=seed)
+        x = randn(b, h, t, dh, seed=seed)
         tried = f"merge_heads(x of shape (B, H, T, Dh) = {(b, h, t, dh)})"
         got = _call(fn, x.clone(), tried=tried, crash_hints=(("view size is not compatible", VIEW_HINT),))
         if isinstance(got, torch.Tensor) and tuple(got.shape) == (b, t, h, dh) and h > 1:
@@ -169,8 +229,8 @@ def merge_heads(fn: Callable[..., Any]) -> None:
         expect_shape(got, (b, t, h * dh), tried=tried, hint="the result is (B, T, D) with D = H * Dh")
         expect_close(got, _merge(x), tried=tried, atol=0, rtol=0,
                      hint="x.transpose(1, 2).reshape(B, T, H * Dh): token t gets head 0's Dh features, then head 1's, ...",
-                     mistakes={MERGE_HINT: _merge(x, "view"), MERGE_INTERLEAVED_HINT: _merge(x, "interleaved")})
-    x = _randn(2, 3, 12, seed=20)
+                     mistakes=[(MERGE_HINT, _merge(x, "view")), (MERGE_INTERLEAVED_HINT, _merge(x, "interleaved"))])
+    x = randn(2, 3, 12, seed=20)
     tried = "merge_heads(split_heads(x, 4)) for x of shape (2, 3, 12)"
     expect_close(call(fn, _split(x, 4), tried=tried), x, tried=tried, atol=0, rtol=0,
                  hint="merge_heads must undo split_heads exactly")
@@ -181,16 +241,16 @@ def merge_heads(fn: Callable[..., Any]) -> None:
 
 def _weights(module: nn.Module, d_model: int, tried: str) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
     """Give the learner's w_q, w_k, w_v, w_o seeded float64 weights and return them."""
-    p = {}
+    p: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
     for i, name in enumerate(("q", "k", "v", "o")):
         lin = getattr(module, f"w_{name}", None)
         if not isinstance(lin, nn.Linear) or (lin.in_features, lin.out_features) != (d_model, d_model):
             fail(tried, f"self.w_{name} = nn.Linear({d_model}, {d_model})", describe(lin),
                  "keep the given __init__: self.w_q, self.w_k, self.w_v and self.w_o are nn.Linear(d_model, d_model)")
         with torch.no_grad():
-            lin.weight.copy_(_randn(d_model, d_model, seed=100 + i, scale=1.5 / math.sqrt(d_model)))
+            lin.weight.copy_(randn(d_model, d_model, seed=100 + i, scale=1.5 / math.sqrt(d_model)))
             if lin.bias is not None:
-                lin.bias.copy_(_randn(d_model, seed=200 + i, scale=0.3))
+                lin.bias.copy_(randn(d_model, seed=200 + i, scale=0.3))
         p[name] = (lin.weight.detach().clone(), None if lin.bias is None else lin.bias.detach().clone())
     return p
 
@@ -203,23 +263,26 @@ def _full_mask(b: int, t_q: int, t_k: int, seed: int) -> torch.Tensor:
 
 
 def _cases() -> list[tuple[str, int, int, tuple[torch.Tensor, ...], torch.Tensor | None]]:
-    x = _randn(2, 5, 16, seed=30)
-    src = _randn(3, 5, 16, seed=31)
+    x = randn(2, 5, 16, seed=30)
+    src = randn(3, 5, 16, seed=31)
     lengths = torch.tensor([5, 3, 1])
     pad = (torch.arange(5) < lengths[:, None]).unsqueeze(1)  # (B, 1, S)
     causal = torch.ones(6, 6, dtype=torch.bool).tril()  # (T, T)
-    y = _randn(2, 6, 16, seed=32)
+    y = randn(2, 6, 16, seed=32)
     return [
         ("self-attention, x of shape (2, 5, 16), no mask", 16, 4, (x, x, x), None),
         ("cross-attention, query (2, 3, 16), key (2, 6, 16), a different value (2, 6, 16), no mask", 16, 4,
-         (_randn(2, 3, 16, seed=33), _randn(2, 6, 16, seed=34), _randn(2, 6, 16, seed=35)), None),
+         (randn(2, 3, 16, seed=33), randn(2, 6, 16, seed=34), randn(2, 6, 16, seed=35)), None),
         ("self-attention on (3, 5, 16) with a padding mask (B, 1, S), lengths 5, 3, 1", 16, 4, (src, src, src), pad),
         ("cross-attention, query (2, 4, 12), key = value (2, 5, 12), 2 heads, a full mask (B, T_q, T_k)", 12, 2,
-         (_randn(2, 4, 12, seed=36), _randn(2, 5, 12, seed=37), _randn(2, 5, 12, seed=37)), _full_mask(2, 4, 5, seed=38)),
+         (randn(2, 4, 12, seed=36), randn(2, 5, 12, seed=37), randn(2, 5, 12, seed=37)), _full_mask(2, 4, 5, seed=38)),
         ("self-attention on (2, 6, 16), 8 heads as in the paper, a causal mask (T, T)", 16, 8, (y, y, y), causal),
+        ("LARGE inputs (x of size 40, scores in the thousands), self-attention on (3, 5, 16) with the padding mask",
+         16, 4, (src * 40, src * 40, src * 40), pad),
     ]
 
 
+@checker("ch04.multi_head_attention")
 def multi_head_attention(cls: type) -> None:
     """Check ``MultiHeadAttention(d_model, n_heads).forward(query, key, value, mask=None)`` on weights set here."""
     for what, d_model, n_heads, (q, k, v), mask in _cases():
@@ -229,9 +292,13 @@ def multi_head_attention(cls: type) -> None:
         p = _weights(module, d_model, name)
         tried = f"{name} with weights set by the checker: {what}"
         kwargs = {} if mask is None else {"mask": mask}
-        got = _call(module, q.clone(), k.clone(), v.clone(), tried=tried, **kwargs, crash_hints=(
-            ("view size is not compatible", VIEW_HINT),
-            *((("must match the size of tensor", MASK_HEAD_HINT),) if mask is not None and mask.dim() == 3 else ())))
+        crash_hints = [("view size is not compatible", VIEW_HINT)]
+        k_t_crash = _crash_text(lambda: _mha(p, q, k, v, mask, n_heads, k_t=True))
+        if k_t_crash:
+            crash_hints.insert(0, (k_t_crash, K_T_HINT))
+        if mask is not None and mask.dim() == 3:
+            crash_hints.append(("must match the size of tensor", MASK_HEAD_HINT))
+        got = _call(module, q.clone(), k.clone(), v.clone(), tried=tried, **kwargs, crash_hints=tuple(crash_hints))
         if isinstance(got, tuple):
             fail(tried, "one tensor, the output (B, T_q, D)", f"a tuple of {len(got)}", "return only the output")
         expect_shape(got, tuple(q.shape), tried=tried, hint="the output has the query's shape (B, T_q, D)")
@@ -241,7 +308,7 @@ def multi_head_attention(cls: type) -> None:
                           "set to -inf, times V, merge the heads, then w_o")
     module = call(cls, 16, 4, tried="MultiHeadAttention(16, 4)").float().eval()
     p = _weights(module, 16, "MultiHeadAttention(16, 4)")  # float32 copies of the weights
-    x = _randn(2, 5, 16, seed=39).float()
+    x = randn(2, 5, 16, seed=39).float()
     tried = "MultiHeadAttention(16, 4) in float32 on x of shape (2, 5, 16)"
     expect_close(call(module, x, x, x, tried=tried), _mha(p, x, x, x, None, 4), tried=tried, atol=1e-5, rtol=1e-5,
                  hint="keep the input's dtype: use torch operations on the tensors themselves")

@@ -16,7 +16,7 @@ from torch import nn
 
 from . import call, checker, describe, expect_close, expect_shape, fail, ok, randn
 
-__all__ = ["layer_norm", "feed_forward", "encoder_layer", "dropout_problem", "HINTS"]
+__all__ = ["layer_norm", "feed_forward", "encoder_layer", "HINTS"]
 
 HINTS: dict[str, tuple[str, str, str]] = {
     "layer_norm": (

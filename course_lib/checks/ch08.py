@@ -17,7 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from . import CheckFailed, call, checker, describe, expect_close, expect_shape, fail, ok, randn
 
-__all__ = ["attention_step", "attention_flops", "pre_ln_encoder_layer", "measured_attention_flops", "HINTS"]
+__all__ = ["attention_step", "attention_flops", "pre_ln_encoder_layer", "HINTS"]
 
 HINTS: dict[str, tuple[str, str, str]] = {
     "attention_step": (

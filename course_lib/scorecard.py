@@ -1,0 +1,301 @@
+"""``python -m course_lib check``: run a COPY of an exercise notebook in a sandbox, grade it honestly.
+
+The notebook is copied into a fresh temporary folder and run there by a worker process in its own
+session; the kernel gets a per-run token in ``COURSE_CHECK_TOKEN``. A checker decorated with
+``@checks.checker`` that succeeds emits a display_data output whose metadata is
+``{"course_check": {"name": "chNN.exercise", "token": TOKEN}}``; only such an output counts as a
+pass (a printed "✓" does not). The token keeps honest mistakes (a check call left in a comment, a
+stray print) from counting; it does not stop someone determined to fool their own scorecard.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import nbformat
+
+from .exercises import unreadable_reason
+
+_CHECK_CALL = re.compile(r"checks\.(ch\d\d)\.(\w+)\(")
+
+TOKEN_ENV = "COURSE_CHECK_TOKEN"
+_TIMEOUT_ENAME = "CellTimeout"
+
+
+@dataclass
+class Result:
+    """One exercise in a scorecard."""
+
+    name: str
+    status: str  # "passed" | "failed" | "not attempted" | "error" | "not run"
+    detail: str = ""
+
+
+def _error_text(outputs: list) -> tuple[str, str] | None:
+    for out in outputs:
+        if out.get("output_type") == "error":
+            return out["ename"], out["evalue"]
+    return None
+
+
+def _reported_success(outputs: list, name: str, token: str | None) -> bool:
+    """Did the checker ``name`` itself report success in these outputs (with this run's token)?"""
+    if not token:
+        return False
+    for out in outputs:
+        mark = out.get("metadata", {}).get("course_check") if out.get("output_type") == "display_data" else None
+        if isinstance(mark, dict) and mark.get("name") == name and secrets.compare_digest(str(mark.get("token", "")), token):
+            return True
+    return False
+
+
+def _check_calls(source: str) -> list[str]:
+    """The checker names a cell calls, ``chNN.name``, in order (each once)."""
+    return list(dict.fromkeys(f"{m.group(1)}.{m.group(2)}" for m in _CHECK_CALL.finditer(source)))
+
+
+def grade(nb: nbformat.NotebookNode, token: str | None = None, stopped: dict[int, str] | None = None) -> list[Result]:
+    """Read an executed notebook's checker cells (cells that call ``checks.chNN.name(...)``).
+
+    A check passes only when the checker itself reported success with ``token`` (see above).
+    ``stopped`` maps a cell index to why it did not finish ("timed out", "kernel died", ...): its
+    checks, and those of every later cell that never ran, are "not run" with that reason.
+    """
+    stopped = stopped or {}
+    results: list[Result] = []
+    stub_failed = False  # did a stub cell since the last check raise NotImplementedError?
+    ended = ""  # set once the kernel died or the run stopped: every later check is "not run"
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        names = _check_calls(cell.source)
+        if ended:
+            results += [Result(n, "not run", ended) for n in names]
+            continue
+        if index in stopped:
+            why = stopped[index]
+            results += [Result(n, "not run", f"{why} (cell {index + 1})") for n in names]
+            if not why.startswith("timed out"):  # a timed-out cell was interrupted and the run went on
+                ended = f"{why} in cell {index + 1}"
+            stub_failed = False
+            continue
+        outputs = cell.get("outputs", [])
+        error = _error_text(outputs)
+        if not names:
+            stub_failed = stub_failed or (error is not None and error[0] == "NotImplementedError")
+            continue
+        for name in names:
+            if _reported_success(outputs, name, token):
+                results.append(Result(name, "passed"))
+            elif error is None:
+                results.append(Result(name, "error", "the checker never reported success (is the call commented out?)"))
+            elif error[0] == "NotImplementedError" or stub_failed:
+                results.append(Result(name, "not attempted"))
+            elif error[0] == "CheckFailed":
+                hint = re.search(r"hint:\s*(.*)", error[1])
+                results.append(Result(name, "failed", hint.group(1).strip() if hint else error[1].strip()))
+            else:
+                results.append(Result(name, "error", f"{error[0]}: {error[1]}".strip()))
+        stub_failed = False
+    return results
+
+
+def scorecard(path: str | Path, timeout: int = 600, time_limit: int = 1800) -> tuple[list[Result], list[str]]:
+    """Run a COPY of an exercise notebook in a temporary folder and grade every checker cell.
+
+    The learner's file and folder are only read. ``timeout`` bounds one cell (it is interrupted and
+    the run goes on), ``time_limit`` the whole run (then everything still running is killed). No
+    process is left behind. Returns the results and notes about what stopped the run early.
+    Raises FileNotFoundError or ValueError for a bad path.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such notebook: {path}")
+    why = unreadable_reason(path)
+    if why is not None:
+        raise ValueError(f"{path} is not a Jupyter notebook (.ipynb JSON): {why}")
+    token = secrets.token_hex(16)
+    with tempfile.TemporaryDirectory(prefix="course-check-") as tmp:
+        work = Path(tmp) / "sandbox" / "run"  # the grader's own files sit two levels above the copy
+        work.mkdir(parents=True)
+        copy = work / path.name
+        shutil.copyfile(path, copy)
+        state_dir = Path(tmp) / "state"
+        state_dir.mkdir()
+        progress = state_dir / "progress.json"
+        notes = _run_worker(copy, progress, token, timeout, time_limit, state_dir)
+        state = json.loads(progress.read_text(encoding="utf-8")) if progress.exists() else None
+    if state is None:
+        nb = nbformat.read(path, as_version=4)
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                cell.outputs = []
+        first = next((i for i, c in enumerate(nb.cells) if c.cell_type == "code"), 0)
+        return grade(nb, token, {first: notes[0] if notes else "the run did not start"}), notes
+    nb = nbformat.from_dict(state["notebook"])
+    stopped = {int(k): v for k, v in state["stopped"].items()}
+    running = state.get("running")
+    if running is not None and running not in stopped and notes:
+        stopped[running] = notes.pop(0)
+    notes += [f"cell {index + 1} {why}" if why.startswith("timed out") else f"cell {index + 1}: {why}"
+              for index, why in sorted(stopped.items())]
+    return grade(nb, token, stopped), notes
+
+
+RUN_ENV = "COURSE_CHECK_RUN"  # marks every process of one run (kept, unlike the token): killed at the end
+
+
+def _kernel_env(token: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env[TOKEN_ENV] = token
+    env[RUN_ENV] = secrets.token_hex(8)
+    here = str(Path(__file__).resolve().parents[1])  # the course_lib this grader is, for the copy's kernel
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def _run_worker(copy: Path, progress: Path, token: str, timeout: int, time_limit: int, tmp: Path) -> list[str]:
+    """Run the worker in its own session; kill it and its kernel at the end, whatever happened."""
+    log = tmp / "worker.log"
+    pids = tmp / "kernel.pid"
+    cmd = [sys.executable, "-m", "course_lib.scorecard", str(copy), str(progress), str(timeout), str(pids)]
+    notes = []
+    env = _kernel_env(token)
+    with open(log, "wb") as err:
+        worker = subprocess.Popen(cmd, cwd=copy.parent, env=env, stdin=subprocess.DEVNULL,
+                                  stdout=err, stderr=err, start_new_session=True)
+        try:
+            code = worker.wait(timeout=time_limit)
+            if code != 0:
+                text = log.read_text(encoding="utf-8", errors="replace")
+                lines = [ln for ln in text.splitlines() if ln.strip() and "without encryption" not in ln]
+                notes.append(f"the run failed: {lines[-1] if lines else f'exit code {code}'}")
+        except subprocess.TimeoutExpired:
+            notes.append(f"stopped at the overall time limit ({time_limit} s)")
+        finally:
+            _kill_group(worker.pid)
+            worker.wait()
+            if pids.exists():
+                for pid in pids.read_text().split():
+                    _kill_group(int(pid))
+            _kill_marked(env[RUN_ENV])
+    return notes
+
+
+def _kill_marked(run_id: str) -> None:
+    """Kill any process left from this run, even one that left the kernel's process group."""
+    try:
+        import psutil  # type: ignore[import-untyped]
+    except ImportError:
+        return
+    marker = f"{RUN_ENV}={run_id}"
+    for proc in psutil.process_iter():
+        try:
+            env = proc.environ()
+        except (psutil.Error, OSError):
+            continue
+        if f"{RUN_ENV}={env.get(RUN_ENV)}" == marker:
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass
+
+
+def _kill_group(pid: int) -> None:
+    """SIGKILL the process group led by ``pid`` (the worker's, or the kernel's own session)."""
+    try:
+        if hasattr(os, "killpg"):
+            os.killpg(pid, signal.SIGKILL)
+        else:  # Windows: no process groups here; the marked-process sweep below catches the rest
+            os.kill(pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError, OSError):
+        pass
+
+
+def _save_progress(path: Path, nb: nbformat.NotebookNode, stopped: dict[int, str], running: int | None) -> None:
+    state = {"notebook": nb, "stopped": {str(k): v for k, v in stopped.items()}, "running": running}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, ensure_ascii=False), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _worker(copy: Path, progress: Path, timeout: int, pid_file: Path) -> int:
+    """Execute the copy cell by cell, saving the outputs after each cell (the parent grades them)."""
+    import logging
+
+    from nbclient import NotebookClient
+
+    logging.disable(logging.CRITICAL)  # nbclient's "Timeout waiting for execute reply" lines
+    nb = nbformat.read(copy, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    client = NotebookClient(nb, timeout=timeout, allow_errors=True, kernel_name="python3",
+                            interrupt_on_timeout=True,
+                            error_on_timeout={"ename": _TIMEOUT_ENAME, "evalue": f"timed out after {timeout} s",
+                                              "traceback": []},
+                            resources={"metadata": {"path": str(copy.parent)}})
+    stopped: dict[int, str] = {}
+    _save_progress(progress, nb, stopped, None)
+    with client.setup_kernel():
+        process = getattr(getattr(client.km, "provisioner", None), "process", None)
+        if process is not None:
+            pid_file.write_text(str(process.pid))
+        try:
+            _execute_cells(client, nb, progress, stopped, timeout)
+        finally:
+            if process is not None:
+                _kill_group(process.pid)  # the kernel's session: the kernel and whatever it started
+    return 0
+
+
+def _execute_cells(client, nb: nbformat.NotebookNode, progress: Path, stopped: dict[int, str], timeout: int) -> None:  # noqa: ANN001
+    from nbclient.exceptions import DeadKernelError
+
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        _save_progress(progress, nb, stopped, index)
+        start = time.monotonic()
+        try:
+            client.execute_cell(cell, index)
+        except DeadKernelError:
+            stopped[index] = "the kernel died (os._exit, a crash, or out of memory)"
+            break
+        except Exception as err:  # noqa: BLE001 - anything else ends the run, with a reason
+            stopped[index] = f"the run stopped: {type(err).__name__}: {err}"
+            break
+        if time.monotonic() - start >= timeout:
+            stopped[index] = f"timed out after {timeout} s"
+        if not client.kc.is_alive():
+            stopped[index] = "the kernel died (os._exit, a crash, or out of memory)"
+            break
+    _save_progress(progress, nb, stopped, None)
+
+
+def format_scorecard(path: str | Path, results: list[Result], notes: Sequence[str] = ()) -> str:
+    """The scorecard as text, one line per exercise and a total."""
+    marks = {"passed": "✓", "failed": "✗", "not attempted": "·", "error": "!", "not run": "-"}
+    lines = [f"Scorecard for {path} (run on a copy; your file was not changed)"]
+    for note in notes:
+        lines.append(f"  note: {note}")
+    for r in results:
+        lines.append(f"  {marks[r.status]} {r.name:<40} {r.status}" + (f": {r.detail}" if r.detail else ""))
+    done = sum(r.status == "passed" for r in results)
+    lines.append(f"  {done}/{len(results)} exercises passed")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # the worker of ``scorecard``: python -m course_lib.scorecard COPY PROGRESS TIMEOUT PIDFILE
+    sys.exit(_worker(Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])))
