@@ -45,7 +45,7 @@ STEPS = ("train07", "nb08", "bench")
 
 @dataclass
 class StepResult:
-    """What one step reported: its status (ok, failed, timeout, skipped), seconds, and its JSON result."""
+    """What one step reported: its status (ok, failed, timeout, interrupted, skipped), seconds, its JSON result."""
 
     name: str
     status: str = "skipped"
@@ -106,9 +106,9 @@ def run_child(cmd: list[str], timeout: float, log: Path) -> tuple[str, float]:
         except subprocess.TimeoutExpired:
             _kill_tree(proc)
             status = "timeout"
-        except BaseException:  # Ctrl-C: leave nothing behind
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM (see main): leave nothing behind, report what ran
             _kill_tree(proc)
-            raise
+            status = "interrupted"
     return status, time.perf_counter() - start
 
 
@@ -234,14 +234,31 @@ def environment(dry_run: bool) -> dict:
     return env
 
 
+def run_bench(args: argparse.Namespace, workdir: Path, log: Path, left) -> tuple[str, float, dict]:
+    """bench_model.py, one child per length (the target length first), each with an equal share of the
+    time left; (status, seconds, {"rows": every row the children wrote})."""
+    rows: list[dict] = []
+    statuses, seconds = [], 0.0
+    lengths = [16, 32] if args.dry_run else [512, 128]
+    for i, length in enumerate(lengths):
+        out, child_log = workdir / f"bench{length}.json", workdir / f"bench{length}.log"
+        status, took = run_child(bench_command(length, args.dry_run, out, args.rounds), left() / (len(lengths) - i),
+                                 child_log)
+        with open(log, "a") as whole:
+            whole.write(child_log.read_text(errors="replace"))
+        seconds += took
+        statuses.append(f"L{length} {status}")
+        rows += json.loads(out.read_text()) if out.exists() else []
+    return ("ok" if all(s.endswith(" ok") for s in statuses) else "; ".join(statuses)), seconds, {"rows": rows}
+
+
 def run_steps(args: argparse.Namespace, workdir: Path) -> list[StepResult]:
     """Every step in turn, each within its share of what is left of ``args.time_limit``."""
     deadline = time.monotonic() + args.time_limit
     left = lambda: deadline - time.monotonic()  # noqa: E731
-    results = []
-    for name in STEPS:
-        result = StepResult(name)
-        results.append(result)
+    results = [StepResult(name) for name in STEPS]
+    for result in results:
+        name = result.name
         if name in args.skip:
             continue
         log = workdir / f"{name}.log"
@@ -257,22 +274,12 @@ def run_steps(args: argparse.Namespace, workdir: Path) -> list[StepResult]:
             result.data = {"pytest": _pytest_summary(log), "notebook": NOTEBOOK.name if not args.dry_run
                            else f"{NOTEBOOK.name} (setup cell only)"}
         else:
-            result.data = {"rows": []}
-            statuses = []
-            lengths = [16, 32] if args.dry_run else [512, 128]  # the target length first
-            for i, length in enumerate(lengths):
-                out = workdir / f"bench{length}.json"
-                status, seconds = run_child(bench_command(length, args.dry_run, out, args.rounds),
-                                            left() / (len(lengths) - i), workdir / f"bench{length}.log")
-                with open(log, "a") as whole:
-                    whole.write((workdir / f"bench{length}.log").read_text(errors="replace"))
-                result.seconds += seconds
-                statuses.append(f"L{length} {status}")
-                result.data["rows"] += json.loads(out.read_text()) if out.exists() else []
-            result.status = "ok" if all(s.endswith(" ok") for s in statuses) else "; ".join(statuses)
+            result.status, result.seconds, result.data = run_bench(args, workdir, log, left)
         if result.status != "ok":
             result.log_tail = _tail(log)
         print(f"{name}: {result.status} ({result.seconds:.0f} s)", flush=True)
+        if "interrupted" in result.status:
+            break
     return results
 
 
@@ -332,6 +339,10 @@ def report(results: list[StepResult], env: dict, args: argparse.Namespace, secon
     return "\n".join(lines) + "\n"
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=None,
@@ -353,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.step == "train07":
         return train07(args.result, args.dry_run)
     start = time.perf_counter()
+    signal.signal(signal.SIGTERM, _interrupt)  # a SIGTERM from outside ends the steps like Ctrl-C, report written
     env = environment(args.dry_run)
     if not args.dry_run and not env["cuda_available"]:
         print("gpu_check: CUDA is not available here; run it on a machine with a GPU, or use --dry-run",

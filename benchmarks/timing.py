@@ -58,6 +58,4 @@ def ratios(timings: dict[str, Timing], reference: str) -> dict[str, tuple[float,
 
 def compare_table(timings: dict[str, Timing]) -> str:
     """``torch.utils.benchmark.Compare``'s table of the merged measurements (median and spread)."""
-    compare = Compare([t.merged for t in timings.values()])
-    compare.trim_significant_figures()
-    return str(compare)
+    return str(Compare([t.merged for t in timings.values()]))
