@@ -207,9 +207,9 @@ def nb08_command(dry_run: bool, workdir: Path) -> list[str]:
             "--nbval-cell-timeout=600", "-p", "no:cacheprovider", "--rootdir", str(notebook.parent)]
 
 
-def bench_command(length: int, dry_run: bool, json_path: Path, rounds: int) -> list[str]:
+def bench_command(lengths: list[int], dry_run: bool, json_path: Path, rounds: int) -> list[str]:
     cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_model.py"), "--compile", "--fused-adam", "--chunked-loss",
-           "--lengths", str(length), "--json", str(json_path)]
+           "--lengths", *map(str, lengths), "--json", str(json_path)]
     return cmd + (["--dry-run", "--threads", "1"] if dry_run else ["--gpu-only", "--rounds", str(rounds)])
 
 
@@ -235,19 +235,20 @@ def environment(dry_run: bool) -> dict:
 
 
 def run_bench(args: argparse.Namespace, workdir: Path, log: Path, left) -> tuple[str, float, dict]:
-    """bench_model.py, one child per length (the target length first), each with an equal share of the
-    time left; (status, seconds, {"rows": every row the children wrote})."""
+    """bench_model.py, one child per length on a GPU (the target length first; a dry run: one for both), each
+    with an equal share of the time left; (status, seconds, {"rows": every row the children wrote})."""
     rows: list[dict] = []
     statuses, seconds = [], 0.0
-    lengths = [16, 32] if args.dry_run else [512, 128]
-    for i, length in enumerate(lengths):
-        out, child_log = workdir / f"bench{length}.json", workdir / f"bench{length}.log"
-        status, took = run_child(bench_command(length, args.dry_run, out, args.rounds), left() / (len(lengths) - i),
+    groups = [[16, 32]] if args.dry_run else [[512], [128]]
+    for i, lengths in enumerate(groups):
+        tag = "+".join(map(str, lengths))
+        out, child_log = workdir / f"bench{tag}.json", workdir / f"bench{tag}.log"
+        status, took = run_child(bench_command(lengths, args.dry_run, out, args.rounds), left() / (len(groups) - i),
                                  child_log)
         with open(log, "a") as whole:
             whole.write(child_log.read_text(errors="replace"))
         seconds += took
-        statuses.append(f"L{length} {status}")
+        statuses.append(f"L{tag} {status}")
         rows += json.loads(out.read_text()) if out.exists() else []
     return ("ok" if all(s.endswith(" ok") for s in statuses) else "; ".join(statuses)), seconds, {"rows": rows}
 
@@ -279,6 +280,8 @@ def run_steps(args: argparse.Namespace, workdir: Path) -> list[StepResult]:
             result.log_tail = _tail(log)
         print(f"{name}: {result.status} ({result.seconds:.0f} s)", flush=True)
         if "interrupted" in result.status:
+            for later in results[results.index(result) + 1:]:
+                later.status = "not run (interrupted)"
             break
     return results
 

@@ -131,6 +131,42 @@ def test_a_step_that_runs_out_of_time_is_killed_with_its_children_and_marked(tmp
     assert "### Log tail: train07 (timeout)" in text and "No rows." in text
 
 
+@pytest.mark.slow
+def test_a_sigterm_ends_the_run_kills_the_kernel_and_still_writes_the_report(tmp_path):
+    out = tmp_path / "report.md"
+    parent = subprocess.Popen([sys.executable, str(BENCHMARKS / "gpu_check.py"), "--dry-run", "--out", str(out),
+                               "--skip", "train07"], cwd=BENCHMARKS.parent, stdout=subprocess.PIPE, text=True)
+    descendants = _load("gpu_check")._descendants
+    try:
+        kernel = None
+        for _ in range(600):  # wait (up to a minute) for nbval's kernel: a grandchild in its own session
+            kernel = next((pid for pid in descendants(parent.pid) if b"ipykernel" in _cmdline(pid)), None)
+            if kernel or parent.poll() is not None:
+                break
+            subprocess.run(["sleep", "0.1"])
+        assert kernel is not None, "no kernel started"
+        parent.terminate()
+        parent.wait(timeout=60)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+    for _ in range(50):
+        if not _alive(kernel):
+            break
+        subprocess.run(["sleep", "0.1"])
+    assert not _alive(kernel)
+    text = out.read_text()
+    assert "| nb08 |" in text and "| interrupted |" in text and "| not run (interrupted) |" in text
+    assert parent.returncode == 1
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def test_the_two_models_are_the_same_size_apart_from_pytorchs_final_norms(bench):
     config = TransformerConfig.tiny(50, 50, share_embeddings=True, tie_output=True)
     ours, theirs = Transformer(config), bench.TorchSeq2Seq(config)
