@@ -75,9 +75,12 @@ def _descendants(pid: int) -> list[int]:
 
 
 def _kill_tree(proc: subprocess.Popen) -> None:
-    """SIGTERM, then SIGKILL, to the child's process group and to every process it started."""
+    """SIGTERM, then (5 s later, for whatever still runs) SIGKILL, to the child's process group and to every
+    process it started. The tree is read before the first signal: once the child is gone its orphans
+    belong to init and can no longer be found from it."""
+    pids = {proc.pid, *_descendants(proc.pid)}
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        pids = [proc.pid, *_descendants(proc.pid)]
+        pids |= set(_descendants(proc.pid))
         for pid in pids:
             for kill in (os.killpg, os.kill):
                 try:
@@ -86,10 +89,18 @@ def _kill_tree(proc: subprocess.Popen) -> None:
                     pass
         try:
             proc.wait(timeout=5)
-            if sig == signal.SIGTERM and not _descendants(proc.pid):
-                return
         except subprocess.TimeoutExpired:
             continue
+        if sig == signal.SIGTERM and not any(_running(pid) for pid in pids - {proc.pid}):
+            return
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (not a zombie)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def run_child(cmd: list[str], timeout: float, log: Path) -> tuple[str, float]:
@@ -253,9 +264,13 @@ def run_bench(args: argparse.Namespace, workdir: Path, log: Path, left) -> tuple
     return ("ok" if all(s.endswith(" ok") for s in statuses) else "; ".join(statuses)), seconds, {"rows": rows}
 
 
-def run_steps(args: argparse.Namespace, workdir: Path) -> list[StepResult]:
-    """Every step in turn, each within its share of what is left of ``args.time_limit``."""
-    deadline = time.monotonic() + args.time_limit
+RESERVE = 15.0  # seconds kept back from the limit: killing a late step (SIGTERM, 5 s, SIGKILL) and the report
+
+
+def run_steps(args: argparse.Namespace, workdir: Path, started: float) -> list[StepResult]:
+    """Every step in turn, each within its share of what is left of ``args.time_limit`` (counted from
+    ``started``, a ``time.monotonic()``, less ``RESERVE``)."""
+    deadline = started + args.time_limit - RESERVE
     left = lambda: deadline - time.monotonic()  # noqa: E731
     results = [StepResult(name) for name in STEPS]
     for result in results:
@@ -350,14 +365,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=None,
                    help="the markdown report (default benchmarks/results/gpu-<device>.md)")
-    p.add_argument("--time-limit", type=float, default=None, help="seconds for all steps (default 470; a dry run 120)")
+    p.add_argument("--time-limit", type=float, default=None,
+                   help="seconds for the whole run, report included (default 480; a dry run 300, "
+                        "a cap for busy machines)")
     p.add_argument("--dry-run", action="store_true", help="every step at toy sizes on the CPU")
     p.add_argument("--skip", nargs="*", choices=STEPS, default=[], help="steps to leave out")
     p.add_argument("--rounds", type=int, default=3, help="bench_model.py's interleaved rounds")
     p.add_argument("--step", choices=["train07"], help=argparse.SUPPRESS)  # the child's side
     p.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    args.time_limit = args.time_limit or (120.0 if args.dry_run else 470.0)
+    args.time_limit = args.time_limit or (300.0 if args.dry_run else 480.0)
     args.argv = ["python", "benchmarks/gpu_check.py", *(argv if argv is not None else sys.argv[1:])]
     return args
 
@@ -366,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.step == "train07":
         return train07(args.result, args.dry_run)
-    start = time.perf_counter()
+    start, started = time.perf_counter(), time.monotonic()
     signal.signal(signal.SIGTERM, _interrupt)  # a SIGTERM from outside ends the steps like Ctrl-C, report written
     env = environment(args.dry_run)
     if not args.dry_run and not env["cuda_available"]:
@@ -376,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     slug = re.sub(r"[^a-z0-9]+", "-", env["device"].lower()).strip("-")
     out = args.out or ROOT / "benchmarks" / "results" / f"gpu-{slug}.md"
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as tmp:
-        results = run_steps(args, Path(tmp))
+        results = run_steps(args, Path(tmp), started)
         text = report(results, env, args, time.perf_counter() - start)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp_out = out.with_name(out.name + ".tmp")
