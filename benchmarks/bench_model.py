@@ -163,7 +163,7 @@ def chunked_loss(grad_fn: Callable = chunk_grad) -> Loss:
 
 def compile_layers(model: nn.Module, backend: str) -> nn.Module:
     """``torch.compile`` every encoder and decoder layer in place (regional compilation: the six identical
-    layers of a stack share one compiled graph, so compiling takes seconds instead of minutes)."""
+    layers of a stack share one compiled graph, so compiling is much shorter than the whole model's)."""
     body = model.body if isinstance(model, TorchSeq2Seq) else getattr(model, "model", model)
     for layer in [*body.encoder.layers, *body.decoder.layers]:
         layer.compile(backend=backend, dynamic=False)
