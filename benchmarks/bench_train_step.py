@@ -2,9 +2,10 @@
 
 Both models get the same embeddings, output layer, weights (ours is copied from PyTorch's with
 ``Encoder.from_torch`` / ``Decoder.from_torch``), inputs and masks; each step is
-forward + cross-entropy + backward + Adam. After a warm-up the two steps are timed alternately
-(the order flips every round, so a noisy neighbour hurts both alike) and the script prints the
-median step time of each and the ratio ours / PyTorch. Not a test: timings depend on the machine.
+forward + cross-entropy + backward + Adam. After a warm-up the two steps are timed alternately with
+``torch.utils.benchmark`` (``benchmarks/timing.py``: the order flips every round, so a noisy neighbour
+hurts both alike) and the script prints the median step time of each and the ratio ours / PyTorch.
+Not a test: timings depend on the machine.
 
     python benchmarks/bench_train_step.py                 # d_model 256, 3+3 layers, batch 64, length 32, 2 threads
     python benchmarks/bench_train_step.py --steps 30 --threads 4 --norm-first
@@ -15,9 +16,8 @@ ours is built with ``final_norm=True`` here to do the same work.
 from __future__ import annotations
 
 import argparse
-import statistics
+import itertools
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -25,9 +25,11 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: the repo's course_lib
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # timing.py
 from course_lib.decoder import Decoder  # noqa: E402
 from course_lib.encoder import Encoder  # noqa: E402
 from course_lib.multihead import MultiHeadAttention  # noqa: E402
+from timing import compare_table, interleaved, ratios  # noqa: E402
 
 PAD = 0
 
@@ -113,9 +115,18 @@ def same_loss(ours: Seq2Seq, theirs: Seq2Seq, batch: tuple[torch.Tensor, ...]) -
     return a, b
 
 
+def cycling(step, batches: list[tuple[torch.Tensor, ...]]):
+    """A no-argument call of ``step`` (what ``Timer`` times) that takes the next batch each time, in a cycle."""
+    it = itertools.cycle(batches)
+    return lambda: step(next(it))
+
+
 def main(argv: list[str] | None = None) -> float:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--steps", type=int, default=10, help="timed steps per model (median reported)")
+    p.add_argument("--steps", type=int, default=10, help="interleaved rounds (median reported)")
+    p.add_argument("--min-run-time", type=float, default=0.0,
+                   help="seconds each model is timed per round (Timer.blocked_autorange; "
+                        "0: one warm-up and one timed step)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per model first")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     p.add_argument("--d-model", type=int, default=256)
@@ -140,26 +151,22 @@ def main(argv: list[str] | None = None) -> float:
     print(f"same weights, dropout off: loss ours {a:.6f}, PyTorch {b:.6f} (|diff| {abs(a - b):.1e})")
 
     steps = {"ours": make_step(ours, args.lr), "pytorch": make_step(theirs, args.lr)}
-    for i in range(args.warmup):
-        for step in steps.values():
-            step(batches[i % len(batches)])
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for i in range(args.steps):
-        order = list(steps) if i % 2 == 0 else list(steps)[::-1]
-        for name in order:
-            start = time.perf_counter()
-            steps[name](batches[i % len(batches)])
-            times[name].append(time.perf_counter() - start)
-
-    med = {name: statistics.median(t) for name, t in times.items()}
+    # each model cycles through the same batches, one per call
+    calls = {name: cycling(step, batches) for name, step in steps.items()}
+    for _ in range(args.warmup):
+        for call in calls.values():
+            call()
+    timings = interleaved(calls, args.steps, args.min_run_time, args.threads, label="training step",
+                          sub_label=f"d{args.d_model} {args.layers}+{args.layers} B{args.batch} L{args.length}")
     print(f"config: d_model {args.d_model}, {args.layers}+{args.layers} layers, {args.heads} heads, d_ff {args.d_ff}, "
           f"dropout {args.dropout}, batch {args.batch}, length {args.length}, vocab {args.vocab}, "
           f"{'pre' if args.norm_first else 'post'}-LN, {args.threads} threads, torch {torch.__version__}")
-    for name, t in times.items():
-        print(f"{name:8s} median {med[name] * 1e3:8.1f} ms/step  (min {min(t) * 1e3:.1f}, max {max(t) * 1e3:.1f}, n={len(t)})")
-    ratio = med["ours"] / med["pytorch"]
-    paired = statistics.median(a / b for a, b in zip(times["ours"], times["pytorch"]))  # robust to slow drifts in load
-    print(f"ratio ours / PyTorch: {ratio:.3f}x (ratio of medians); median of per-round ratios {paired:.3f}x")
+    print(compare_table(timings))
+    for name, t in timings.items():
+        print(f"{name:8s} median {t.median * 1e3:8.1f} ms/step  (min {min(t.rounds) * 1e3:.1f}, "
+              f"max {max(t.rounds) * 1e3:.1f}, {args.steps} rounds)")
+    ratio, paired = ratios(timings, "pytorch")["ours"]  # paired: median of per-round ratios, robust to drifts in load
+    print(f"ratio ours / PyTorch: {ratio:.3f}x (ratio of the medians); median of per-round ratios {paired:.3f}x")
     return ratio
 
 

@@ -3,10 +3,13 @@
 ``python -m course_lib.training --out course_lib/data/translator_en_ko.pt --seed 0`` trains the chapter's
 model on ``corpus.make_splits(seed)`` and writes the checkpoint that ships with the course. It runs
 unchanged under ``torchrun --nproc_per_node=N -m course_lib.training ...`` (DistributedDataParallel).
+``--config paper_base --bf16`` trains the paper's base model on the course corpus (one shared vocabulary) in
+bf16 autocast on a GPU.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import time
@@ -27,7 +30,8 @@ from .tokens import Vocab, word_tokenize
 __all__ = ["pair_text", "build_vocabs", "encode_pairs", "Batch", "make_batches", "label_smoothing_loss",
            "noam_lr", "make_optimizer", "TrainConfig", "default_device", "train", "evaluate_loss", "CheckpointError",
            "Checkpoint", "save_checkpoint", "load_checkpoint", "PRETRAINED_PATH", "load_pretrained",
-           "chapter07_config", "chapter07_pairs", "NOTE_REPEATS", "CHAPTER07_TRAIN", "main"]
+           "chapter07_config", "chapter07_pairs", "NOTE_REPEATS", "CHAPTER07_TRAIN", "MODEL_CONFIGS", "shared_vocab",
+           "model_config", "autocast_context", "main"]
 
 Tokenize = Callable[[str], list[str]]
 
@@ -298,6 +302,35 @@ CHAPTER07_TRAIN = TrainConfig(epochs=8, batch_size=128, warmup=400, lr_factor=1.
                               max_seconds=170.0, average_last=3)
 
 
+# --- the command line's model sizes and precision (--config, --bf16) -------------------------------
+
+MODEL_CONFIGS = ("chapter07", "tiny", "paper_base")
+
+
+def shared_vocab(pairs: Sequence, min_freq: int = 1, tokenize: Tokenize = word_tokenize) -> Vocab:
+    """One vocabulary for both languages, as the paper's (shared source-target vocabulary, tied embeddings)."""
+    return Vocab.build((tokenize(text) for pair in pairs for text in pair_text(pair)), min_freq)
+
+
+def model_config(name: str, src_vocab_size: int, tgt_vocab_size: int) -> TransformerConfig:
+    """The model ``--config`` names: ``chapter07`` (the chapter's), ``tiny`` (tests) or ``paper_base``
+    (the paper's base model: 6+6 layers, d_model 512, shared vocabulary, tied embeddings)."""
+    if name == "paper_base":
+        if src_vocab_size != tgt_vocab_size:
+            raise ValueError(f"paper_base shares one vocabulary between source and target; got sizes {src_vocab_size} "
+                             f"and {tgt_vocab_size} (build one with shared_vocab)")
+        return TransformerConfig.paper_base(src_vocab_size)
+    builders = {"chapter07": chapter07_config, "tiny": TransformerConfig.tiny}
+    if name not in builders:
+        raise ValueError(f"unknown model config {name!r}; expected one of {', '.join(MODEL_CONFIGS)}")
+    return builders[name](src_vocab_size, tgt_vocab_size)
+
+
+def autocast_context(device: torch.device | str, bf16: bool) -> contextlib.AbstractContextManager:
+    """bf16 autocast on ``device``'s type when ``bf16`` (weights and Adam state stay float32), else nothing."""
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+
 def _init_distributed() -> tuple[int, int]:
     """Join the process group that torchrun describes in the environment (gloo on CPU, nccl on CUDA)."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
@@ -316,22 +349,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-seconds", type=float, default=None, help="stop early after this long (not reproducible)")
     parser.add_argument("--max-steps", type=int, default=None)
     parser.add_argument("--note-repeats", type=int, default=NOTE_REPEATS, help="extra copies of the note's sentences")
-    parser.add_argument("--tiny", action="store_true", help="TransformerConfig.tiny sizes (for quick tests)")
+    parser.add_argument("--tiny", action="store_true", help="TransformerConfig.tiny sizes (for quick tests; = --config tiny)")
+    parser.add_argument("--config", choices=MODEL_CONFIGS, default="chapter07",
+                        help="model size: the chapter's, tiny, or the paper's base model with one shared vocabulary")
+    parser.add_argument("--bf16", action="store_true", help="train in bf16 autocast (needs a CUDA GPU)")
     parser.add_argument("--float32", action="store_true", help="store float32 weights (default: float16)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+    if args.bf16 and not torch.cuda.is_available():
+        parser.error("--bf16 needs a CUDA GPU (on a CPU bf16 autocast is slower than float32); drop --bf16")
+    if args.tiny and args.config != "chapter07":
+        parser.error(f"--tiny and --config {args.config} name two model sizes; give one")
+    name = "tiny" if args.tiny else args.config
     rank, world = _init_distributed()
     torch.manual_seed(args.seed)
     splits = make_splits(args.seed)
-    src_vocab, tgt_vocab = build_vocabs(splits.train)
+    src_vocab, tgt_vocab = ((shared_vocab(splits.train),) * 2 if name == "paper_base" else build_vocabs(splits.train))
     train_pairs = chapter07_pairs(splits.train, args.note_repeats)
     train_batches = make_batches(encode_pairs(train_pairs, src_vocab, tgt_vocab), args.batch_size, seed=args.seed)
     valid_batches = make_batches(encode_pairs(splits.valid, src_vocab, tgt_vocab), 256, shuffle=False)
-    build = TransformerConfig.tiny if args.tiny else chapter07_config
-    model = Transformer(build(len(src_vocab), len(tgt_vocab)))
+    model = Transformer(model_config(name, len(src_vocab), len(tgt_vocab)))
     config = TrainConfig(**{**asdict(CHAPTER07_TRAIN), "epochs": args.epochs, "batch_size": args.batch_size,
                             "seed": args.seed, "max_seconds": args.max_seconds, "max_steps": args.max_steps})
-    history = train(model, train_batches, valid_batches, config, progress=not args.quiet)
+    with autocast_context(default_device(), args.bf16):
+        history = train(model, train_batches, valid_batches, config, progress=not args.quiet)
     prints = [weights_fingerprint(model)] * world
     if world > 1:
         torch.distributed.all_gather_object(prints, prints[0])
