@@ -21,8 +21,15 @@ from .attention import causal_mask
 from .encoder import FeedForward, LayerNorm
 from .multihead import MultiHeadAttention, split_heads
 
-__all__ = ["next_token_loss", "KVCache", "causal_self_attention", "GELUFeedForward", "GPTConfig", "GPTBlock",
-           "GPT"]
+__all__ = [
+    "GPT",
+    "GELUFeedForward",
+    "GPTBlock",
+    "GPTConfig",
+    "KVCache",
+    "causal_self_attention",
+    "next_token_loss",
+]
 
 
 def next_token_loss(logits: Tensor, ids: Tensor, ignore_index: int | None = None) -> Tensor:
@@ -185,7 +192,7 @@ class GPT(nn.Module):
         return self.lm_head(self.ln_f(x))  # (B, T, V)
 
     @classmethod
-    def from_hf(cls, model: nn.Module) -> "GPT":
+    def from_hf(cls, model: nn.Module) -> GPT:
         """Ours with the weights of a ``transformers.GPT2LMHeadModel`` (eval/train mode and dtype kept).
 
         GPT-2 stores its linear maps as ``Conv1D``: ``y = x @ W + b`` with W of shape (in, out),

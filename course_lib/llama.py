@@ -18,8 +18,19 @@ from .attention import causal_mask, scaled_dot_product_attention
 from .gpt import KVCache, check_ids
 from .multihead import merge_heads, split_heads
 
-__all__ = ["RMSNorm", "rotary_cos_sin", "rotate_half", "apply_rotary", "SwiGLU", "repeat_kv",
-           "grouped_query_attention", "GroupedQueryAttention", "LlamaStyleConfig", "LlamaLayer", "Llama"]
+__all__ = [
+    "GroupedQueryAttention",
+    "Llama",
+    "LlamaLayer",
+    "LlamaStyleConfig",
+    "RMSNorm",
+    "SwiGLU",
+    "apply_rotary",
+    "grouped_query_attention",
+    "repeat_kv",
+    "rotary_cos_sin",
+    "rotate_half",
+]
 
 
 class RMSNorm(nn.Module):
@@ -218,7 +229,7 @@ class Llama(nn.Module):
         return self.lm_head(self.norm(x))  # (B, T, V)
 
     @classmethod
-    def from_hf(cls, model: nn.Module) -> "Llama":
+    def from_hf(cls, model: nn.Module) -> Llama:
         """Ours with the weights of a ``transformers.LlamaForCausalLM`` (eval/train mode and dtype kept)."""
         if type(model).__name__ != "LlamaForCausalLM":
             raise TypeError(f"Llama.from_hf expects a transformers LlamaForCausalLM, got {type(model).__name__}")

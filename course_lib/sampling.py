@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from .gpt import KVCache
 
-__all__ = ["greedy", "apply_temperature", "top_k_filter", "top_p_filter", "sample_next", "generate"]
+__all__ = ["apply_temperature", "generate", "greedy", "sample_next", "top_k_filter", "top_p_filter"]
 
 
 def _check_logits(logits: object) -> Tensor:

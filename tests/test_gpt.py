@@ -12,11 +12,20 @@ import torch
 import torch.nn.functional as F
 
 from course_lib.gpt import GPT, GPTBlock, GPTConfig, KVCache, next_token_loss
-from course_lib.llama import (GroupedQueryAttention, Llama, LlamaStyleConfig, RMSNorm, SwiGLU, apply_rotary,
-                              grouped_query_attention, repeat_kv, rotary_cos_sin)
+from course_lib.llama import (
+    GroupedQueryAttention,
+    Llama,
+    LlamaStyleConfig,
+    RMSNorm,
+    SwiGLU,
+    apply_rotary,
+    grouped_query_attention,
+    repeat_kv,
+    rotary_cos_sin,
+)
 
 transformers = pytest.importorskip("transformers")
-from transformers.models.llama import modeling_llama  # noqa: E402
+from transformers.models.llama import modeling_llama
 
 TOL = 1e-10
 
@@ -292,6 +301,7 @@ def test_cached_steps_equal_full_recomputation(kind):
     steps = [model(ids[:, :4], cache)]  # a prompt of 4, then one token at a time
     steps += [model(ids[:, t:t + 1], cache) for t in range(4, 10)]
     close(torch.cat(steps, dim=1), full)
-    heads = 2 if kind == "gpt" else 2  # GPT: 2 heads; Llama: 4 query heads share 2 key/value heads
-    assert cache.length == 10 and cache.keys[0].shape == (2, heads, 10, 16 // (2 if kind == "gpt" else 4))
-    assert cache.nbytes() == 2 * 2 * 2 * heads * 10 * cache.keys[0].shape[-1] * 8
+    # GPT: 2 heads of 8; Llama: 4 query heads of 4 share 2 key/value heads, and only those are cached
+    head_dim = 8 if kind == "gpt" else 4
+    assert cache.length == 10 and cache.keys[0].shape == (2, 2, 10, head_dim)
+    assert cache.nbytes() == 2 * 2 * 2 * 2 * 10 * head_dim * 8  # keys+values, layers, B, H_kv, T, Dh, float64

@@ -9,7 +9,14 @@ import torch
 
 from course_lib.gpt import GPT, GPTConfig
 from course_lib.llama import Llama, LlamaStyleConfig
-from course_lib.sampling import apply_temperature, generate, greedy, sample_next, top_k_filter, top_p_filter
+from course_lib.sampling import (
+    apply_temperature,
+    generate,
+    greedy,
+    sample_next,
+    top_k_filter,
+    top_p_filter,
+)
 
 PROBS = torch.tensor([[0.5, 0.2, 0.15, 0.1, 0.05], [0.05, 0.1, 0.6, 0.05, 0.2]], dtype=torch.float64)
 LOGITS = PROBS.log()
