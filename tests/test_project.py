@@ -21,9 +21,9 @@ RANK = {
     "grammar": 0.0, "corpus": 0.1, "viz": 0.0, "exercises": 0.0, "checks": 0.0,
     "tokens": 1.0, "embeddings": 2.0, "attention": 3.0, "multihead": 4.0,
     "encoder": 5.0, "decoder": 6.0, "model": 7.0, "checkpoint": 7.05, "training": 7.1, "decoding": 7.2,
-    "kvcache": 8.0, "gpt": 9.1, "llama": 9.2, "sampling": 9.3, "doctor": 9.5, "__main__": 10.0, "__init__": -1.0, "claims": 0.0,
+    "kvcache": 8.0, "gpt": 9.1, "llama": 9.2, "sampling": 9.3, "gpt_translate": 9.4, "doctor": 9.5, "__main__": 10.0, "__init__": -1.0, "claims": 0.0,
 }
-MODEL_MODULES = {"tokens", "embeddings", "attention", "multihead", "encoder", "decoder", "model", "checkpoint", "training", "decoding", "kvcache", "gpt", "llama", "sampling"}
+MODEL_MODULES = {"tokens", "embeddings", "attention", "multihead", "encoder", "decoder", "model", "checkpoint", "training", "decoding", "kvcache", "gpt", "llama", "sampling", "gpt_translate"}
 
 
 def _course_imports(path: Path) -> set[str]:
