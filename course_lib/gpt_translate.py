@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -21,7 +21,7 @@ from .sampling import generate
 from .tokens import Vocab, detokenize, word_tokenize
 from .training import pair_text
 
-__all__ = ["ARROW", "lm_vocab", "encode_lm", "lm_batches", "train_lm", "translate_lm", "score", "evaluate_lm"]
+__all__ = ["ARROW", "encode_lm", "evaluate_lm", "lm_batches", "lm_vocab", "score", "train_lm", "translate_lm"]
 
 ARROW = "⇒"
 

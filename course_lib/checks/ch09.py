@@ -7,14 +7,14 @@ model module is imported. Each classic mistake is computed here too, so that it 
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
 from . import call, checker, expect_close, expect_shape, fail, ok, randn
 
-__all__ = ["HINTS", "next_token_loss", "top_p_filter", "apply_rotary", "rms_norm", "grouped_query_attention"]
+__all__ = ["HINTS", "apply_rotary", "grouped_query_attention", "next_token_loss", "rms_norm", "top_p_filter"]
 
 HINTS: dict[str, tuple[str, str, str]] = {
     "next_token_loss": (
