@@ -89,6 +89,10 @@ def generate(model: nn.Module, prompt: Tensor, max_new_tokens: int, temperature:
     """
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+    max_len = getattr(getattr(model, "config", None), "max_len", None)
+    if max_len is not None and prompt.shape[-1] + max_new_tokens > max_len:
+        raise ValueError(f"a prompt of {prompt.shape[-1]} tokens plus max_new_tokens = {max_new_tokens} exceeds the "
+                         f"model's max_len = {max_len} positions; ask for at most {max_len - prompt.shape[-1]} new tokens")
     was_training = model.training
     model.eval()
     try:

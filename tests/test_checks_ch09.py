@@ -13,6 +13,8 @@ from course_lib.llama import grouped_query_attention as lib_gqa
 from course_lib.llama import rotary_cos_sin
 from course_lib.sampling import top_p_filter as lib_top_p
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is fastest on a shared CPU
+
 ch09 = checks.ch09
 
 

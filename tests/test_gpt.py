@@ -27,6 +27,8 @@ from course_lib.llama import (
 transformers = pytest.importorskip("transformers")
 from transformers.models.llama import modeling_llama
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is fastest on a shared CPU
+
 TOL = 1e-10
 
 

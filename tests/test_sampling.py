@@ -18,6 +18,8 @@ from course_lib.sampling import (
     top_p_filter,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is fastest on a shared CPU
+
 PROBS = torch.tensor([[0.5, 0.2, 0.15, 0.1, 0.05], [0.05, 0.1, 0.6, 0.05, 0.2]], dtype=torch.float64)
 LOGITS = PROBS.log()
 
@@ -93,3 +95,9 @@ def test_generate_with_cache_equals_recomputation(kind):
     row = stopped[0, 4:].tolist()
     assert eos in row and all(t == eos for t in row[row.index(eos):])
     assert model.training  # the mode is restored
+
+
+def test_generate_refuses_more_tokens_than_positions():
+    model = GPT(GPTConfig(vocab_size=10, d_model=8, n_heads=2, n_layers=1, max_len=8))
+    with pytest.raises(ValueError, match="at most 5 new tokens"):
+        generate(model, torch.zeros(1, 3, dtype=torch.long), 6)
