@@ -12,6 +12,7 @@ without an encoder; it is passed in explicitly and never stored on the model.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -100,7 +101,7 @@ def causal_self_attention(attn: MultiHeadAttention, x: Tensor, cache: KVCache | 
         k, v = cache.update(layer, k, v)  # (B, H, T_k, Dh) earlier positions too
     t_q, t_k = q.shape[-2], k.shape[-2]
     mask = causal_mask(t_k, device=x.device)[t_k - t_q:]  # (T_q, T_k)
-    return attn.attend(q, k, v, mask)  # (B, T_q, D)
+    return attn.attend(q, k, v, mask)  # type: ignore[return-value]  # (B, T_q, D)
 
 
 class GELUFeedForward(FeedForward):
@@ -176,7 +177,7 @@ class GPT(nn.Module):
         self.tok = nn.Embedding(c.vocab_size, c.d_model)  # (V, D)
         self.pos = nn.Embedding(c.max_len, c.d_model)  # (max_len, D) learned positions
         self.drop = nn.Dropout(c.dropout)
-        self.blocks = nn.ModuleList(GPTBlock(c.d_model, c.n_heads, c.d_ff, c.dropout, c.eps) for _ in range(c.n_layers))
+        self.blocks = nn.ModuleList(GPTBlock(c.d_model, c.n_heads, c.d_ff or 4 * c.d_model, c.dropout, c.eps) for _ in range(c.n_layers))
         self.ln_f = LayerNorm(c.d_model, eps=c.eps)  # pre-LN stacks end with one more norm
         self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
         self.lm_head.weight = self.tok.weight  # tied: the output layer is the embedding table
@@ -192,7 +193,7 @@ class GPT(nn.Module):
         return self.lm_head(self.ln_f(x))  # (B, T, V)
 
     @classmethod
-    def from_hf(cls, model: nn.Module) -> GPT:
+    def from_hf(cls, model: Any) -> GPT:
         """Ours with the weights of a ``transformers.GPT2LMHeadModel`` (eval/train mode and dtype kept).
 
         GPT-2 stores its linear maps as ``Conv1D``: ``y = x @ W + b`` with W of shape (in, out),
@@ -240,14 +241,14 @@ def _init_weights(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
-def _copy(ours: nn.Module, theirs: nn.Module, transpose: bool = False) -> None:
+def _copy(ours: Any, theirs: Any, transpose: bool = False) -> None:
     """Copy weight (transposed for Conv1D) and bias, if any, from ``theirs`` into ``ours``."""
     ours.weight.copy_(theirs.weight.T if transpose else theirs.weight)
     if getattr(ours, "bias", None) is not None:
         ours.bias.copy_(theirs.bias)
 
 
-def _copy_gpt2_block(block: GPTBlock, h: nn.Module) -> None:
+def _copy_gpt2_block(block: Any, h: Any) -> None:
     d = block.attn.d_model
     _copy(block.ln_1, h.ln_1)
     _copy(block.ln_2, h.ln_2)

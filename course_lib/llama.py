@@ -9,6 +9,7 @@ copies the weights of a Hugging Face ``LlamaForCausalLM`` so that the tests can 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -208,6 +209,7 @@ class Llama(nn.Module):
     def __init__(self, config: LlamaStyleConfig) -> None:
         super().__init__()
         c = self.config = config
+        self.attn_head_dim = c.head_dim or c.d_model // c.n_heads
         self.tok = nn.Embedding(c.vocab_size, c.d_model)  # (V, D)
         self.layers = nn.ModuleList(LlamaLayer(c) for _ in range(c.n_layers))
         self.norm = RMSNorm(c.d_model, c.eps)
@@ -223,13 +225,13 @@ class Llama(nn.Module):
         check_ids(ids, self.config.vocab_size, self.config.max_len, start)
         positions = torch.arange(start, start + ids.shape[1], device=ids.device)  # (T,)
         x = self.tok(ids)  # (B, T, D)
-        cos, sin = rotary_cos_sin(positions, self.config.head_dim, self.config.rope_base, x.dtype)  # (T, Dh)
+        cos, sin = rotary_cos_sin(positions, self.attn_head_dim, self.config.rope_base, x.dtype)  # (T, Dh)
         for i, layer in enumerate(self.layers):
             x = layer(x, cos, sin, cache, i)  # (B, T, D)
         return self.lm_head(self.norm(x))  # (B, T, V)
 
     @classmethod
-    def from_hf(cls, model: nn.Module) -> Llama:
+    def from_hf(cls, model: Any) -> Llama:
         """Ours with the weights of a ``transformers.LlamaForCausalLM`` (eval/train mode and dtype kept)."""
         if type(model).__name__ != "LlamaForCausalLM":
             raise TypeError(f"Llama.from_hf expects a transformers LlamaForCausalLM, got {type(model).__name__}")
@@ -242,8 +244,9 @@ class Llama(nn.Module):
                                   hf.rms_norm_eps, float(rope["rope_theta"]), hf.head_dim, hf.tie_word_embeddings)
         m = model.model
         ours = cls(config).to(dtype=m.embed_tokens.weight.dtype, device=m.embed_tokens.weight.device)
-        pairs = [(ours.tok, m.embed_tokens), (ours.norm, m.norm), (ours.lm_head, model.lm_head)]
-        for layer, theirs in zip(ours.layers, m.layers):
+        pairs: list[tuple[Any, Any]] = [(ours.tok, m.embed_tokens), (ours.norm, m.norm), (ours.lm_head, model.lm_head)]
+        mine: list[Any] = list(ours.layers)
+        for layer, theirs in zip(mine, m.layers):
             a, ta = layer.attn, theirs.self_attn
             pairs += [(layer.attn_norm, theirs.input_layernorm), (layer.mlp_norm, theirs.post_attention_layernorm),
                       (a.w_q, ta.q_proj), (a.w_k, ta.k_proj), (a.w_v, ta.v_proj), (a.w_o, ta.o_proj),

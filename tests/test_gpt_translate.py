@@ -7,7 +7,16 @@ import torch
 from course_lib import set_seed
 from course_lib.corpus import make_splits
 from course_lib.gpt import GPT, GPTConfig, next_token_loss
-from course_lib.gpt_translate import ARROW, encode_lm, evaluate_lm, lm_batches, lm_vocab, score, train_lm, translate_lm
+from course_lib.gpt_translate import (
+    ARROW,
+    encode_lm,
+    evaluate_lm,
+    lm_batches,
+    lm_vocab,
+    score,
+    train_lm,
+    translate_lm,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is fastest on a shared CPU
 
