@@ -102,7 +102,7 @@ def translate_lm(model: nn.Module, sentences: Sequence[str], vocab: Vocab, max_n
     for i, p in enumerate(prompts):
         by_length.setdefault(len(p), []).append(i)
     for length, rows in by_length.items():
-        limit = max_new_tokens or min(2 * length + 10, int(getattr(model, "config").max_len) - length)
+        limit = max_new_tokens or min(2 * length + 10, int(model.config.max_len) - length)
         ids = generate(model, torch.tensor([prompts[i] for i in rows]), limit, eos_id=vocab.eos_id)  # (B, T + n)
         for i, row in zip(rows, ids[:, length:].tolist()):
             row = row[:row.index(vocab.eos_id)] if vocab.eos_id in row else row

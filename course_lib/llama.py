@@ -245,8 +245,8 @@ class Llama(nn.Module):
         m = model.model
         ours = cls(config).to(dtype=m.embed_tokens.weight.dtype, device=m.embed_tokens.weight.device)
         pairs: list[tuple[Any, Any]] = [(ours.tok, m.embed_tokens), (ours.norm, m.norm), (ours.lm_head, model.lm_head)]
-        mine: list[Any] = list(ours.layers)
-        for layer, theirs in zip(mine, m.layers):
+        our_layers: list[Any] = list(ours.layers)
+        for layer, theirs in zip(our_layers, m.layers):
             a, ta = layer.attn, theirs.self_attn
             pairs += [(layer.attn_norm, theirs.input_layernorm), (layer.mlp_norm, theirs.post_attention_layernorm),
                       (a.w_q, ta.q_proj), (a.w_k, ta.k_proj), (a.w_v, ta.v_proj), (a.w_o, ta.o_proj),
