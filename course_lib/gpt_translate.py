@@ -16,7 +16,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from .gpt import next_token_loss
+from .gpt import GPT, next_token_loss
+from .llama import Llama
 from .sampling import generate
 from .tokens import Vocab, detokenize, word_tokenize
 from .training import pair_text
@@ -94,7 +95,7 @@ def train_lm(model: nn.Module, batches: list[tuple[Tensor, Tensor]], epochs: int
     return {"losses": losses, "steps": len(losses), "planned": total, "seconds": time.perf_counter() - start}
 
 
-def translate_lm(model: nn.Module, sentences: Sequence[str], vocab: Vocab, max_new_tokens: int | None = None) -> list[str]:
+def translate_lm(model: GPT | Llama, sentences: Sequence[str], vocab: Vocab, max_new_tokens: int | None = None) -> list[str]:
     """Greedy translation by generation after the arrow; prompts of equal length share a batch (no padding)."""
     prompts = [encode_lm(s, vocab)[0] for s in sentences]
     out = [""] * len(prompts)
@@ -120,7 +121,7 @@ def score(hypotheses: Sequence[str], references: Sequence[str]) -> dict:
     return {"bleu": result.score, "exact": exact, "signature": str(bleu.get_signature())}
 
 
-def evaluate_lm(model: nn.Module, pairs: Sequence, vocab: Vocab) -> dict:
+def evaluate_lm(model: GPT | Llama, pairs: Sequence, vocab: Vocab) -> dict:
     """Translate the English side of ``pairs`` with ``translate_lm`` and ``score`` it against the Korean side."""
     sides = [pair_text(p) for p in pairs]
     hyps = translate_lm(model, [en for en, _ in sides], vocab)
