@@ -31,14 +31,14 @@ def fails_with(check, fn, *needles):
     return message
 
 
-@pytest.mark.parametrize("name", ["next_token_loss", "top_p_filter", "apply_rotary", "rms_norm", "grouped_query_attention"])
+@pytest.mark.parametrize("name", ["next_token_loss", "temperature_top_k", "top_p_filter", "apply_rotary", "rms_norm", "grouped_query_attention"])
 def test_stub_propagates_not_implemented(name):
     with pytest.raises(NotImplementedError):
         getattr(ch09, name)(stub)
 
 
 def test_every_checker_has_graded_hints():
-    for name in ["next_token_loss", "top_p_filter", "apply_rotary", "rms_norm", "grouped_query_attention"]:
+    for name in ["next_token_loss", "temperature_top_k", "top_p_filter", "apply_rotary", "rms_norm", "grouped_query_attention"]:
         assert len(ch09.HINTS[name]) == 3 and getattr(ch09, name).exercise == f"ch09.{name}"
 
 
@@ -72,6 +72,45 @@ def test_next_token_loss_mistakes():
                "the wrong way")
     fails_with(ch09.next_token_loss, lambda lg, ids: loss_solution(lg, ids) * (ids.shape[0] * (ids.shape[1] - 1)), "not their sum")
     fails_with(ch09.next_token_loss, lambda lg, ids: loss_solution(lg, ids)[None], "one number")
+
+
+# --- temperature and top-k -----------------------------------------------------------------------
+
+def test_temperature_top_k_accepts_solutions():
+    from course_lib.sampling import apply_temperature, top_k_filter
+
+    ch09.temperature_top_k(lambda lg, t, k: top_k_filter(apply_temperature(lg, t), k))
+
+    def sort_style(lg, t, k):
+        kth = (lg / t).sort(dim=-1, descending=True).values[:, k - 1:k]
+        return torch.where(lg / t >= kth, lg / t, torch.full_like(lg, float("-inf")))
+
+    ch09.temperature_top_k(sort_style)
+
+
+def test_temperature_top_k_mistakes():
+    from course_lib.sampling import top_k_filter
+
+    fails_with(ch09.temperature_top_k, lambda lg, t, k: top_k_filter(lg * t, k), "divide the logits",
+               "more help: checks.hint('ch09.temperature_top_k')")
+    def smallest(lg, t, k):
+        s = lg / t
+        return s.masked_fill(s > s.topk(k, dim=-1, largest=False).values[:, -1:], float("-inf"))
+
+    fails_with(ch09.temperature_top_k, smallest, "LARGEST")
+    fails_with(ch09.temperature_top_k, lambda lg, t, k: top_k_filter(lg, k), "use the temperature")
+
+    def strictly_above(lg, t, k):
+        s = lg / t
+        return s.masked_fill(s <= s.topk(k, dim=-1).values[:, -1:], float("-inf"))
+
+    fails_with(ch09.temperature_top_k, strictly_above, "one token too few")
+
+    def zeros(lg, t, k):
+        s = lg / t
+        return s.masked_fill(s < s.topk(k, dim=-1).values[:, -1:], 0.0)
+
+    fails_with(ch09.temperature_top_k, zeros, "not 0")
 
 
 # --- top-p -----------------------------------------------------------------------------------------

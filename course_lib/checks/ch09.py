@@ -24,6 +24,14 @@ HINTS: dict[str, tuple[str, str, str]] = {
         "over all the remaining (B * (T - 1)) positions.",
         "F.cross_entropy(logits[:, :-1].reshape(-1, V), ids[:, 1:].reshape(-1))",
     ),
+    "temperature_top_k": (
+        "Temperature divides the logits (a small temperature makes large differences larger); top-k then keeps "
+        "the k largest of each row and sets the rest to -inf.",
+        "scaled = logits / temperature; find each row's k-th largest value (torch.topk(...).values[:, -1:]) and "
+        "drop the entries strictly below it.",
+        "scaled = logits / temperature; kth = scaled.topk(k, dim=-1).values[:, -1:]; "
+        "return scaled.masked_fill(scaled < kth, float('-inf'))",
+    ),
     "top_p_filter": (
         "Sort the probabilities from large to small and keep tokens until their running total first reaches p; the "
         "token that makes the total reach p is kept too.",
@@ -83,7 +91,39 @@ def next_token_loss(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) ->
     ok("next_token_loss: position t predicts token t + 1, averaged over B·(T-1) predictions")
 
 
-# --- Exercise 2: top-p (nucleus) filtering --------------------------------------------------------
+# --- Exercise 2: temperature and top-k ------------------------------------------------------------
+
+@checker("ch09.temperature_top_k")
+def temperature_top_k(fn: Callable[[torch.Tensor, float, int], torch.Tensor]) -> None:
+    """``fn(logits (B, V), temperature, k) -> (B, V)``: logits / temperature, all but the k largest at -inf."""
+    for seed, (b, v, temperature, k) in enumerate([(2, 6, 0.5, 2), (3, 8, 2.0, 3), (1, 5, 0.7, 1), (2, 4, 1.3, 4)]):
+        logits = randn(b, v, seed=seed, scale=2.0)
+        tried = f"logits {tuple(logits.shape)}, temperature {temperature}, k {k}"
+        got = call(fn, logits.clone(), temperature, k, tried=tried)
+        expect_shape(got, (b, v), tried=tried, hint="return logits of the same shape (B, V), not the kept ids")
+
+        def keep_top(x: torch.Tensor, kk: int, largest: bool = True) -> torch.Tensor:
+            kth = x.topk(kk, dim=-1, largest=largest).values[:, -1:]  # (B, 1)
+            return x.masked_fill(x < kth if largest else x > kth, float("-inf"))
+
+        scaled = logits / temperature
+        mistakes = [
+            ("divide the logits by the temperature; multiplying makes a low temperature flatter instead of sharper",
+             keep_top(logits * temperature, k)),
+            ("keep the k LARGEST logits (torch.topk's default), not the smallest", keep_top(scaled, k, largest=False)),
+            ("use the temperature: divide the logits by it before (or after) the top-k cut", keep_top(logits, k)),
+            ("one token too few: keep every logit >= the k-th largest (drop only those strictly below it)",
+             keep_top(scaled, k - 1) if k > 1 else scaled.masked_fill(torch.ones_like(scaled, dtype=torch.bool), float("-inf"))),
+            ("set the dropped logits to float('-inf'), not 0: a logit of 0 still has probability after softmax",
+             scaled.masked_fill(scaled < scaled.topk(k, dim=-1).values[:, -1:], 0.0)),
+        ]
+        expected = keep_top(scaled, k)
+        expect_close(got, expected, tried=tried, hint=HINTS["temperature_top_k"][1],
+                     mistakes=[m for m in mistakes if not torch.equal(m[1], expected)])
+    ok("temperature_top_k: logits / temperature, the k largest kept, the others at -inf")
+
+
+# --- Exercise 3: top-p (nucleus) filtering --------------------------------------------------------
 
 def _top_p_reference(logits: torch.Tensor, p: float, rule: str = "right") -> torch.Tensor:
     """The right filter, and the classic mistakes: ``too_few``, ``too_many``, ``unsorted``."""
@@ -133,7 +173,7 @@ def top_p_filter(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> None:
     ok("top_p_filter: the smallest set of most likely tokens that reaches p, the crossing token included")
 
 
-# --- Exercise 3: rotary position embeddings -------------------------------------------------------
+# --- Exercise 4: rotary position embeddings -------------------------------------------------------
 
 def _rotary(x: torch.Tensor, positions: torch.Tensor, base: float, pairs: str = "halves", sign: float = 1.0,
             freq_step: int = 2) -> torch.Tensor:
@@ -174,7 +214,7 @@ def apply_rotary(fn: Callable[..., torch.Tensor]) -> None:
     ok("apply_rotary: each pair (i, i + Dh/2) turned by position · base^(-2i/Dh)")
 
 
-# --- Exercise 4: RMSNorm ---------------------------------------------------------------------------
+# --- Exercise 5: RMSNorm ---------------------------------------------------------------------------
 
 @checker("ch09.rms_norm")
 def rms_norm(fn: Callable[..., torch.Tensor]) -> None:
@@ -198,7 +238,7 @@ def rms_norm(fn: Callable[..., torch.Tensor]) -> None:
     ok("rms_norm equals F.rms_norm (no mean subtracted, eps inside the root, the gain applied)")
 
 
-# --- Exercise 5: grouped-query attention ----------------------------------------------------------
+# --- Exercise 6: grouped-query attention ----------------------------------------------------------
 
 @checker("ch09.grouped_query_attention")
 def grouped_query_attention(fn: Callable[..., torch.Tensor]) -> None:
