@@ -144,6 +144,14 @@ def test_gpt2_model_logits_and_gradients_equal_transformers():
     close(ours.blocks[0].attn.w_k.weight.grad, c_attn[:, 24:48].T)
 
 
+def test_gpt2_untied_output_and_other_inner_width():
+    hf = gpt2(tie_word_embeddings=False, n_inner=40)
+    assert hf.lm_head.weight.data_ptr() != hf.transformer.wte.weight.data_ptr()
+    ours = GPT.from_hf(hf)
+    assert ours.lm_head.weight is not ours.tok.weight and ours.config.d_ff == 40
+    close(ours(IDS), hf(IDS).logits)
+
+
 def test_gpt_from_hf_rejects_other_models_and_activations():
     with pytest.raises(TypeError, match="GPT2LMHeadModel"):
         GPT.from_hf(torch.nn.Linear(2, 2))
