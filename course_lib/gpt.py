@@ -130,10 +130,7 @@ class GPTConfig:
     eps: float = 1e-5
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "d_model", "n_heads", "n_layers", "max_len"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"GPTConfig.{name} must be a positive int, got {value!r}")
+        check_positive_ints(self, ("vocab_size", "d_model", "n_heads", "n_layers", "max_len"))
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         if self.d_ff is None:
@@ -231,6 +228,14 @@ def check_ids(ids: object, vocab_size: int, max_len: int | None, start: int = 0)
                          f"got min {int(ids.min())}, max {int(ids.max())}")
     if max_len is not None and start + ids.shape[1] > max_len:
         raise ValueError(f"{start} cached + {ids.shape[1]} new tokens exceed max_len = {max_len} positions")
+
+
+def check_positive_ints(config: object, names: tuple[str, ...]) -> None:
+    """Raise a clear error unless each named field of ``config`` is a positive int."""
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{type(config).__name__}.{name} must be a positive int, got {value!r}")
 
 
 def _init_weights(module: nn.Module) -> None:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attention import causal_mask, scaled_dot_product_attention
-from .gpt import KVCache, check_ids
+from .gpt import KVCache, check_ids, check_positive_ints
 from .multihead import merge_heads, split_heads
 
 __all__ = [
@@ -175,10 +175,7 @@ class LlamaStyleConfig:
     tie_embeddings: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "d_model", "n_heads", "n_kv_heads", "n_layers", "d_ff", "max_len"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"LlamaStyleConfig.{name} must be a positive int, got {value!r}")
+        check_positive_ints(self, ("vocab_size", "d_model", "n_heads", "n_kv_heads", "n_layers", "d_ff", "max_len"))
         if self.n_heads % self.n_kv_heads:
             raise ValueError(f"n_heads ({self.n_heads}) must be a multiple of n_kv_heads ({self.n_kv_heads})")
         if self.head_dim is None:

@@ -159,6 +159,15 @@ def test_gpt_from_hf_rejects_other_models_and_activations():
         GPT.from_hf(gpt2(activation_function="relu"))
 
 
+def test_configs_name_a_bad_size():
+    with pytest.raises(ValueError, match="GPTConfig.n_layers must be a positive int"):
+        GPTConfig(vocab_size=10, n_layers=0)
+    with pytest.raises(ValueError, match="LlamaStyleConfig.d_ff must be a positive int"):
+        LlamaStyleConfig(vocab_size=10, d_ff=2.5)
+    with pytest.raises(ValueError, match="multiple of n_kv_heads"):
+        LlamaStyleConfig(vocab_size=10, n_heads=4, n_kv_heads=3)
+
+
 def test_gpt_checks_its_input():
     model = GPT(GPTConfig(vocab_size=10, d_model=8, n_heads=2, n_layers=1, max_len=4))
     with pytest.raises(TypeError, match=r"\(B, T\)"):
