@@ -77,17 +77,18 @@ def next_token_loss(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) ->
         got = call(fn, logits, ids, tried=tried)
         expected = F.cross_entropy(logits[:, :-1].reshape(-1, v), ids[:, 1:].reshape(-1))
         mistakes = [
-            ("no shift: position t must predict token t + 1, not token t (which it can already see). Compare "
-             "logits[:, :-1] with ids[:, 1:]", F.cross_entropy(logits.reshape(-1, v), ids.reshape(-1))),
-            ("shifted the wrong way: the logits at t predict the NEXT token, so drop the LAST logits "
-             "(logits[:, :-1]) and the FIRST ids (ids[:, 1:])", F.cross_entropy(logits[:, 1:].reshape(-1, v), ids[:, :-1].reshape(-1))),
+            ("no shift: position t must predict token t + 1, not token t (which it can already see)",
+             F.cross_entropy(logits.reshape(-1, v), ids.reshape(-1))),
+            ("shifted the wrong way: the logits at position t predict the token AFTER t, so the last position has "
+             "nothing to predict and the first token is predicted by nothing",
+             F.cross_entropy(logits[:, 1:].reshape(-1, v), ids[:, :-1].reshape(-1))),
             ("return the mean over the B * (T - 1) predictions, not their sum",
              F.cross_entropy(logits[:, :-1].reshape(-1, v), ids[:, 1:].reshape(-1), reduction="sum")),
             ("cross-entropy takes the raw logits (it applies log_softmax itself); you applied softmax first",
              F.cross_entropy(logits[:, :-1].softmax(-1).reshape(-1, v), ids[:, 1:].reshape(-1))),
         ]
         expect_shape(got, (), tried=tried, hint="return one number: the mean over every prediction (a 0-dim tensor)")
-        expect_close(got, expected, tried=tried, hint=HINTS["next_token_loss"][1], mistakes=mistakes)
+        expect_close(got, expected, tried=tried, hint=HINTS["next_token_loss"][0], mistakes=mistakes)
     ok("next_token_loss: position t predicts token t + 1, averaged over B·(T-1) predictions")
 
 
@@ -112,13 +113,13 @@ def temperature_top_k(fn: Callable[[torch.Tensor, float, int], torch.Tensor]) ->
              keep_top(logits * temperature, k)),
             ("keep the k LARGEST logits (torch.topk's default), not the smallest", keep_top(scaled, k, largest=False)),
             ("use the temperature: divide the logits by it before (or after) the top-k cut", keep_top(logits, k)),
-            ("one token too few: keep every logit >= the k-th largest (drop only those strictly below it)",
+            ("one token too few: the k-th largest logit itself is kept (and any tied with it)",
              keep_top(scaled, k - 1) if k > 1 else scaled.masked_fill(torch.ones_like(scaled, dtype=torch.bool), float("-inf"))),
             ("set the dropped logits to float('-inf'), not 0: a logit of 0 still has probability after softmax",
              scaled.masked_fill(scaled < scaled.topk(k, dim=-1).values[:, -1:], 0.0)),
         ]
         expected = keep_top(scaled, k)
-        expect_close(got, expected, tried=tried, hint=HINTS["temperature_top_k"][1],
+        expect_close(got, expected, tried=tried, hint=HINTS["temperature_top_k"][0],
                      mistakes=[m for m in mistakes if not torch.equal(m[1], expected)])
     ok("temperature_top_k: logits / temperature, the k largest kept, the others at -inf")
 
@@ -159,8 +160,8 @@ def top_p_filter(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> None:
         expected = _top_p_reference(logits, p)
         kept = torch.isfinite(got) if isinstance(got, torch.Tensor) else None
         for rule, hint in [
-            ("too_few", "one token too few: keep the token whose probability makes the running total reach p. A token "
-                        "is kept when the tokens ranked ABOVE it sum to less than p: (cumsum - probs) < p, not cumsum < p"),
+            ("too_few", "one token too few: the token whose probability makes the running total reach p belongs to "
+                        "the kept set as well (without it the kept tokens would not reach p)"),
             ("too_many", "one token too many: stop at the first token whose running total reaches p"),
             ("unsorted", "sort the probabilities from large to small before the running sum (sort(descending=True)), "
                          "and put the mask back in vocabulary order"),
@@ -168,8 +169,8 @@ def top_p_filter(fn: Callable[[torch.Tensor, float], torch.Tensor]) -> None:
             wrong = torch.isfinite(_top_p_reference(logits, p, rule))
             if kept is not None and torch.equal(kept, wrong) and not torch.equal(wrong, torch.isfinite(expected)):
                 fail(tried, f"kept tokens {torch.isfinite(expected).tolist()}", f"kept tokens {kept.tolist()}", hint)
-        expect_close(got, expected, tried=tried, hint=HINTS["top_p_filter"][1]
-                     + " Keep the kept logits unchanged (no renormalising) and the others at float('-inf').")
+        expect_close(got, expected, tried=tried, hint=HINTS["top_p_filter"][0]
+                     + " Return the kept logits unchanged (not probabilities, not renormalised), the others at float('-inf').")
     ok("top_p_filter: the smallest set of most likely tokens that reaches p, the crossing token included")
 
 
@@ -209,7 +210,7 @@ def apply_rotary(fn: Callable[..., torch.Tensor]) -> None:
              _rotary(x, torch.arange(shape[2]), base)),
             ("use the base argument, not a fixed 10000", _rotary(x, positions, 10000.0)),
         ]
-        expect_close(got, _rotary(x, positions, base), tried=tried, hint=HINTS["apply_rotary"][1],
+        expect_close(got, _rotary(x, positions, base), tried=tried, hint=HINTS["apply_rotary"][0],
                      mistakes=[m for m in mistakes if not torch.allclose(m[1], _rotary(x, positions, base))])
     ok("apply_rotary: each pair (i, i + Dh/2) turned by position · base^(-2i/Dh)")
 
@@ -234,7 +235,7 @@ def rms_norm(fn: Callable[..., torch.Tensor]) -> None:
              x / torch.sqrt(x.pow(2).sum(-1, keepdim=True) + eps) * w),
             ("divide by the root mean square, not multiply by it", x * torch.sqrt(ms + eps) * w),
         ]
-        expect_close(got, F.rms_norm(x, (shape[-1],), w, eps), tried=tried, hint=HINTS["rms_norm"][1], mistakes=mistakes)
+        expect_close(got, F.rms_norm(x, (shape[-1],), w, eps), tried=tried, hint=HINTS["rms_norm"][0], mistakes=mistakes)
     ok("rms_norm equals F.rms_norm (no mean subtracted, eps inside the root, the gain applied)")
 
 
@@ -253,13 +254,13 @@ def grouped_query_attention(fn: Callable[..., torch.Tensor]) -> None:
         tiled = F.scaled_dot_product_attention(q, k.repeat(1, g, 1, 1), v.repeat(1, g, 1, 1), attn_mask=mask)
         mistakes = [
             ("key/value heads repeated in the wrong order: [k0, k1, k0, k1] (repeat / tile) gives query head 1 the "
-             "key head 1. Consecutive query heads share one key head: [k0, k0, k1, k1], repeat_interleave(g, dim=1)",
+             "key head 1. CONSECUTIVE query heads share one key head: [k0, k0, k1, k1]",
              tiled),
             ("apply the mask (True = may attend): masked_fill(~mask, float('-inf')) before the softmax",
              F.scaled_dot_product_attention(q, k, v, enable_gqa=True)),
             ("scale the scores by 1 / sqrt(Dh)",
              F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True, scale=1.0)),
         ]
-        expect_close(got, expected, tried=tried, hint=HINTS["grouped_query_attention"][1],
+        expect_close(got, expected, tried=tried, hint=HINTS["grouped_query_attention"][0],
                      mistakes=[m for m in mistakes if not torch.allclose(m[1], expected)])
     ok("grouped_query_attention equals F.scaled_dot_product_attention(..., enable_gqa=True)")
