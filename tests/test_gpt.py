@@ -301,6 +301,9 @@ def test_llama_from_hf_tied_embeddings_and_rejections():
         Llama.from_hf(gpt2())
     with pytest.raises(ValueError, match="no biases"):
         Llama.from_hf(llama(attention_bias=True))
+    scaled = llama(rope_parameters={"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0})
+    with pytest.raises(ValueError, match="no scaling"):  # long-context rope scaling (e.g. Llama 3.1) is refused
+        Llama.from_hf(scaled)
 
 
 # --- the cache ------------------------------------------------------------------------------------
