@@ -1,0 +1,266 @@
+"""Chapter 09 · A decoder-only language model (GPT-style) from the course's own parts.
+
+Take chapter 06's decoder layer, drop the cross-attention (there is no encoder to read), and
+stack it under one token embedding: what is left predicts the next token of a single sequence.
+The parts are the earlier chapters': ``MultiHeadAttention`` (04), ``LayerNorm`` and the
+feed-forward network (05), ``causal_mask`` (03). ``GPT.from_hf`` copies the weights of a Hugging
+Face ``GPT2LMHeadModel`` so that the tests can prove the two compute the same logits.
+
+``KVCache`` keeps each layer's keys and values between calls, the chapter 08 idea for a model
+without an encoder; it is passed in explicitly and never stored on the model.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .attention import causal_mask
+from .encoder import FeedForward, LayerNorm
+from .multihead import MultiHeadAttention, split_heads
+
+__all__ = [
+    "GPT",
+    "GELUFeedForward",
+    "GPTBlock",
+    "GPTConfig",
+    "KVCache",
+    "causal_self_attention",
+    "next_token_loss",
+]
+
+
+def next_token_loss(logits: Tensor, ids: Tensor, ignore_index: int | None = None) -> Tensor:
+    """Cross-entropy of predicting token t+1 from the logits at position t (the one-position shift).
+
+    The logits at the last position predict a token the sequence does not have, and the first
+    token is predicted by nothing, so T positions give T - 1 predictions. Targets equal to
+    ``ignore_index`` (padding, or a prompt that is given rather than learned) do not count.
+    Shape:
+        logits (B, T, V) from the model run on ids (B, T) -> a scalar
+    """
+    if logits.dim() != 3 or ids.shape != logits.shape[:2]:
+        raise ValueError(f"next_token_loss expects logits (B, T, V) and the ids (B, T) they were computed from, "
+                         f"got {tuple(logits.shape)} and {tuple(ids.shape)}")
+    if ids.shape[1] < 2:
+        raise ValueError("next_token_loss needs sequences of at least 2 tokens: one to read, one to predict")
+    predictions = logits[:, :-1]  # (B, T-1, V): position t predicts token t+1
+    targets = ids[:, 1:]  # (B, T-1)
+    return F.cross_entropy(predictions.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                           ignore_index=-100 if ignore_index is None else ignore_index)
+
+
+class KVCache:
+    """Every layer's keys and values so far; each call appends the new positions' rows.
+
+    Shape: keys[i], values[i] (B, H_kv, T_so_far, Dh)
+    """
+
+    def __init__(self) -> None:
+        self.keys: list[Tensor] = []
+        self.values: list[Tensor] = []
+
+    @property
+    def length(self) -> int:
+        """How many positions are cached (the position the next token will have)."""
+        return self.keys[0].shape[-2] if self.keys else 0
+
+    def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Append this call's keys/values of ``layer``; return all of them (B, H_kv, T_so_far, Dh)."""
+        if layer == len(self.keys):
+            self.keys.append(k)
+            self.values.append(v)
+        elif layer < len(self.keys):
+            self.keys[layer] = torch.cat([self.keys[layer], k], dim=-2)  # (B, H_kv, T_so_far, Dh)
+            self.values[layer] = torch.cat([self.values[layer], v], dim=-2)
+        else:
+            raise ValueError(f"KVCache.update: layer {layer} came before layer {len(self.keys)} was cached")
+        return self.keys[layer], self.values[layer]
+
+    def nbytes(self) -> int:
+        """Bytes held by the cached keys and values."""
+        return sum(t.numel() * t.element_size() for t in self.keys + self.values)
+
+
+def causal_self_attention(attn: MultiHeadAttention, x: Tensor, cache: KVCache | None = None,
+                          layer: int = 0) -> Tensor:
+    """Chapter 04's attention, causal, with the earlier positions' keys/values taken from ``cache``.
+
+    The new queries are the last T_q of T_k positions, so they get the last T_q rows of the
+    (T_k, T_k) causal mask: with one new token that row is all True.
+    Shape:
+        x (B, T_q, D) -> (B, T_q, D)
+    """
+    q = split_heads(attn.w_q(x), attn.n_heads)  # (B, H, T_q, Dh)
+    k = split_heads(attn.w_k(x), attn.n_heads)  # (B, H, T_q, Dh)
+    v = split_heads(attn.w_v(x), attn.n_heads)
+    if cache is not None:
+        k, v = cache.update(layer, k, v)  # (B, H, T_k, Dh) earlier positions too
+    t_q, t_k = q.shape[-2], k.shape[-2]
+    mask = causal_mask(t_k, device=x.device)[t_k - t_q:]  # (T_q, T_k)
+    return attn.attend(q, k, v, mask)  # type: ignore[return-value]  # (B, T_q, D)
+
+
+class GELUFeedForward(FeedForward):
+    """Chapter 05's feed-forward network with GPT-2's activation: GELU, tanh approximation.
+
+    ``0.5 x (1 + tanh(sqrt(2/π) (x + 0.044715 x³)))`` is what GPT-2 was trained with
+    (``gelu_new`` in ``transformers``); ``F.gelu`` without ``approximate="tanh"`` is the exact erf form.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        hidden = F.gelu(self.linear1(x), approximate="tanh")  # (B, T, d_ff)
+        return self.linear2(self.dropout(hidden))  # (B, T, D)
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    """Sizes of a GPT-2-style model; ``d_ff`` defaults to 4 d_model as in GPT-2."""
+
+    vocab_size: int
+    d_model: int = 128
+    n_heads: int = 4
+    n_layers: int = 2
+    d_ff: int | None = None
+    max_len: int = 128
+    dropout: float = 0.0
+    eps: float = 1e-5
+
+    def __post_init__(self) -> None:
+        check_positive_ints(self, ("vocab_size", "d_model", "n_heads", "n_layers", "max_len"))
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        if self.d_ff is None:
+            object.__setattr__(self, "d_ff", 4 * self.d_model)
+
+
+class GPTBlock(nn.Module):
+    """One GPT-2 block, pre-LN: ``x + attn(ln_1(x))``, then ``x + mlp(ln_2(x))``.
+
+    Chapter 06's decoder layer without its cross-attention, and with the norms before the
+    sub-layers (chapter 05's ``norm_first=True``).
+    Shape:
+        x (B, T, D) -> (B, T, D)
+    """
+
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.0, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.ln_1 = LayerNorm(d_model, eps=eps)
+        self.attn = MultiHeadAttention(d_model, n_heads, dropout=dropout)
+        self.ln_2 = LayerNorm(d_model, eps=eps)
+        self.mlp = GELUFeedForward(d_model, d_ff, dropout=0.0)
+        self.dropout = nn.Dropout(dropout)  # on each branch, before the residual sum
+
+    def forward(self, x: Tensor, cache: KVCache | None = None, layer: int = 0) -> Tensor:
+        x = x + self.dropout(causal_self_attention(self.attn, self.ln_1(x), cache, layer))  # (B, T, D)
+        return x + self.dropout(self.mlp(self.ln_2(x)))  # (B, T, D)
+
+
+class GPT(nn.Module):
+    """A GPT-2-style language model: token + learned position embeddings, N blocks, ``ln_f``, tied output.
+
+    Two differences from chapter 07's embeddings, both GPT-2's: the token vectors are not
+    multiplied by sqrt(D), and the positions are a learned (max_len, D) table, not the sinusoids.
+    Shape:
+        ids (B, T) -> logits (B, T, V); with a ``cache``, ids are the new tokens after the cached ones
+    """
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        c = self.config = config
+        self.tok = nn.Embedding(c.vocab_size, c.d_model)  # (V, D)
+        self.pos = nn.Embedding(c.max_len, c.d_model)  # (max_len, D) learned positions
+        self.drop = nn.Dropout(c.dropout)
+        self.blocks = nn.ModuleList(GPTBlock(c.d_model, c.n_heads, c.d_ff or 4 * c.d_model, c.dropout, c.eps) for _ in range(c.n_layers))
+        self.ln_f = LayerNorm(c.d_model, eps=c.eps)  # pre-LN stacks end with one more norm
+        self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
+        self.lm_head.weight = self.tok.weight  # tied: the output layer is the embedding table
+        self.apply(_init_weights)
+
+    def forward(self, ids: Tensor, cache: KVCache | None = None) -> Tensor:
+        start = cache.length if cache is not None else 0
+        check_ids(ids, self.config.vocab_size, self.config.max_len, start)
+        positions = torch.arange(start, start + ids.shape[1], device=ids.device)  # (T,)
+        x = self.drop(self.tok(ids) + self.pos(positions))  # (B, T, D)
+        for i, block in enumerate(self.blocks):
+            x = block(x, cache, i)  # (B, T, D)
+        return self.lm_head(self.ln_f(x))  # (B, T, V)
+
+    @classmethod
+    def from_hf(cls, model: Any) -> GPT:
+        """Ours with the weights of a ``transformers.GPT2LMHeadModel`` (eval/train mode and dtype kept).
+
+        GPT-2 stores its linear maps as ``Conv1D``: ``y = x @ W + b`` with W of shape (in, out),
+        the transpose of ``nn.Linear``'s (out, in); ``c_attn`` holds [W_q | W_k | W_v] side by side.
+        """
+        if type(model).__name__ != "GPT2LMHeadModel":
+            raise TypeError(f"GPT.from_hf expects a transformers GPT2LMHeadModel, got {type(model).__name__}")
+        hf = model.config
+        if hf.activation_function not in ("gelu_new", "gelu_pytorch_tanh"):
+            raise ValueError(f"GPT.from_hf supports GPT-2's tanh GELU only, got {hf.activation_function!r}")
+        if hf.scale_attn_by_inverse_layer_idx or not hf.scale_attn_weights:
+            raise ValueError("GPT.from_hf supports attention scaled by 1/sqrt(Dh) only (GPT-2's default)")
+        t = model.transformer
+        config = GPTConfig(hf.vocab_size, hf.n_embd, hf.n_head, hf.n_layer, hf.n_inner or 4 * hf.n_embd,
+                           hf.n_positions, hf.resid_pdrop, hf.layer_norm_epsilon)
+        ours = cls(config).to(dtype=t.wte.weight.dtype, device=t.wte.weight.device)
+        with torch.no_grad():
+            ours.tok.weight.copy_(t.wte.weight)
+            ours.pos.weight.copy_(t.wpe.weight)
+            for block, h in zip(ours.blocks, t.h):
+                _copy_gpt2_block(block, h)
+            _copy(ours.ln_f, t.ln_f)
+            if not hf.tie_word_embeddings:
+                ours.lm_head.weight = nn.Parameter(model.lm_head.weight.detach().clone())
+        return ours.train(model.training)
+
+
+def check_ids(ids: object, vocab_size: int, max_len: int | None, start: int = 0) -> None:
+    """Raise a clear error unless ``ids`` is a (B, T) integer tensor of valid ids that fits the positions."""
+    if not isinstance(ids, Tensor) or ids.dim() != 2 or ids.is_floating_point() or ids.dtype == torch.bool:
+        got = f"{ids.dtype} {tuple(ids.shape)}" if isinstance(ids, Tensor) else type(ids).__name__
+        raise TypeError(f"expected token ids: an integer tensor of shape (B, T), got {got}")
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
+        raise IndexError(f"token ids must lie in 0..{vocab_size - 1} (vocab_size {vocab_size}), "
+                         f"got min {int(ids.min())}, max {int(ids.max())}")
+    if max_len is not None and start + ids.shape[1] > max_len:
+        raise ValueError(f"{start} cached + {ids.shape[1]} new tokens exceed max_len = {max_len} positions")
+
+
+def check_positive_ints(config: object, names: tuple[str, ...]) -> None:
+    """Raise a clear error unless each named field of ``config`` is a positive int."""
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{type(config).__name__}.{name} must be a positive int, got {value!r}")
+
+
+def _init_weights(module: nn.Module) -> None:
+    """GPT-2's initialisation: normal(0, 0.02) for linear maps and embeddings, zero biases."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, std=0.02)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)
+
+
+def _copy(ours: Any, theirs: Any, transpose: bool = False) -> None:
+    """Copy weight (transposed for Conv1D) and bias, if any, from ``theirs`` into ``ours``."""
+    ours.weight.copy_(theirs.weight.T if transpose else theirs.weight)
+    if getattr(ours, "bias", None) is not None:
+        ours.bias.copy_(theirs.bias)
+
+
+def _copy_gpt2_block(block: Any, h: Any) -> None:
+    d = block.attn.d_model
+    _copy(block.ln_1, h.ln_1)
+    _copy(block.ln_2, h.ln_2)
+    w, b = h.attn.c_attn.weight, h.attn.c_attn.bias  # (D, 3D), (3D,)
+    for i, lin in enumerate((block.attn.w_q, block.attn.w_k, block.attn.w_v)):
+        lin.weight.copy_(w[:, i * d:(i + 1) * d].T)  # (D, D) in nn.Linear's (out, in) layout
+        lin.bias.copy_(b[i * d:(i + 1) * d])
+    _copy(block.attn.w_o, h.attn.c_proj, transpose=True)
+    _copy(block.mlp.linear1, h.mlp.c_fc, transpose=True)
+    _copy(block.mlp.linear2, h.mlp.c_proj, transpose=True)
