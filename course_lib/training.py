@@ -7,10 +7,17 @@ unchanged under ``torchrun --nproc_per_node=N -m course_lib.training ...`` (Dist
 from __future__ import annotations
 
 import argparse
+import copy
+import math
 import os
 import random
+import signal
+import sys
+import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
@@ -18,14 +25,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .checkpoint import (PRETRAINED_PATH, Checkpoint, CheckpointError, average_state_dicts, load_checkpoint,
-                         load_pretrained, save_checkpoint, weights_fingerprint)
+from .checkpoint import (PRETRAINED_PATH, Checkpoint, CheckpointError, atomic_save, average_state_dicts, content_digest,
+                         load_checkpoint, load_pretrained, save_checkpoint, verified_load, weights_fingerprint)
 from .corpus import Pair, make_splits
 from .model import Transformer, TransformerConfig
 from .tokens import Vocab, word_tokenize
 
 __all__ = ["pair_text", "build_vocabs", "encode_pairs", "Batch", "make_batches", "label_smoothing_loss",
-           "noam_lr", "make_optimizer", "TrainConfig", "default_device", "train", "evaluate_loss", "CheckpointError",
+           "noam_lr", "make_optimizer", "TrainConfig", "TrainingError", "TrainingInterrupted", "default_device", "train",
+           "evaluate_loss", "CheckpointError", "progress_path", "build_parser", "parse_args",
            "Checkpoint", "save_checkpoint", "load_checkpoint", "PRETRAINED_PATH", "load_pretrained",
            "chapter07_config", "chapter07_pairs", "NOTE_REPEATS", "CHAPTER07_TRAIN", "main"]
 
@@ -125,6 +133,10 @@ def label_smoothing_loss(logits: Tensor, target: Tensor, epsilon: float = 0.1, i
         raise ValueError(f"logits (..., V) and target (...) must agree: got {tuple(logits.shape)} and {tuple(target.shape)}")
     if not 0.0 <= epsilon < 1.0:
         raise ValueError(f"epsilon must be in [0, 1), got {epsilon!r}")
+    real = target[target != ignore_index]
+    if real.numel() and (real.min() < 0 or real.max() >= logits.shape[-1]):
+        raise ValueError(f"target ids must lie in 0..{logits.shape[-1] - 1} (V = {logits.shape[-1]} logits), got values "
+                         f"from {int(real.min())} to {int(real.max())}: was the model built for this target vocabulary?")
     log_probs = F.log_softmax(logits, dim=-1, dtype=torch.promote_types(logits.dtype, torch.float32))  # (..., V)
     keep = target != ignore_index  # (...)
     safe = target.masked_fill(~keep, 0)  # (...) any valid id where ignored; zeroed below
@@ -141,11 +153,21 @@ def noam_lr(step: int, d_model: int, warmup: int = 4000, factor: float = 1.0) ->
     decays as 1/sqrt(step)."""
     if step < 1:
         raise ValueError(f"steps are counted from 1, got step={step}")
+    _check_schedule(d_model, warmup, factor)
     return factor * d_model**-0.5 * min(step**-0.5, step * warmup**-1.5)
+
+
+def _check_schedule(d_model: int, warmup: int, factor: float) -> None:
+    for name, value in (("d_model", d_model), ("warmup", warmup)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int (the schedule divides by it), got {value!r}")
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not math.isfinite(factor) or factor <= 0:
+        raise ValueError(f"the learning-rate factor must be a finite number > 0, got {factor!r}")
 
 
 def make_optimizer(model: nn.Module, d_model: int, warmup: int = 4000, factor: float = 1.0):
     """Adam with the paper's betas (0.9, 0.98) and eps 1e-9; the scheduler sets lr = ``noam_lr`` of step 1, 2, ..."""
+    _check_schedule(d_model, warmup, factor)
     optimizer = torch.optim.Adam(model.parameters(), lr=1.0, betas=(0.9, 0.98), eps=1e-9)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: noam_lr(i + 1, d_model, warmup, factor))
     return optimizer, schedule
@@ -170,6 +192,37 @@ class TrainConfig:
     max_steps: int | None = None
     average_last: int = 1
 
+    def __post_init__(self) -> None:
+        def bad(name: str, want: str) -> ValueError:
+            return ValueError(f"TrainConfig.{name} must be {want}, got {getattr(self, name)!r}")
+
+        for name in ("epochs", "batch_size", "warmup", "average_last") + (("max_steps",) if self.max_steps is not None else ()):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise bad(name, "a positive int" + (" (the schedule divides by it)" if name == "warmup" else ""))
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise bad("seed", "an int")
+        if not isinstance(self.lr_factor, (int, float)) or not math.isfinite(self.lr_factor) or self.lr_factor <= 0:
+            raise bad("lr_factor", "a finite number > 0")
+        if not isinstance(self.label_smoothing, (int, float)) or not 0.0 <= self.label_smoothing < 1.0:
+            raise bad("label_smoothing", "in [0, 1)")
+        if self.max_seconds is not None and (not isinstance(self.max_seconds, (int, float))
+                                             or not self.max_seconds >= 0 or self.max_seconds == math.inf):
+            raise bad("max_seconds", "None or a finite number >= 0")
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (the loss stopped being finite, the batches do not fit the model, ...)."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during ``train(..., interruptible=True)``: raised after the current step, with ``progress``,
+    everything ``train(..., resume=progress)`` needs to continue as if nothing had happened."""
+
+    def __init__(self, progress: dict) -> None:
+        super().__init__(f"training interrupted after step {progress['history']['steps']}")
+        self.progress = progress
+
 
 def default_device() -> torch.device:
     """CUDA when a GPU is available, else the CPU."""
@@ -191,12 +244,57 @@ def _stop_everywhere(stop: bool, world: int, device: torch.device) -> bool:
     return bool(flag.item())
 
 
+def _check_batches(model: Transformer, batches: list[Batch], which: str) -> None:
+    """Every id of every batch fits the model's vocabularies (a named error now, not an index error mid-run)."""
+    c = model.config
+    for n, batch in enumerate(batches):
+        for name, ids, size in (("source", batch.src, c.src_vocab_size), ("target", batch.tgt_in, c.tgt_vocab_size),
+                                ("target", batch.tgt_out, c.tgt_vocab_size)):
+            if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= size):
+                raise TrainingError(f"{which} batch {n} has {name} ids from {int(ids.min())} to {int(ids.max())}, but the "
+                                    f"model's {name} vocabulary has {size} tokens (ids 0..{size - 1}): build the model "
+                                    f"with the vocabularies that encoded the batches")
+
+
+class _CtrlC:
+    """While active, the first Ctrl-C (SIGINT) only sets ``pressed`` (the loop stops after the step it is
+    in, with consistent weights and optimizer state); a second one interrupts at once, as usual."""
+
+    def __init__(self, active: bool) -> None:
+        self.active = active and threading.current_thread() is threading.main_thread()
+        self.pressed, self._previous = False, None
+
+    def _handle(self, signum, frame) -> None:
+        if self.pressed:
+            raise KeyboardInterrupt
+        self.pressed = True
+        print("\nCtrl-C: stopping after this step and saving the progress (press again to stop at once)",
+              file=sys.stderr, flush=True)
+
+    def __enter__(self) -> "_CtrlC":
+        if self.active:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+            print("training: Ctrl-C stops after the current step and keeps the progress", file=sys.stderr, flush=True)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.active:
+            signal.signal(signal.SIGINT, self._previous)
+
+
 def train(model: Transformer, train_batches: list[Batch], valid_batches: list[Batch] | None,
-          config: TrainConfig, progress: bool = True, on_epoch: Callable[[int, dict], None] | None = None) -> dict:
+          config: TrainConfig, progress: bool = True, on_epoch: Callable[[int, dict], None] | None = None,
+          resume: dict | None = None, interruptible: bool = False) -> dict:
     """Train ``model`` in place; returns the history: loss and lr per step, valid loss per epoch, speed.
 
     ``on_epoch(epoch, history)``, if given, runs after every epoch (e.g. to print a sample translation).
     Dropout and the batch order are seeded with ``config.seed``: the same call gives the same model.
+    A loss that is not finite stops training with ``TrainingError`` naming the step.
+
+    ``interruptible=True`` (one process): Ctrl-C stops after the current step and raises
+    ``TrainingInterrupted``, whose ``progress`` passed back as ``resume=`` (same model as built, same
+    batches and config) continues the run: weights, Adam moments, schedule, random states and the
+    position in the epoch are restored, so the result equals an uninterrupted run's.
 
     Under torch.distributed (e.g. torchrun) the model is wrapped in DistributedDataParallel and
     each rank takes every world-th batch of one shared shuffled order.
@@ -205,6 +303,10 @@ def train(model: Transformer, train_batches: list[Batch], valid_batches: list[Ba
     device = default_device() if config.device == "auto" else torch.device(config.device)
     if world > 1 and device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
+    if resume is not None and world > 1:
+        raise TrainingError("resuming is supported in one process only (not under torchrun)")
+    _check_batches(model, train_batches, "training")
+    _check_batches(model, valid_batches or [], "validation")
     model.to(device).train()
     torch.manual_seed(config.seed + rank)  # dropout: explicit and reproducible
     net = model
@@ -215,39 +317,67 @@ def train(model: Transformer, train_batches: list[Batch], valid_batches: list[Ba
     if per_rank == 0:
         raise ValueError(f"{len(train_batches)} training batches cannot be shared by {world} processes")
     history: dict = {"loss": [], "lr": [], "valid_loss": [], "epochs": 0, "steps": 0, "tokens": 0, "world_size": world}
-    bar = tqdm(total=config.epochs * per_rank, disable=not progress or rank != 0, desc="training", mininterval=0.5)
-    rng, start, stop, snapshots = random.Random(config.seed), time.perf_counter(), False, []
-    for epoch in range(config.epochs):
-        order = list(range(len(train_batches)))
-        rng.shuffle(order)  # the same order on every rank (same seed): rank r takes every world-th batch
-        for i in order[:per_rank * world][rank::world]:
-            batch = train_batches[i].to(device)
-            logits = net(batch.src, batch.tgt_in, batch.src_mask)  # (B, T, V)
-            loss = label_smoothing_loss(logits, batch.tgt_out, config.label_smoothing, model.config.pad_id)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            history["lr"].append(optimizer.param_groups[0]["lr"])
-            optimizer.step()
-            schedule.step()
-            history["loss"].append(loss.item())
-            history["steps"], history["tokens"] = history["steps"] + 1, history["tokens"] + batch.n_tokens * world
-            seconds = time.perf_counter() - start
-            bar.update()
-            bar.set_postfix(loss=f"{history['loss'][-1]:.3f}", tok_s=f"{history['tokens'] / seconds:,.0f}", refresh=False)
-            stop = _stop_everywhere((config.max_seconds is not None and seconds >= config.max_seconds)
-                                    or (config.max_steps is not None and history["steps"] >= config.max_steps), world, device)
+    rng, stop, snapshots, first_epoch, place = random.Random(config.seed), False, [], 0, None
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        schedule.load_state_dict(resume["schedule"])
+        torch.set_rng_state(resume["torch_rng"])
+        rng.setstate((resume["rng"][0], tuple(resume["rng"][1]), resume["rng"][2]))
+        history, snapshots, stop = resume["history"], resume["snapshots"], resume["stop"]
+        first_epoch, place = resume["epoch"], (resume["order"], resume["position"])
+    start = time.perf_counter() - (resume["seconds"] if resume else 0.0)
+    with _CtrlC(interruptible and world == 1) as ctrl_c:
+        bar = tqdm(total=config.epochs * per_rank, initial=history["steps"], disable=not progress or rank != 0,
+                   desc="training", mininterval=0.5)
+        for epoch in range(first_epoch, config.epochs):
+            if place is None:
+                order = list(range(len(train_batches)))
+                rng.shuffle(order)  # the same order on every rank (same seed): rank r takes every world-th batch
+                done = 0
+            else:
+                (order, done), place = place, None  # resumed inside this epoch, after `done` of its batches
+            mine = order[:per_rank * world][rank::world]
+            for position in range(done, len(mine)):
+                if stop:
+                    break
+                batch = train_batches[mine[position]].to(device)
+                logits = net(batch.src, batch.tgt_in, batch.src_mask)  # (B, T, V)
+                loss = label_smoothing_loss(logits, batch.tgt_out, config.label_smoothing, model.config.pad_id)
+                lr = optimizer.param_groups[0]["lr"]
+                if not torch.isfinite(loss):
+                    raise TrainingError(f"the loss became {loss.item()} at step {history['steps'] + 1} (epoch {epoch + 1}, "
+                                        f"learning rate {lr:.3g}): stopped before the weights turn NaN; lower lr_factor, "
+                                        "raise warmup, or look for a broken batch")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                history["lr"].append(lr)
+                optimizer.step()
+                schedule.step()
+                history["loss"].append(loss.item())
+                history["steps"], history["tokens"] = history["steps"] + 1, history["tokens"] + batch.n_tokens * world
+                seconds = time.perf_counter() - start
+                bar.update()
+                bar.set_postfix(loss=f"{history['loss'][-1]:.3f}", tok_s=f"{history['tokens'] / seconds:,.0f}", refresh=False)
+                stop = _stop_everywhere((config.max_seconds is not None and seconds >= config.max_seconds)
+                                        or (config.max_steps is not None and history["steps"] >= config.max_steps), world, device)
+                if ctrl_c.pressed:
+                    bar.close()
+                    raise TrainingInterrupted(copy.deepcopy({
+                        "model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                        "torch_rng": torch.get_rng_state(), "rng": [*rng.getstate()[:1], list(rng.getstate()[1]), None],
+                        "history": history, "snapshots": snapshots, "stop": stop, "epoch": epoch, "order": order,
+                        "position": position + 1, "seconds": seconds}))
+            history["epochs"] = epoch + 1
+            if valid_batches:
+                history["valid_loss"].append(evaluate_loss(model, valid_batches))
+            if on_epoch is not None:
+                on_epoch(epoch + 1, history)
+            if config.average_last > 1:  # keep the weights of the last few epochs
+                snapshots = [*snapshots[1 - config.average_last:], {k: v.clone() for k, v in model.state_dict().items()}]
+            model.train()
             if stop:
                 break
-        history["epochs"] = epoch + 1
-        if valid_batches:
-            history["valid_loss"].append(evaluate_loss(model, valid_batches))
-        if on_epoch is not None:
-            on_epoch(epoch + 1, history)
-        if config.average_last > 1:  # keep the weights of the last few epochs
-            snapshots = [*snapshots[1 - config.average_last:], {k: v.clone() for k, v in model.state_dict().items()}]
-        model.train()
-        if stop:
-            break
     if len(snapshots) > 1:
         model.load_state_dict(average_state_dicts(snapshots))
     history["averaged_epochs"] = max(1, len(snapshots))
@@ -306,19 +436,97 @@ def _init_distributed() -> tuple[int, int]:
     return _distributed()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m course_lib.training", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", required=True, help="where to write the checkpoint (.pt)")
-    parser.add_argument("--seed", type=int, default=0, help="seeds the corpus splits, the weights and the batch order")
-    parser.add_argument("--epochs", type=int, default=CHAPTER07_TRAIN.epochs)
-    parser.add_argument("--batch-size", type=int, default=CHAPTER07_TRAIN.batch_size)
-    parser.add_argument("--max-seconds", type=float, default=None, help="stop early after this long (not reproducible)")
-    parser.add_argument("--max-steps", type=int, default=None)
-    parser.add_argument("--note-repeats", type=int, default=NOTE_REPEATS, help="extra copies of the note's sentences")
+PROG = "python -m course_lib.training"
+PROGRESS_FORMAT = "course_lib.training-progress/1"
+RUN_KEYS = ("seed", "epochs", "batch_size", "max_steps", "note_repeats", "tiny")  # what a resumed run must repeat
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, no usage block: the error is what matters
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _number(kind: type, low: float, what: str) -> Callable[[str], int | float]:
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not (math.isfinite(value) and value >= low):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
+        return value
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Every option of the training command (each checked as it is parsed)."""
+    positive, count = _number(int, 1, "an integer >= 1"), _number(int, 0, "an integer >= 0")
+    parser = _Parser(prog=PROG, description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, type=Path, help="where to write the checkpoint (.pt)")
+    parser.add_argument("--seed", type=count, default=0, help="seeds the corpus splits, the weights and the batch order")
+    parser.add_argument("--epochs", type=positive, default=CHAPTER07_TRAIN.epochs)
+    parser.add_argument("--batch-size", type=positive, default=CHAPTER07_TRAIN.batch_size)
+    parser.add_argument("--max-seconds", type=_number(float, 1e-9, "a number of seconds > 0"), default=None,
+                        help="stop early after this long (not reproducible)")
+    parser.add_argument("--max-steps", type=positive, default=None)
+    parser.add_argument("--note-repeats", type=count, default=NOTE_REPEATS, help="extra copies of the note's sentences")
     parser.add_argument("--tiny", action="store_true", help="TransformerConfig.tiny sizes (for quick tests)")
     parser.add_argument("--float32", action="store_true", help="store float32 weights (default: float16)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run that Ctrl-C stopped, from OUT.progress.pt (same options)")
+    return parser
+
+
+def progress_path(out: str | Path) -> Path:
+    """Where Ctrl-C saves an interrupted run of ``--out out``: beside it, never over it."""
+    out = Path(out)
+    return out.with_name(out.name + ".progress.pt")
+
+
+def _unwritable(out: Path) -> str | None:
+    """Why the checkpoint could not be written to ``out`` (None if it can): checked before training."""
+    folder = out.parent
+    if out.is_dir():
+        return f"--out {out} is a folder; give a file inside it, e.g. {out / 'translator.pt'}"
+    if not folder.is_dir():
+        kind = "is a file, not a folder" if folder.exists() or any(p.is_file() for p in folder.parents) else "does not exist"
+        return f"--out {out}: the folder {folder} {kind}"
+    try:  # the real test: create (and remove) a file where the checkpoint will go
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=f".{out.name}.", suffix=".probe")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        return f"--out {out}: cannot write in {folder} ({err.strerror or err})"
+    return None
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command's options, checked before anything runs: a bad one exits with a one-line error."""
+    parser = build_parser()
     args = parser.parse_args(argv)
+    problem = _unwritable(args.out)
+    saved = progress_path(args.out)
+    if problem is None and args.resume and not saved.is_file():
+        problem = f"--resume: no interrupted run to continue ({saved} does not exist)"
+    if problem is None and not args.resume and saved.exists():
+        problem = f"{saved} holds an interrupted run: add --resume to continue it, or delete it to start over"
+    if problem:
+        parser.error(problem)
+    return args
+
+
+def _load_progress(path: Path, run: dict) -> dict:
+    data = verified_load(path, "training progress file")
+    if data.get("format") != PROGRESS_FORMAT or not isinstance(data.get("run"), dict):
+        raise CheckpointError(f"{path} is not a progress file of {PROG}")
+    differ = {k: (data["run"].get(k), run[k]) for k in RUN_KEYS if data["run"].get(k) != run[k]}
+    if differ:
+        raise CheckpointError(f"--resume needs the options of the interrupted run; these differ (saved, now): {differ}")
+    return data["progress"]
+
+
+def _train_and_save(args: argparse.Namespace) -> int:
     rank, world = _init_distributed()
     torch.manual_seed(args.seed)
     splits = make_splits(args.seed)
@@ -330,19 +538,46 @@ def main(argv: list[str] | None = None) -> int:
     model = Transformer(build(len(src_vocab), len(tgt_vocab)))
     config = TrainConfig(**{**asdict(CHAPTER07_TRAIN), "epochs": args.epochs, "batch_size": args.batch_size,
                             "seed": args.seed, "max_seconds": args.max_seconds, "max_steps": args.max_steps})
-    history = train(model, train_batches, valid_batches, config, progress=not args.quiet)
-    prints = [weights_fingerprint(model)] * world
+    run, saved = {k: getattr(args, k) for k in RUN_KEYS}, progress_path(args.out)
+    resume = _load_progress(saved, run) if args.resume else None
+    if rank == 0:
+        print(f"training ({'resumed at step ' + str(resume['history']['steps']) if resume else 'from step 0'}); "
+              f"Ctrl-C saves the progress to {saved}", flush=True)
+    try:
+        history = train(model, train_batches, valid_batches, config, progress=not args.quiet, resume=resume,
+                        interruptible=world == 1)
+    except TrainingInterrupted as stopped:
+        payload = {"format": PROGRESS_FORMAT, "run": run, "progress": stopped.progress}
+        atomic_save({**payload, "sha256": content_digest(payload)}, saved)
+        steps = stopped.progress["history"]["steps"]
+        print(f"interrupted after step {steps}: progress saved to {saved}; add --resume to the same command to "
+              "continue", flush=True)
+        return 130
+    prints = [weights_fingerprint(model)] * world  # of the float32 weights in memory (the file stores float16)
     if world > 1:
         torch.distributed.all_gather_object(prints, prints[0])
     if rank == 0:
         meta = {"seed": args.seed, "train_config": asdict(config), "note_repeats": args.note_repeats, "world_size": world,
-                "torch": torch.__version__, "replica_sha256": prints, "valid_loss": history["valid_loss"],
+                "torch": torch.__version__, "replica_float32_sha256": prints, "valid_loss": history["valid_loss"],
                 **{k: round(history[k], 1) for k in ("steps", "epochs", "seconds", "tokens_per_s")}}
         save_checkpoint(args.out, model, src_vocab, tgt_vocab, meta, half=not args.float32)
+        saved.unlink(missing_ok=True)  # the run is complete: its progress file has served
         print(f"wrote {args.out}: {history['steps']} steps in {history['seconds']:.0f} s on {world} process(es)")
     if world > 1:
         torch.distributed.destroy_process_group()
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        return _train_and_save(args)
+    except (TrainingError, CheckpointError) as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted before training started; nothing was saved", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
