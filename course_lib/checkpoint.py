@@ -67,12 +67,17 @@ def _plain(value: object, where: str = "meta") -> object:
                     "tensors, lists and dicts (it must load with weights_only=True)")
 
 
+def _raw_bytes(tensor: torch.Tensor) -> bytes:
+    """The tensor's bytes as stored, any dtype (bfloat16 included, which numpy lacks)."""
+    t = tensor.detach().cpu().contiguous().reshape(-1)
+    return t.view(torch.uint8).numpy().tobytes() if t.numel() else b""
+
+
 def _feed(digest: "hashlib._Hash", value: object) -> None:
     """Feed ``value`` to ``digest`` in one canonical, type-tagged byte form (dict keys sorted)."""
     if isinstance(value, torch.Tensor):
-        t = value.detach().cpu().contiguous()
-        digest.update(f"T{t.dtype}{tuple(t.shape)}:".encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        digest.update(f"T{value.dtype}{tuple(value.shape)}:".encode())
+        digest.update(_raw_bytes(value))
     elif isinstance(value, dict):
         digest.update(f"D{len(value)}:".encode())
         for key in sorted(value, key=str):
@@ -311,7 +316,7 @@ def weights_fingerprint(weights: torch.nn.Module | dict) -> str:
     state = weights.state_dict() if isinstance(weights, torch.nn.Module) else weights
     digest = hashlib.sha256()
     for name, tensor in sorted(state.items()):
-        digest.update(name.encode() + tensor.detach().cpu().contiguous().numpy().tobytes())
+        digest.update(name.encode() + _raw_bytes(tensor))
     return digest.hexdigest()
 
 

@@ -1,227 +1,48 @@
-"""Chapter 07 · Training: batches, label smoothing, the warmup schedule, the loop, the command line.
+"""Chapter 07 · Training: the loop and the command line (batches come from ``batches``, the loss and the
+schedule from ``objective``; this module re-exports both, so ``training.make_batches`` etc. keep working).
 
 ``python -m course_lib.training --out course_lib/data/translator_en_ko.pt --seed 0`` trains the chapter's
 model on ``corpus.make_splits(seed)`` and writes the checkpoint that ships with the course. It runs
 unchanged under ``torchrun --nproc_per_node=N -m course_lib.training ...`` (DistributedDataParallel).
+Its options are checked before anything runs (one-line errors); Ctrl-C saves the progress to
+``OUT.progress.pt`` and ``--resume`` continues it to the same weights as an uninterrupted run.
 """
 from __future__ import annotations
 
 import argparse
 import copy
-import math
 import os
 import random
-import signal
 import sys
-import tempfile
-import threading
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 from tqdm.auto import tqdm
 
-from .checkpoint import (PRETRAINED_PATH, Checkpoint, CheckpointError, atomic_save, average_state_dicts, content_digest,
-                         load_checkpoint, load_pretrained, save_checkpoint, verified_load, weights_fingerprint)
-from .corpus import Pair, make_splits
+from .batches import Batch, Tokenize, build_vocabs, collate, encode_pairs, make_batches, pair_text  # re-exported
+from .checkpoint import (PRETRAINED_PATH, Checkpoint, CheckpointError, average_state_dicts, load_checkpoint,
+                         load_pretrained, save_checkpoint, weights_fingerprint)
+from .corpus import make_splits
 from .model import Transformer, TransformerConfig
-from .tokens import Vocab, word_tokenize
+from .objective import TrainConfig, label_smoothing_loss, make_optimizer, noam_lr
+from .progress import (OneLineParser, StopOnCtrlC, TrainingInterrupted, load_progress, number, progress_path,
+                       save_progress, unwritable)
 
 __all__ = ["pair_text", "build_vocabs", "encode_pairs", "Batch", "make_batches", "label_smoothing_loss",
            "noam_lr", "make_optimizer", "TrainConfig", "TrainingError", "TrainingInterrupted", "default_device", "train",
            "evaluate_loss", "CheckpointError", "progress_path", "build_parser", "parse_args",
            "Checkpoint", "save_checkpoint", "load_checkpoint", "PRETRAINED_PATH", "load_pretrained",
-           "chapter07_config", "chapter07_pairs", "NOTE_REPEATS", "CHAPTER07_TRAIN", "main"]
-
-Tokenize = Callable[[str], list[str]]
-
-
-# --- data -------------------------------------------------------------------------------------
-
-def pair_text(pair: Pair | Sequence[str]) -> tuple[str, str]:
-    """(English, Korean) text of a corpus Pair or of an (en, ko) tuple."""
-    if isinstance(pair, Pair):
-        return pair.en, pair.ko
-    if isinstance(pair, (tuple, list)) and len(pair) >= 2 and all(isinstance(s, str) for s in pair[:2]):
-        return pair[0], pair[1]
-    raise TypeError(f"expected a corpus.Pair or an (english, korean) tuple of str, got {pair!r:.80}")
-
-
-def build_vocabs(pairs: Sequence, min_freq: int = 1, tokenize: Tokenize = word_tokenize) -> tuple[Vocab, Vocab]:
-    """Source (English) and target (Korean) vocabularies of the tokenized pairs."""
-    sides = [pair_text(p) for p in pairs]
-    return (Vocab.build((tokenize(en) for en, _ in sides), min_freq),
-            Vocab.build((tokenize(ko) for _, ko in sides), min_freq))
-
-
-def encode_pairs(pairs: Sequence, src_vocab: Vocab, tgt_vocab: Vocab,
-                 tokenize: Tokenize = word_tokenize) -> list[tuple[list[int], list[int]]]:
-    """Each pair as (source ids, target ids), without <bos>/<eos> (``make_batches`` adds them)."""
-    return [(src_vocab.encode(tokenize(en)), tgt_vocab.encode(tokenize(ko))) for en, ko in map(pair_text, pairs)]
-
-
-@dataclass
-class Batch:
-    """One padded batch. ``tgt_in`` = <bos> + tokens is what the decoder reads; ``tgt_out`` = tokens
-    + <eos> is what it must predict, one position ahead (teacher forcing).
-
-    Shape:
-        src (B, S) long, src_mask (B, 1, S) bool (True = real token), tgt_in and tgt_out (B, T) long
-    """
-
-    src: Tensor
-    tgt_in: Tensor
-    tgt_out: Tensor
-    src_mask: Tensor
-    n_tokens: int  # non-pad target tokens: what the loss averages over
-
-    def to(self, device: torch.device | str) -> "Batch":
-        return Batch(*(t.to(device) for t in (self.src, self.tgt_in, self.tgt_out, self.src_mask)), self.n_tokens)
-
-
-def collate(examples: Sequence[tuple[list[int], list[int]]], pad_id: int = 0) -> Batch:
-    """Pad (source ids, target ids) examples into one ``Batch`` (adding <bos> and <eos> to the target)."""
-    if not examples or any(len(src) == 0 for src, _ in examples):
-        raise ValueError("collate needs (source ids, target ids) examples, at least one, none with an empty source")
-    S, T = max(len(s) for s, _ in examples), max(len(t) for _, t in examples) + 1
-    src = torch.full((len(examples), S), pad_id, dtype=torch.long)  # (B, S)
-    tgt_in = torch.full((len(examples), T), pad_id, dtype=torch.long)  # (B, T)
-    tgt_out = torch.full((len(examples), T), pad_id, dtype=torch.long)  # (B, T)
-    for b, (s, t) in enumerate(examples):
-        src[b, :len(s)] = torch.tensor(s, dtype=torch.long)
-        tgt_in[b, :len(t) + 1] = torch.tensor([Vocab.bos_id, *t], dtype=torch.long)
-        tgt_out[b, :len(t) + 1] = torch.tensor([*t, Vocab.eos_id], dtype=torch.long)
-    src_mask = (src != pad_id).unsqueeze(1)  # (B, 1, S)
-    return Batch(src, tgt_in, tgt_out, src_mask, int((tgt_out != pad_id).sum()))
-
-
-def make_batches(examples: Sequence[tuple[list[int], list[int]]], batch_size: int = 64, shuffle: bool = True,
-                 seed: int = 0, pad_id: int = 0, pool: int = 50) -> list[Batch]:
-    """Batches of sentences of similar length (little padding): sort by length inside pools of
-    ``pool * batch_size`` examples, cut into batches, then shuffle the batches (if ``shuffle``).
-    Without ``shuffle`` the examples keep their order apart from the sort inside each pool."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    rng, order = random.Random(seed), list(range(len(examples)))
-    if shuffle:
-        rng.shuffle(order)
-    batches = []
-    for start in range(0, len(order), pool * batch_size):
-        chunk = sorted(order[start:start + pool * batch_size], key=lambda i: (len(examples[i][0]), len(examples[i][1])))
-        batches += [collate([examples[i] for i in chunk[k:k + batch_size]], pad_id)
-                    for k in range(0, len(chunk), batch_size)]
-    if shuffle:
-        rng.shuffle(batches)
-    return batches
-
-
-# --- loss and learning rate -------------------------------------------------------------------
-
-def label_smoothing_loss(logits: Tensor, target: Tensor, epsilon: float = 0.1, ignore_index: int = 0) -> Tensor:
-    """Cross-entropy against a smoothed target: 1 - epsilon on the right token plus epsilon spread
-    evenly over all V tokens (the definition of ``F.cross_entropy(label_smoothing=epsilon)``).
-    The mean is over the positions whose target is not ``ignore_index``.
-
-    Shape:
-        logits (..., V) float, target (...) long -> scalar
-    """
-    if logits.shape[:-1] != target.shape:
-        raise ValueError(f"logits (..., V) and target (...) must agree: got {tuple(logits.shape)} and {tuple(target.shape)}")
-    if not 0.0 <= epsilon < 1.0:
-        raise ValueError(f"epsilon must be in [0, 1), got {epsilon!r}")
-    real = target[target != ignore_index]
-    if real.numel() and (real.min() < 0 or real.max() >= logits.shape[-1]):
-        raise ValueError(f"target ids must lie in 0..{logits.shape[-1] - 1} (V = {logits.shape[-1]} logits), got values "
-                         f"from {int(real.min())} to {int(real.max())}: was the model built for this target vocabulary?")
-    log_probs = F.log_softmax(logits, dim=-1, dtype=torch.promote_types(logits.dtype, torch.float32))  # (..., V)
-    keep = target != ignore_index  # (...)
-    safe = target.masked_fill(~keep, 0)  # (...) any valid id where ignored; zeroed below
-    nll = -log_probs.gather(-1, safe.unsqueeze(-1)).squeeze(-1)  # (...) -log p(right token)
-    uniform = -log_probs.mean(dim=-1)  # (...) cross-entropy with the uniform distribution
-    per_token = (1.0 - epsilon) * nll + epsilon * uniform  # (...)
-    return (per_token * keep).sum() / keep.sum().clamp(min=1)
-
-
-def noam_lr(step: int, d_model: int, warmup: int = 4000, factor: float = 1.0) -> float:
-    """The paper's schedule: factor * d_model^-0.5 * min(step^-0.5, step * warmup^-1.5), step from 1.
-
-    It rises linearly for ``warmup`` steps, peaks at ``factor / sqrt(d_model * warmup)``, then
-    decays as 1/sqrt(step)."""
-    if step < 1:
-        raise ValueError(f"steps are counted from 1, got step={step}")
-    _check_schedule(d_model, warmup, factor)
-    return factor * d_model**-0.5 * min(step**-0.5, step * warmup**-1.5)
-
-
-def _check_schedule(d_model: int, warmup: int, factor: float) -> None:
-    for name, value in (("d_model", d_model), ("warmup", warmup)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int (the schedule divides by it), got {value!r}")
-    if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not math.isfinite(factor) or factor <= 0:
-        raise ValueError(f"the learning-rate factor must be a finite number > 0, got {factor!r}")
-
-
-def make_optimizer(model: nn.Module, d_model: int, warmup: int = 4000, factor: float = 1.0):
-    """Adam with the paper's betas (0.9, 0.98) and eps 1e-9; the scheduler sets lr = ``noam_lr`` of step 1, 2, ..."""
-    _check_schedule(d_model, warmup, factor)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1.0, betas=(0.9, 0.98), eps=1e-9)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: noam_lr(i + 1, d_model, warmup, factor))
-    return optimizer, schedule
+           "chapter07_config", "chapter07_pairs", "NOTE_REPEATS", "CHAPTER07_TRAIN", "main", "collate", "Tokenize"]
 
 
 # --- the training loop ------------------------------------------------------------------------
 
-@dataclass
-class TrainConfig:
-    """How to train. ``max_seconds`` / ``max_steps`` stop early (a safety limit), ``device="auto"`` picks
-    CUDA when present, ``average_last=N`` ends with the mean of the weights of the last N epochs (the
-    paper averaged its last 5 checkpoints: it smooths out the noise of the last steps)."""
-
-    epochs: int = 10
-    batch_size: int = 64
-    warmup: int = 400
-    lr_factor: float = 1.0
-    label_smoothing: float = 0.1
-    seed: int = 0
-    device: str = "auto"
-    max_seconds: float | None = None
-    max_steps: int | None = None
-    average_last: int = 1
-
-    def __post_init__(self) -> None:
-        def bad(name: str, want: str) -> ValueError:
-            return ValueError(f"TrainConfig.{name} must be {want}, got {getattr(self, name)!r}")
-
-        for name in ("epochs", "batch_size", "warmup", "average_last") + (("max_steps",) if self.max_steps is not None else ()):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise bad(name, "a positive int" + (" (the schedule divides by it)" if name == "warmup" else ""))
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise bad("seed", "an int")
-        if not isinstance(self.lr_factor, (int, float)) or not math.isfinite(self.lr_factor) or self.lr_factor <= 0:
-            raise bad("lr_factor", "a finite number > 0")
-        if not isinstance(self.label_smoothing, (int, float)) or not 0.0 <= self.label_smoothing < 1.0:
-            raise bad("label_smoothing", "in [0, 1)")
-        if self.max_seconds is not None and (not isinstance(self.max_seconds, (int, float))
-                                             or not self.max_seconds >= 0 or self.max_seconds == math.inf):
-            raise bad("max_seconds", "None or a finite number >= 0")
-
-
 class TrainingError(RuntimeError):
     """Training cannot go on (the loss stopped being finite, the batches do not fit the model, ...)."""
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C during ``train(..., interruptible=True)``: raised after the current step, with ``progress``,
-    everything ``train(..., resume=progress)`` needs to continue as if nothing had happened."""
-
-    def __init__(self, progress: dict) -> None:
-        super().__init__(f"training interrupted after step {progress['history']['steps']}")
-        self.progress = progress
 
 
 def default_device() -> torch.device:
@@ -254,32 +75,6 @@ def _check_batches(model: Transformer, batches: list[Batch], which: str) -> None
                 raise TrainingError(f"{which} batch {n} has {name} ids from {int(ids.min())} to {int(ids.max())}, but the "
                                     f"model's {name} vocabulary has {size} tokens (ids 0..{size - 1}): build the model "
                                     f"with the vocabularies that encoded the batches")
-
-
-class _CtrlC:
-    """While active, the first Ctrl-C (SIGINT) only sets ``pressed`` (the loop stops after the step it is
-    in, with consistent weights and optimizer state); a second one interrupts at once, as usual."""
-
-    def __init__(self, active: bool) -> None:
-        self.active = active and threading.current_thread() is threading.main_thread()
-        self.pressed, self._previous = False, None
-
-    def _handle(self, signum, frame) -> None:
-        if self.pressed:
-            raise KeyboardInterrupt
-        self.pressed = True
-        print("\nCtrl-C: stopping after this step and saving the progress (press again to stop at once)",
-              file=sys.stderr, flush=True)
-
-    def __enter__(self) -> "_CtrlC":
-        if self.active:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-            print("training: Ctrl-C stops after the current step and keeps the progress", file=sys.stderr, flush=True)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.active:
-            signal.signal(signal.SIGINT, self._previous)
 
 
 def train(model: Transformer, train_batches: list[Batch], valid_batches: list[Batch] | None,
@@ -327,7 +122,7 @@ def train(model: Transformer, train_batches: list[Batch], valid_batches: list[Ba
         history, snapshots, stop = resume["history"], resume["snapshots"], resume["stop"]
         first_epoch, place = resume["epoch"], (resume["order"], resume["position"])
     start = time.perf_counter() - (resume["seconds"] if resume else 0.0)
-    with _CtrlC(interruptible and world == 1) as ctrl_c:
+    with StopOnCtrlC(interruptible and world == 1) as ctrl_c:
         bar = tqdm(total=config.epochs * per_rank, initial=history["steps"], disable=not progress or rank != 0,
                    desc="training", mininterval=0.5)
         for epoch in range(first_epoch, config.epochs):
@@ -437,36 +232,16 @@ def _init_distributed() -> tuple[int, int]:
 
 
 PROG = "python -m course_lib.training"
-PROGRESS_FORMAT = "course_lib.training-progress/1"
 RUN_KEYS = ("seed", "epochs", "batch_size", "max_steps", "note_repeats", "tiny")  # what a resumed run must repeat
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, no usage block: the error is what matters
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def _number(kind: type, low: float, what: str) -> Callable[[str], int | float]:
-    def parse(text: str) -> int | float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if not (math.isfinite(value) and value >= low):
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
-        return value
-    return parse
-
-
 def build_parser() -> argparse.ArgumentParser:
     """Every option of the training command (each checked as it is parsed)."""
-    positive, count = _number(int, 1, "an integer >= 1"), _number(int, 0, "an integer >= 0")
-    parser = _Parser(prog=PROG, description=__doc__.split("\n\n")[0])
+    positive, count = number(int, 1, "an integer >= 1"), number(int, 0, "an integer >= 0")
+    parser = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, type=Path, help="where to write the checkpoint (.pt)")
     parser.add_argument("--seed", type=count, default=0, help="seeds the corpus splits, the weights and the batch order")
     parser.add_argument("--epochs", type=positive, default=CHAPTER07_TRAIN.epochs)
     parser.add_argument("--batch-size", type=positive, default=CHAPTER07_TRAIN.batch_size)
-    parser.add_argument("--max-seconds", type=_number(float, 1e-9, "a number of seconds > 0"), default=None,
+    parser.add_argument("--max-seconds", type=number(float, 1e-9, "a number of seconds > 0"), default=None,
                         help="stop early after this long (not reproducible)")
     parser.add_argument("--max-steps", type=positive, default=None)
     parser.add_argument("--note-repeats", type=count, default=NOTE_REPEATS, help="extra copies of the note's sentences")
@@ -478,34 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def progress_path(out: str | Path) -> Path:
-    """Where Ctrl-C saves an interrupted run of ``--out out``: beside it, never over it."""
-    out = Path(out)
-    return out.with_name(out.name + ".progress.pt")
-
-
-def _unwritable(out: Path) -> str | None:
-    """Why the checkpoint could not be written to ``out`` (None if it can): checked before training."""
-    folder = out.parent
-    if out.is_dir():
-        return f"--out {out} is a folder; give a file inside it, e.g. {out / 'translator.pt'}"
-    if not folder.is_dir():
-        kind = "is a file, not a folder" if folder.exists() or any(p.is_file() for p in folder.parents) else "does not exist"
-        return f"--out {out}: the folder {folder} {kind}"
-    try:  # the real test: create (and remove) a file where the checkpoint will go
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=f".{out.name}.", suffix=".probe")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as err:
-        return f"--out {out}: cannot write in {folder} ({err.strerror or err})"
-    return None
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command's options, checked before anything runs: a bad one exits with a one-line error."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    problem = _unwritable(args.out)
+    problem = unwritable(args.out)
     saved = progress_path(args.out)
     if problem is None and args.resume and not saved.is_file():
         problem = f"--resume: no interrupted run to continue ({saved} does not exist)"
@@ -514,16 +266,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if problem:
         parser.error(problem)
     return args
-
-
-def _load_progress(path: Path, run: dict) -> dict:
-    data = verified_load(path, "training progress file")
-    if data.get("format") != PROGRESS_FORMAT or not isinstance(data.get("run"), dict):
-        raise CheckpointError(f"{path} is not a progress file of {PROG}")
-    differ = {k: (data["run"].get(k), run[k]) for k in RUN_KEYS if data["run"].get(k) != run[k]}
-    if differ:
-        raise CheckpointError(f"--resume needs the options of the interrupted run; these differ (saved, now): {differ}")
-    return data["progress"]
 
 
 def _train_and_save(args: argparse.Namespace) -> int:
@@ -539,7 +281,7 @@ def _train_and_save(args: argparse.Namespace) -> int:
     config = TrainConfig(**{**asdict(CHAPTER07_TRAIN), "epochs": args.epochs, "batch_size": args.batch_size,
                             "seed": args.seed, "max_seconds": args.max_seconds, "max_steps": args.max_steps})
     run, saved = {k: getattr(args, k) for k in RUN_KEYS}, progress_path(args.out)
-    resume = _load_progress(saved, run) if args.resume else None
+    resume = load_progress(saved, run) if args.resume else None
     if rank == 0:
         print(f"training ({'resumed at step ' + str(resume['history']['steps']) if resume else 'from step 0'}); "
               f"Ctrl-C saves the progress to {saved}", flush=True)
@@ -547,8 +289,7 @@ def _train_and_save(args: argparse.Namespace) -> int:
         history = train(model, train_batches, valid_batches, config, progress=not args.quiet, resume=resume,
                         interruptible=world == 1)
     except TrainingInterrupted as stopped:
-        payload = {"format": PROGRESS_FORMAT, "run": run, "progress": stopped.progress}
-        atomic_save({**payload, "sha256": content_digest(payload)}, saved)
+        save_progress(saved, run, stopped.progress)
         steps = stopped.progress["history"]["steps"]
         print(f"interrupted after step {steps}: progress saved to {saved}; add --resume to the same command to "
               "continue", flush=True)
@@ -576,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted before training started; nothing was saved", file=sys.stderr)
+        print(f"{PROG}: interrupted; nothing was saved (during training, a single Ctrl-C saves the progress)", file=sys.stderr)
         return 130
 
 

@@ -46,8 +46,8 @@ def test_torch_comes_from_the_cpu_index_only_on_linux_without_a_gpu(course, monk
     monkeypatch.setattr(course, "reachable", lambda url: True)
     for system, gpu, expected in [("Linux", False, [course.TORCH, "--extra-index-url", course.CPU_INDEX]),
                                   ("Linux", True, [course.TORCH]), ("Darwin", False, [course.TORCH])]:
-        monkeypatch.setattr(course.platform, "system", lambda: system)
-        monkeypatch.setattr(course, "has_nvidia_gpu", lambda: gpu)
+        monkeypatch.setattr(course.platform, "system", lambda system=system: system)
+        monkeypatch.setattr(course, "has_nvidia_gpu", lambda gpu=gpu: gpu)
         assert course.torch_install_args() == expected, (system, gpu)
 
 
@@ -83,9 +83,13 @@ def test_an_unusable_venv_is_detected_and_rebuilt(course, monkeypatch, tmp_path)
     commands.clear()
     course.ensure_venv(Path(sys.prefix))  # a working one is kept as it is
     assert commands == []
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (tmp_path / "link").symlink_to(target)  # a broken .venv that is a link: remove the link, never what it points to
+    course.ensure_venv(tmp_path / "link")
+    assert target.is_dir() and not (tmp_path / "link").is_symlink()
 
 
-@pytest.mark.skipif(not shutil.which("python3"), reason="needs python3 on PATH")
 def test_a_venv_without_pip_is_unusable(course, tmp_path):
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "v")], check=True, timeout=120)
     assert not course.venv_usable(tmp_path / "v")  # what Ctrl-C during the first run leaves

@@ -103,7 +103,7 @@ def test_two_concurrent_savers_leave_one_writers_whole_file(tmp_path, vocabs):
     for round_ in range(3):
         go = tmp_path / f"go{round_}"
 
-        def writer(payload=None) -> None:
+        def writer(payload: dict, go: Path = go) -> None:
             while not go.exists():
                 time.sleep(0.001)
             for _ in range(15):
