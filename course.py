@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -34,13 +35,20 @@ def has_nvidia_gpu() -> bool:
 
 
 def reachable(url: str, timeout: float = 5.0) -> bool:
-    """Can we open a connection to ``url``'s host (port 443)? The timeout applies to this check only."""
-    host = url.split("/")[2]
-    try:
-        with socket.create_connection((host, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
+    """Does ``url``'s host resolve within ``timeout`` seconds? (A DNS lookup ignores socket timeouts, so it
+    runs in a helper thread; nothing process-wide changes.)"""
+    host, found = url.split("/")[2], []
+
+    def resolve() -> None:
+        try:
+            found.append(bool(socket.getaddrinfo(host, 443)))
+        except OSError:
+            found.append(False)
+
+    lookup = threading.Thread(target=resolve, daemon=True)
+    lookup.start()
+    lookup.join(timeout)
+    return bool(found and found[0])
 
 
 def torch_install_args() -> list[str]:

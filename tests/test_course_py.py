@@ -31,14 +31,20 @@ def course():
 def test_reachable_scopes_its_timeout_to_the_one_check(course, monkeypatch):
     seen = []
 
-    def connect(address, timeout=None):
-        seen.append((address, timeout))
+    def offline(host, port):
+        seen.append((host, port))
         raise OSError("offline")
 
-    monkeypatch.setattr(course.socket, "create_connection", connect)
     before = socket.getdefaulttimeout()
+    monkeypatch.setattr(course.socket, "getaddrinfo", offline)
     assert course.reachable("https://download.pytorch.org/whl/cpu") is False
-    assert seen == [(("download.pytorch.org", 443), 5.0)]
+    assert seen == [("download.pytorch.org", 443)]
+    monkeypatch.setattr(course.socket, "getaddrinfo", lambda host, port: time.sleep(5) or [("addr",)])
+    start = time.monotonic()
+    assert course.reachable("https://download.pytorch.org/whl/cpu", timeout=0.2) is False  # a hanging DNS
+    assert time.monotonic() - start < 2
+    monkeypatch.setattr(course.socket, "getaddrinfo", lambda host, port: [("addr",)])
+    assert course.reachable("https://download.pytorch.org/whl/cpu") is True
     assert socket.getdefaulttimeout() == before  # no process-wide side effect
 
 
