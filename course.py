@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -33,14 +34,21 @@ def has_nvidia_gpu() -> bool:
     return shutil.which("nvidia-smi") is not None
 
 
-def reachable(url: str) -> bool:
-    host = url.split("/")[2]
-    try:
-        socket.setdefaulttimeout(5)
-        socket.getaddrinfo(host, 443)
-        return True
-    except OSError:
-        return False
+def reachable(url: str, timeout: float = 5.0) -> bool:
+    """Does ``url``'s host resolve within ``timeout`` seconds? (A DNS lookup ignores socket timeouts, so it
+    runs in a helper thread; nothing process-wide changes.)"""
+    host, found = url.split("/")[2], []
+
+    def resolve() -> None:
+        try:
+            found.append(bool(socket.getaddrinfo(host, 443)))
+        except OSError:
+            found.append(False)
+
+    lookup = threading.Thread(target=resolve, daemon=True)
+    lookup.start()
+    lookup.join(timeout)
+    return bool(found and found[0])
 
 
 def torch_install_args() -> list[str]:
@@ -50,15 +58,42 @@ def torch_install_args() -> list[str]:
     return [TORCH]  # macOS/Windows wheels on PyPI are CPU builds; a GPU machine wants CUDA
 
 
+def venv_usable(venv: Path = VENV) -> bool:
+    """Is ``venv`` a virtual environment whose Python starts and has pip? (Ctrl-C during its creation
+    can leave one without pip, and every later run would fail.)"""
+    python = venv / PY.relative_to(VENV)
+    if not (venv / "pyvenv.cfg").is_file() or not python.exists():
+        return False
+    try:
+        check = subprocess.run([str(python), "-c", "import pip, sys; sys.exit(0)"], capture_output=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return check.returncode == 0
+
+
+def ensure_venv(venv: Path = VENV) -> None:
+    """Create ``venv``, or rebuild it when it is there but unusable."""
+    if venv.exists() or venv.is_symlink():
+        if venv_usable(venv):
+            return
+        print(f"{venv} is unusable (no working Python or no pip, e.g. an interrupted first run): rebuilding it",
+              flush=True)
+        if venv.is_symlink() or venv.is_file():
+            venv.unlink()
+        else:
+            shutil.rmtree(venv)
+    run(sys.executable, "-m", "venv", venv)
+
+
 def setup(extras: str = "test") -> None:
     if sys.version_info < (3, 10):
         sys.exit(f"Python 3.10 or newer is needed, this is {platform.python_version()}")
-    if not PY.exists():
-        run(sys.executable, "-m", "venv", VENV)
+    ensure_venv()
     stamp = VENV / ".course-installed"
     want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + extras.encode()).hexdigest()
     if stamp.exists() and stamp.read_text() == want:
         return
+    stamp.unlink(missing_ok=True)  # written again only once everything below is installed
     pip = [PY, "-m", "pip", "install", "--disable-pip-version-check"]
     run(*pip, "--upgrade", "pip")
     run(*pip, *torch_install_args())
@@ -66,11 +101,24 @@ def setup(extras: str = "test") -> None:
     stamp.write_text(want)
 
 
+def is_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def lab_args(extra: list[str]) -> list[str]:
+    """JupyterLab's arguments: ``extra``, plus ``--allow-root`` when we run as root (a container, a cloud
+    VM), where JupyterLab otherwise refuses to start."""
+    if is_root() and "--allow-root" not in extra:
+        print("running as root (e.g. in a container): passing --allow-root to JupyterLab", flush=True)
+        return [*extra, "--allow-root"]
+    return list(extra)
+
+
 def install_browser() -> None:
     """The browser test drives Debian's chromium; install it when missing and we may (root + apt)."""
     if shutil.which("chromium") or not shutil.which("apt-get"):
         return
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
+    if is_root():
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
         try:
             run("apt-get", "update", "-q", env=env)
@@ -87,7 +135,7 @@ def main(argv: list[str]) -> int:
     if command == "lab":
         setup()
         os.chdir(ROOT)
-        return subprocess.call([str(BIN / "jupyter"), "lab", *argv[1:]])
+        return subprocess.call([str(BIN / "jupyter"), "lab", *lab_args(argv[1:])])
     if command == "test":
         setup()
         install_browser()

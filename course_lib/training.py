@@ -1,8 +1,11 @@
-"""Chapter 07 · Training: batches, label smoothing, the warmup schedule, the loop, the command line.
+"""Chapter 07 · Training: the loop and the command line (batches come from ``batches``, the loss and the
+schedule from ``objective``; this module re-exports both, so ``training.make_batches`` etc. keep working).
 
 ``python -m course_lib.training --out course_lib/data/translator_en_ko.pt --seed 0`` trains the chapter's
 model on ``corpus.make_splits(seed)`` and writes the checkpoint that ships with the course. It runs
 unchanged under ``torchrun --nproc_per_node=N -m course_lib.training ...`` (DistributedDataParallel).
+Its options are checked before anything runs (one-line errors); Ctrl-C saves the progress to
+``OUT.progress.pt`` and ``--resume`` continues it to the same weights as an uninterrupted run.
 ``--config paper_base --bf16`` trains the paper's base model on the course corpus (one shared vocabulary) in
 bf16 autocast on a GPU.
 """
@@ -10,169 +13,41 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import os
 import random
+import sys
 import time
-from dataclasses import asdict, dataclass
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 from tqdm.auto import tqdm
 
+from .batches import Batch, Tokenize, build_vocabs, collate, encode_pairs, make_batches, pair_text  # re-exported
 from .checkpoint import (PRETRAINED_PATH, Checkpoint, CheckpointError, average_state_dicts, load_checkpoint,
                          load_pretrained, save_checkpoint, weights_fingerprint)
-from .corpus import Pair, make_splits
+from .corpus import make_splits
 from .model import Transformer, TransformerConfig
+from .objective import TrainConfig, label_smoothing_loss, make_optimizer, noam_lr
 from .tokens import Vocab, word_tokenize
+from .progress import (OneLineParser, StopOnCtrlC, TrainingInterrupted, load_progress, number, progress_path,
+                       save_progress, unwritable)
 
 __all__ = ["pair_text", "build_vocabs", "encode_pairs", "Batch", "make_batches", "label_smoothing_loss",
-           "noam_lr", "make_optimizer", "TrainConfig", "default_device", "train", "evaluate_loss", "CheckpointError",
+           "noam_lr", "make_optimizer", "TrainConfig", "TrainingError", "TrainingInterrupted", "default_device", "train",
+           "evaluate_loss", "CheckpointError", "progress_path", "build_parser", "parse_args",
+           "MODEL_CONFIGS", "shared_vocab", "model_config", "autocast_context",
            "Checkpoint", "save_checkpoint", "load_checkpoint", "PRETRAINED_PATH", "load_pretrained",
-           "chapter07_config", "chapter07_pairs", "NOTE_REPEATS", "CHAPTER07_TRAIN", "MODEL_CONFIGS", "shared_vocab",
-           "model_config", "autocast_context", "main"]
-
-Tokenize = Callable[[str], list[str]]
-
-
-# --- data -------------------------------------------------------------------------------------
-
-def pair_text(pair: Pair | Sequence[str]) -> tuple[str, str]:
-    """(English, Korean) text of a corpus Pair or of an (en, ko) tuple."""
-    if isinstance(pair, Pair):
-        return pair.en, pair.ko
-    if isinstance(pair, (tuple, list)) and len(pair) >= 2 and all(isinstance(s, str) for s in pair[:2]):
-        return pair[0], pair[1]
-    raise TypeError(f"expected a corpus.Pair or an (english, korean) tuple of str, got {pair!r:.80}")
-
-
-def build_vocabs(pairs: Sequence, min_freq: int = 1, tokenize: Tokenize = word_tokenize) -> tuple[Vocab, Vocab]:
-    """Source (English) and target (Korean) vocabularies of the tokenized pairs."""
-    sides = [pair_text(p) for p in pairs]
-    return (Vocab.build((tokenize(en) for en, _ in sides), min_freq),
-            Vocab.build((tokenize(ko) for _, ko in sides), min_freq))
-
-
-def encode_pairs(pairs: Sequence, src_vocab: Vocab, tgt_vocab: Vocab,
-                 tokenize: Tokenize = word_tokenize) -> list[tuple[list[int], list[int]]]:
-    """Each pair as (source ids, target ids), without <bos>/<eos> (``make_batches`` adds them)."""
-    return [(src_vocab.encode(tokenize(en)), tgt_vocab.encode(tokenize(ko))) for en, ko in map(pair_text, pairs)]
-
-
-@dataclass
-class Batch:
-    """One padded batch. ``tgt_in`` = <bos> + tokens is what the decoder reads; ``tgt_out`` = tokens
-    + <eos> is what it must predict, one position ahead (teacher forcing).
-
-    Shape:
-        src (B, S) long, src_mask (B, 1, S) bool (True = real token), tgt_in and tgt_out (B, T) long
-    """
-
-    src: Tensor
-    tgt_in: Tensor
-    tgt_out: Tensor
-    src_mask: Tensor
-    n_tokens: int  # non-pad target tokens: what the loss averages over
-
-    def to(self, device: torch.device | str) -> "Batch":
-        return Batch(*(t.to(device) for t in (self.src, self.tgt_in, self.tgt_out, self.src_mask)), self.n_tokens)
-
-
-def collate(examples: Sequence[tuple[list[int], list[int]]], pad_id: int = 0) -> Batch:
-    """Pad (source ids, target ids) examples into one ``Batch`` (adding <bos> and <eos> to the target)."""
-    if not examples or any(len(src) == 0 for src, _ in examples):
-        raise ValueError("collate needs (source ids, target ids) examples, at least one, none with an empty source")
-    S, T = max(len(s) for s, _ in examples), max(len(t) for _, t in examples) + 1
-    src = torch.full((len(examples), S), pad_id, dtype=torch.long)  # (B, S)
-    tgt_in = torch.full((len(examples), T), pad_id, dtype=torch.long)  # (B, T)
-    tgt_out = torch.full((len(examples), T), pad_id, dtype=torch.long)  # (B, T)
-    for b, (s, t) in enumerate(examples):
-        src[b, :len(s)] = torch.tensor(s, dtype=torch.long)
-        tgt_in[b, :len(t) + 1] = torch.tensor([Vocab.bos_id, *t], dtype=torch.long)
-        tgt_out[b, :len(t) + 1] = torch.tensor([*t, Vocab.eos_id], dtype=torch.long)
-    src_mask = (src != pad_id).unsqueeze(1)  # (B, 1, S)
-    return Batch(src, tgt_in, tgt_out, src_mask, int((tgt_out != pad_id).sum()))
-
-
-def make_batches(examples: Sequence[tuple[list[int], list[int]]], batch_size: int = 64, shuffle: bool = True,
-                 seed: int = 0, pad_id: int = 0, pool: int = 50) -> list[Batch]:
-    """Batches of sentences of similar length (little padding): sort by length inside pools of
-    ``pool * batch_size`` examples, cut into batches, then shuffle the batches (if ``shuffle``).
-    Without ``shuffle`` the examples keep their order apart from the sort inside each pool."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    rng, order = random.Random(seed), list(range(len(examples)))
-    if shuffle:
-        rng.shuffle(order)
-    batches = []
-    for start in range(0, len(order), pool * batch_size):
-        chunk = sorted(order[start:start + pool * batch_size], key=lambda i: (len(examples[i][0]), len(examples[i][1])))
-        batches += [collate([examples[i] for i in chunk[k:k + batch_size]], pad_id)
-                    for k in range(0, len(chunk), batch_size)]
-    if shuffle:
-        rng.shuffle(batches)
-    return batches
-
-
-# --- loss and learning rate -------------------------------------------------------------------
-
-def label_smoothing_loss(logits: Tensor, target: Tensor, epsilon: float = 0.1, ignore_index: int = 0) -> Tensor:
-    """Cross-entropy against a smoothed target: 1 - epsilon on the right token plus epsilon spread
-    evenly over all V tokens (the definition of ``F.cross_entropy(label_smoothing=epsilon)``).
-    The mean is over the positions whose target is not ``ignore_index``.
-
-    Shape:
-        logits (..., V) float, target (...) long -> scalar
-    """
-    if logits.shape[:-1] != target.shape:
-        raise ValueError(f"logits (..., V) and target (...) must agree: got {tuple(logits.shape)} and {tuple(target.shape)}")
-    if not 0.0 <= epsilon < 1.0:
-        raise ValueError(f"epsilon must be in [0, 1), got {epsilon!r}")
-    log_probs = F.log_softmax(logits, dim=-1, dtype=torch.promote_types(logits.dtype, torch.float32))  # (..., V)
-    keep = target != ignore_index  # (...)
-    safe = target.masked_fill(~keep, 0)  # (...) any valid id where ignored; zeroed below
-    nll = -log_probs.gather(-1, safe.unsqueeze(-1)).squeeze(-1)  # (...) -log p(right token)
-    uniform = -log_probs.mean(dim=-1)  # (...) cross-entropy with the uniform distribution
-    per_token = (1.0 - epsilon) * nll + epsilon * uniform  # (...)
-    return (per_token * keep).sum() / keep.sum().clamp(min=1)
-
-
-def noam_lr(step: int, d_model: int, warmup: int = 4000, factor: float = 1.0) -> float:
-    """The paper's schedule: factor * d_model^-0.5 * min(step^-0.5, step * warmup^-1.5), step from 1.
-
-    It rises linearly for ``warmup`` steps, peaks at ``factor / sqrt(d_model * warmup)``, then
-    decays as 1/sqrt(step)."""
-    if step < 1:
-        raise ValueError(f"steps are counted from 1, got step={step}")
-    return factor * d_model**-0.5 * min(step**-0.5, step * warmup**-1.5)
-
-
-def make_optimizer(model: nn.Module, d_model: int, warmup: int = 4000, factor: float = 1.0):
-    """Adam with the paper's betas (0.9, 0.98) and eps 1e-9; the scheduler sets lr = ``noam_lr`` of step 1, 2, ..."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=1.0, betas=(0.9, 0.98), eps=1e-9)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: noam_lr(i + 1, d_model, warmup, factor))
-    return optimizer, schedule
+           "chapter07_config", "chapter07_pairs", "NOTE_REPEATS", "CHAPTER07_TRAIN", "main", "collate", "Tokenize"]
 
 
 # --- the training loop ------------------------------------------------------------------------
 
-@dataclass
-class TrainConfig:
-    """How to train. ``max_seconds`` / ``max_steps`` stop early (a safety limit), ``device="auto"`` picks
-    CUDA when present, ``average_last=N`` ends with the mean of the weights of the last N epochs (the
-    paper averaged its last 5 checkpoints: it smooths out the noise of the last steps)."""
-
-    epochs: int = 10
-    batch_size: int = 64
-    warmup: int = 400
-    lr_factor: float = 1.0
-    label_smoothing: float = 0.1
-    seed: int = 0
-    device: str = "auto"
-    max_seconds: float | None = None
-    max_steps: int | None = None
-    average_last: int = 1
+class TrainingError(RuntimeError):
+    """Training cannot go on (the loss stopped being finite, the batches do not fit the model, ...)."""
 
 
 def default_device() -> torch.device:
@@ -195,12 +70,31 @@ def _stop_everywhere(stop: bool, world: int, device: torch.device) -> bool:
     return bool(flag.item())
 
 
+def _check_batches(model: Transformer, batches: list[Batch], which: str) -> None:
+    """Every id of every batch fits the model's vocabularies (a named error now, not an index error mid-run)."""
+    c = model.config
+    for n, batch in enumerate(batches):
+        for name, ids, size in (("source", batch.src, c.src_vocab_size), ("target", batch.tgt_in, c.tgt_vocab_size),
+                                ("target", batch.tgt_out, c.tgt_vocab_size)):
+            if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= size):
+                raise TrainingError(f"{which} batch {n} has {name} ids from {int(ids.min())} to {int(ids.max())}, but the "
+                                    f"model's {name} vocabulary has {size} tokens (ids 0..{size - 1}): build the model "
+                                    f"with the vocabularies that encoded the batches")
+
+
 def train(model: Transformer, train_batches: list[Batch], valid_batches: list[Batch] | None,
-          config: TrainConfig, progress: bool = True, on_epoch: Callable[[int, dict], None] | None = None) -> dict:
+          config: TrainConfig, progress: bool = True, on_epoch: Callable[[int, dict], None] | None = None,
+          resume: dict | None = None, interruptible: bool = False) -> dict:
     """Train ``model`` in place; returns the history: loss and lr per step, valid loss per epoch, speed.
 
     ``on_epoch(epoch, history)``, if given, runs after every epoch (e.g. to print a sample translation).
     Dropout and the batch order are seeded with ``config.seed``: the same call gives the same model.
+    A loss that is not finite stops training with ``TrainingError`` naming the step.
+
+    ``interruptible=True`` (one process): Ctrl-C stops after the current step and raises
+    ``TrainingInterrupted``, whose ``progress`` passed back as ``resume=`` (same model as built, same
+    batches and config) continues the run: weights, Adam moments, schedule, random states and the
+    position in the epoch are restored, so the result equals an uninterrupted run's.
 
     Under torch.distributed (e.g. torchrun) the model is wrapped in DistributedDataParallel and
     each rank takes every world-th batch of one shared shuffled order.
@@ -209,6 +103,10 @@ def train(model: Transformer, train_batches: list[Batch], valid_batches: list[Ba
     device = default_device() if config.device == "auto" else torch.device(config.device)
     if world > 1 and device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
+    if resume is not None and world > 1:
+        raise TrainingError("resuming is supported in one process only (not under torchrun)")
+    _check_batches(model, train_batches, "training")
+    _check_batches(model, valid_batches or [], "validation")
     model.to(device).train()
     torch.manual_seed(config.seed + rank)  # dropout: explicit and reproducible
     net = model
@@ -219,39 +117,67 @@ def train(model: Transformer, train_batches: list[Batch], valid_batches: list[Ba
     if per_rank == 0:
         raise ValueError(f"{len(train_batches)} training batches cannot be shared by {world} processes")
     history: dict = {"loss": [], "lr": [], "valid_loss": [], "epochs": 0, "steps": 0, "tokens": 0, "world_size": world}
-    bar = tqdm(total=config.epochs * per_rank, disable=not progress or rank != 0, desc="training", mininterval=0.5)
-    rng, start, stop, snapshots = random.Random(config.seed), time.perf_counter(), False, []
-    for epoch in range(config.epochs):
-        order = list(range(len(train_batches)))
-        rng.shuffle(order)  # the same order on every rank (same seed): rank r takes every world-th batch
-        for i in order[:per_rank * world][rank::world]:
-            batch = train_batches[i].to(device)
-            logits = net(batch.src, batch.tgt_in, batch.src_mask)  # (B, T, V)
-            loss = label_smoothing_loss(logits, batch.tgt_out, config.label_smoothing, model.config.pad_id)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            history["lr"].append(optimizer.param_groups[0]["lr"])
-            optimizer.step()
-            schedule.step()
-            history["loss"].append(loss.item())
-            history["steps"], history["tokens"] = history["steps"] + 1, history["tokens"] + batch.n_tokens * world
-            seconds = time.perf_counter() - start
-            bar.update()
-            bar.set_postfix(loss=f"{history['loss'][-1]:.3f}", tok_s=f"{history['tokens'] / seconds:,.0f}", refresh=False)
-            stop = _stop_everywhere((config.max_seconds is not None and seconds >= config.max_seconds)
-                                    or (config.max_steps is not None and history["steps"] >= config.max_steps), world, device)
+    rng, stop, snapshots, first_epoch, place = random.Random(config.seed), False, [], 0, None
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        schedule.load_state_dict(resume["schedule"])
+        torch.set_rng_state(resume["torch_rng"])
+        rng.setstate((resume["rng"][0], tuple(resume["rng"][1]), resume["rng"][2]))
+        history, snapshots, stop = resume["history"], resume["snapshots"], resume["stop"]
+        first_epoch, place = resume["epoch"], (resume["order"], resume["position"])
+    start = time.perf_counter() - (resume["seconds"] if resume else 0.0)
+    with StopOnCtrlC(interruptible and world == 1) as ctrl_c:
+        bar = tqdm(total=config.epochs * per_rank, initial=history["steps"], disable=not progress or rank != 0,
+                   desc="training", mininterval=0.5)
+        for epoch in range(first_epoch, config.epochs):
+            if place is None:
+                order = list(range(len(train_batches)))
+                rng.shuffle(order)  # the same order on every rank (same seed): rank r takes every world-th batch
+                done = 0
+            else:
+                (order, done), place = place, None  # resumed inside this epoch, after `done` of its batches
+            mine = order[:per_rank * world][rank::world]
+            for position in range(done, len(mine)):
+                if stop:
+                    break
+                batch = train_batches[mine[position]].to(device)
+                logits = net(batch.src, batch.tgt_in, batch.src_mask)  # (B, T, V)
+                loss = label_smoothing_loss(logits, batch.tgt_out, config.label_smoothing, model.config.pad_id)
+                lr = optimizer.param_groups[0]["lr"]
+                if not torch.isfinite(loss):
+                    raise TrainingError(f"the loss became {loss.item()} at step {history['steps'] + 1} (epoch {epoch + 1}, "
+                                        f"learning rate {lr:.3g}): stopped before the weights turn NaN; lower lr_factor, "
+                                        "raise warmup, or look for a broken batch")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                history["lr"].append(lr)
+                optimizer.step()
+                schedule.step()
+                history["loss"].append(loss.item())
+                history["steps"], history["tokens"] = history["steps"] + 1, history["tokens"] + batch.n_tokens * world
+                seconds = time.perf_counter() - start
+                bar.update()
+                bar.set_postfix(loss=f"{history['loss'][-1]:.3f}", tok_s=f"{history['tokens'] / seconds:,.0f}", refresh=False)
+                stop = _stop_everywhere((config.max_seconds is not None and seconds >= config.max_seconds)
+                                        or (config.max_steps is not None and history["steps"] >= config.max_steps), world, device)
+                if ctrl_c.pressed:
+                    bar.close()
+                    raise TrainingInterrupted(copy.deepcopy({
+                        "model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                        "torch_rng": torch.get_rng_state(), "rng": [*rng.getstate()[:1], list(rng.getstate()[1]), None],
+                        "history": history, "snapshots": snapshots, "stop": stop, "epoch": epoch, "order": order,
+                        "position": position + 1, "seconds": seconds}))
+            history["epochs"] = epoch + 1
+            if valid_batches:
+                history["valid_loss"].append(evaluate_loss(model, valid_batches))
+            if on_epoch is not None:
+                on_epoch(epoch + 1, history)
+            if config.average_last > 1:  # keep the weights of the last few epochs
+                snapshots = [*snapshots[1 - config.average_last:], {k: v.clone() for k, v in model.state_dict().items()}]
+            model.train()
             if stop:
                 break
-        history["epochs"] = epoch + 1
-        if valid_batches:
-            history["valid_loss"].append(evaluate_loss(model, valid_batches))
-        if on_epoch is not None:
-            on_epoch(epoch + 1, history)
-        if config.average_last > 1:  # keep the weights of the last few epochs
-            snapshots = [*snapshots[1 - config.average_last:], {k: v.clone() for k, v in model.state_dict().items()}]
-        model.train()
-        if stop:
-            break
     if len(snapshots) > 1:
         model.load_state_dict(average_state_dicts(snapshots))
     history["averaged_epochs"] = max(1, len(snapshots))
@@ -267,7 +193,8 @@ def evaluate_loss(model: Transformer, batches: list[Batch], epsilon: float = 0.0
     """Mean loss per target token over ``batches`` in eval mode (``epsilon=0``: plain cross-entropy)."""
     if not batches:
         raise ValueError("evaluate_loss needs at least one batch (an empty list has no loss; 0.0 would look perfect)")
-    device = next(model.eval().parameters()).device  # eval mode: no dropout
+    model.eval()
+    device = next(model.parameters()).device
     total, count = 0.0, 0
     for batch in batches:
         batch = batch.to(device)
@@ -340,30 +267,55 @@ def _init_distributed() -> tuple[int, int]:
     return _distributed()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m course_lib.training", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", required=True, help="where to write the checkpoint (.pt)")
-    parser.add_argument("--seed", type=int, default=0, help="seeds the corpus splits, the weights and the batch order")
-    parser.add_argument("--epochs", type=int, default=CHAPTER07_TRAIN.epochs)
-    parser.add_argument("--batch-size", type=int, default=CHAPTER07_TRAIN.batch_size)
-    parser.add_argument("--max-seconds", type=float, default=None, help="stop early after this long (not reproducible)")
-    parser.add_argument("--max-steps", type=int, default=None)
-    parser.add_argument("--note-repeats", type=int, default=NOTE_REPEATS, help="extra copies of the note's sentences")
+PROG = "python -m course_lib.training"
+RUN_KEYS = ("seed", "epochs", "batch_size", "max_steps", "note_repeats", "tiny", "config", "bf16")  # what a resumed run must repeat
+def build_parser() -> argparse.ArgumentParser:
+    """Every option of the training command (each checked as it is parsed)."""
+    positive, count = number(int, 1, "an integer >= 1"), number(int, 0, "an integer >= 0")
+    parser = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, type=Path, help="where to write the checkpoint (.pt)")
+    parser.add_argument("--seed", type=count, default=0, help="seeds the corpus splits, the weights and the batch order")
+    parser.add_argument("--epochs", type=positive, default=CHAPTER07_TRAIN.epochs)
+    parser.add_argument("--batch-size", type=positive, default=CHAPTER07_TRAIN.batch_size)
+    parser.add_argument("--max-seconds", type=number(float, 1e-9, "a number of seconds > 0"), default=None,
+                        help="stop early after this long (not reproducible)")
+    parser.add_argument("--max-steps", type=positive, default=None)
+    parser.add_argument("--note-repeats", type=count, default=NOTE_REPEATS, help="extra copies of the note's sentences")
     parser.add_argument("--tiny", action="store_true", help="TransformerConfig.tiny sizes (for quick tests; = --config tiny)")
     parser.add_argument("--config", choices=MODEL_CONFIGS, default="chapter07",
                         help="model size: the chapter's, tiny, or the paper's base model with one shared vocabulary")
     parser.add_argument("--bf16", action="store_true", help="train in bf16 autocast (needs a CUDA GPU)")
     parser.add_argument("--float32", action="store_true", help="store float32 weights (default: float16)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run that Ctrl-C stopped, from OUT.progress.pt (same options)")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command's options, checked before anything runs: a bad one exits with a one-line error."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.bf16 and not torch.cuda.is_available():
         parser.error("--bf16 needs a CUDA GPU (on a CPU bf16 autocast is slower than float32); drop --bf16")
     if args.tiny and args.config != "chapter07":
         parser.error(f"--tiny and --config {args.config} name two model sizes; give one")
-    name = "tiny" if args.tiny else args.config
+    problem = unwritable(args.out)
+    saved = progress_path(args.out)
+    if problem is None and args.resume and not saved.is_file():
+        problem = f"--resume: no interrupted run to continue ({saved} does not exist)"
+    if problem is None and not args.resume and saved.exists():
+        problem = f"{saved} holds an interrupted run: add --resume to continue it, or delete it to start over"
+    if problem:
+        parser.error(problem)
+    return args
+
+
+def _train_and_save(args: argparse.Namespace) -> int:
     rank, world = _init_distributed()
     torch.manual_seed(args.seed)
     splits = make_splits(args.seed)
+    name = "tiny" if args.tiny else args.config
     src_vocab, tgt_vocab = ((shared_vocab(splits.train),) * 2 if name == "paper_base" else build_vocabs(splits.train))
     train_pairs = chapter07_pairs(splits.train, args.note_repeats)
     train_batches = make_batches(encode_pairs(train_pairs, src_vocab, tgt_vocab), args.batch_size, seed=args.seed)
@@ -371,20 +323,46 @@ def main(argv: list[str] | None = None) -> int:
     model = Transformer(model_config(name, len(src_vocab), len(tgt_vocab)))
     config = TrainConfig(**{**asdict(CHAPTER07_TRAIN), "epochs": args.epochs, "batch_size": args.batch_size,
                             "seed": args.seed, "max_seconds": args.max_seconds, "max_steps": args.max_steps})
-    with autocast_context(default_device(), args.bf16):
-        history = train(model, train_batches, valid_batches, config, progress=not args.quiet)
-    prints = [weights_fingerprint(model)] * world
+    run, saved = {k: getattr(args, k) for k in RUN_KEYS}, progress_path(args.out)
+    resume = load_progress(saved, run) if args.resume else None
+    if rank == 0:
+        print(f"training ({'resumed at step ' + str(resume['history']['steps']) if resume else 'from step 0'}); "
+              f"Ctrl-C saves the progress to {saved}", flush=True)
+    try:
+        with autocast_context(default_device(), args.bf16):
+            history = train(model, train_batches, valid_batches, config, progress=not args.quiet, resume=resume,
+                            interruptible=world == 1)
+    except TrainingInterrupted as stopped:
+        save_progress(saved, run, stopped.progress)
+        steps = stopped.progress["history"]["steps"]
+        print(f"interrupted after step {steps}: progress saved to {saved}; add --resume to the same command to "
+              "continue", flush=True)
+        return 130
+    prints = [weights_fingerprint(model)] * world  # of the float32 weights in memory (the file stores float16)
     if world > 1:
         torch.distributed.all_gather_object(prints, prints[0])
     if rank == 0:
         meta = {"seed": args.seed, "train_config": asdict(config), "note_repeats": args.note_repeats, "world_size": world,
-                "torch": torch.__version__, "replica_sha256": prints, "valid_loss": history["valid_loss"],
+                "torch": torch.__version__, "replica_float32_sha256": prints, "valid_loss": history["valid_loss"],
                 **{k: round(history[k], 1) for k in ("steps", "epochs", "seconds", "tokens_per_s")}}
         save_checkpoint(args.out, model, src_vocab, tgt_vocab, meta, half=not args.float32)
+        saved.unlink(missing_ok=True)  # the run is complete: its progress file has served
         print(f"wrote {args.out}: {history['steps']} steps in {history['seconds']:.0f} s on {world} process(es)")
     if world > 1:
         torch.distributed.destroy_process_group()
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        return _train_and_save(args)
+    except (TrainingError, CheckpointError) as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; nothing was saved (during training, a single Ctrl-C saves the progress)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

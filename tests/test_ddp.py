@@ -97,7 +97,7 @@ def test_training_command_runs_unchanged_under_torchrun(tmp_path):
     assert "2 steps" in run.stdout and "2 process(es)" in run.stdout
     ckpt = load_checkpoint(out)
     assert ckpt.meta["world_size"] == 2 and ckpt.meta["steps"] == 2
-    hashes = ckpt.meta["replica_sha256"]
+    hashes = ckpt.meta["replica_float32_sha256"]  # of each replica's float32 weights, before the float16 file
     assert len(hashes) == 2 and hashes[0] == hashes[1]  # both processes ended with the same weights
     torch.manual_seed(0)  # the command seeds with --seed 0 before building the model
     fresh = Transformer(ckpt.model.config)

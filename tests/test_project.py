@@ -21,11 +21,12 @@ RANK = {
     "grammar": 0.0, "corpus": 0.1, "viz": 0.0, "exercises": 0.0, "checks": 0.0,
     "gpt": 9.1, "llama": 9.2, "sampling": 9.3, "gpt_translate": 9.4,  # chapter 09 (after kvcache 8.0)
     "tokens": 1.0, "embeddings": 2.0, "attention": 3.0, "multihead": 4.0,
-    "encoder": 5.0, "decoder": 6.0, "model": 7.0, "checkpoint": 7.05, "training": 7.1, "decoding": 7.2,
+    "encoder": 5.0, "decoder": 6.0, "model": 7.0, "checkpoint": 7.05, "batches": 7.06, "objective": 7.07,
+    "progress": 7.08, "training": 7.1, "decoding": 7.2,
     "kvcache": 8.0, "doctor": 9.0, "__main__": 10.0, "__init__": -1.0, "claims": 0.0, "validate": 0.0,
     "scorecard": 0.05,
 }
-MODEL_MODULES = {"tokens", "embeddings", "attention", "multihead", "encoder", "decoder", "model", "checkpoint", "training", "decoding", "kvcache"}
+MODEL_MODULES = {"tokens", "embeddings", "attention", "multihead", "encoder", "decoder", "model", "checkpoint", "batches", "objective", "progress", "training", "decoding", "kvcache"}
 
 
 def _course_imports(path: Path) -> set[str]:

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from course_lib import corpus
+from course_lib.checkpoint import content_digest
 from course_lib.model import Transformer, TransformerConfig
 from course_lib.tokens import BPE, Vocab
 from course_lib.training import (CHAPTER07_TRAIN, NOTE_REPEATS, Batch, CheckpointError, TrainConfig,
@@ -263,15 +264,16 @@ def test_missing_corrupt_and_mismatched_checkpoints_raise_checkpoint_error(tmp_p
     (tmp_path / "junk.pt").write_bytes(b"this is not a checkpoint at all")
     (tmp_path / "cut.pt").write_bytes(good.read_bytes()[:2000])
     for name in ("junk.pt", "cut.pt"):
-        with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        with pytest.raises(CheckpointError, match="not a readable translator checkpoint"):
             load_checkpoint(tmp_path / name)
     torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="not a course_lib translator checkpoint"):
         load_checkpoint(tmp_path / "other.pt")
 
-    def tampered(name: str, change) -> str:
+    def tampered(name: str, change) -> str:  # a changed file with a matching digest: the deeper checks must catch it
         data = torch.load(good, weights_only=True)
         change(data)
+        data["sha256"] = content_digest(data)
         torch.save(data, tmp_path / name)
         return str(tmp_path / name)
 
@@ -283,7 +285,7 @@ def test_missing_corrupt_and_mismatched_checkpoints_raise_checkpoint_error(tmp_p
         load_checkpoint(tampered("vocab.pt", lambda d: d["tgt_vocab"]["itos"].append("새말")))
     with pytest.raises(CheckpointError, match="invalid config"):
         load_checkpoint(tampered("config.pt", lambda d: d["config"].update(n_heads=5)))
-    with pytest.raises(CheckpointError, match="must be dicts"):
+    with pytest.raises(CheckpointError, match="'state_dict' must be a dict"):
         load_checkpoint(tampered("list.pt", lambda d: d.update(state_dict=[1, 2])))
     with pytest.raises(CheckpointError, match="lacks the entries"):
         load_checkpoint(tampered("partial.pt", lambda d: d.pop("state_dict")))

@@ -1,0 +1,96 @@
+"""Chapter 07 · Batches: sentence pairs -> token ids -> padded batches of similar length.
+
+``training`` re-exports these names; the chapter teaches them as part of training.
+"""
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .corpus import Pair
+from .tokens import Vocab, word_tokenize
+
+__all__ = ["pair_text", "build_vocabs", "encode_pairs", "Batch", "collate", "make_batches", "Tokenize"]
+
+Tokenize = Callable[[str], list[str]]
+
+
+def pair_text(pair: Pair | Sequence[str]) -> tuple[str, str]:
+    """(English, Korean) text of a corpus Pair or of an (en, ko) tuple."""
+    if isinstance(pair, Pair):
+        return pair.en, pair.ko
+    if isinstance(pair, (tuple, list)) and len(pair) >= 2 and all(isinstance(s, str) for s in pair[:2]):
+        return pair[0], pair[1]
+    raise TypeError(f"expected a corpus.Pair or an (english, korean) tuple of str, got {pair!r:.80}")
+
+
+def build_vocabs(pairs: Sequence, min_freq: int = 1, tokenize: Tokenize = word_tokenize) -> tuple[Vocab, Vocab]:
+    """Source (English) and target (Korean) vocabularies of the tokenized pairs."""
+    sides = [pair_text(p) for p in pairs]
+    return (Vocab.build((tokenize(en) for en, _ in sides), min_freq),
+            Vocab.build((tokenize(ko) for _, ko in sides), min_freq))
+
+
+def encode_pairs(pairs: Sequence, src_vocab: Vocab, tgt_vocab: Vocab,
+                 tokenize: Tokenize = word_tokenize) -> list[tuple[list[int], list[int]]]:
+    """Each pair as (source ids, target ids), without <bos>/<eos> (``make_batches`` adds them)."""
+    return [(src_vocab.encode(tokenize(en)), tgt_vocab.encode(tokenize(ko))) for en, ko in map(pair_text, pairs)]
+
+
+@dataclass
+class Batch:
+    """One padded batch. ``tgt_in`` = <bos> + tokens is what the decoder reads; ``tgt_out`` = tokens
+    + <eos> is what it must predict, one position ahead (teacher forcing).
+
+    Shape:
+        src (B, S) long, src_mask (B, 1, S) bool (True = real token), tgt_in and tgt_out (B, T) long
+    """
+
+    src: Tensor
+    tgt_in: Tensor
+    tgt_out: Tensor
+    src_mask: Tensor
+    n_tokens: int  # non-pad target tokens: what the loss averages over
+
+    def to(self, device: torch.device | str) -> "Batch":
+        return Batch(*(t.to(device) for t in (self.src, self.tgt_in, self.tgt_out, self.src_mask)), self.n_tokens)
+
+
+def collate(examples: Sequence[tuple[list[int], list[int]]], pad_id: int = 0) -> Batch:
+    """Pad (source ids, target ids) examples into one ``Batch`` (adding <bos> and <eos> to the target)."""
+    if not examples or any(len(src) == 0 for src, _ in examples):
+        raise ValueError("collate needs (source ids, target ids) examples, at least one, none with an empty source")
+    S, T = max(len(s) for s, _ in examples), max(len(t) for _, t in examples) + 1
+    src = torch.full((len(examples), S), pad_id, dtype=torch.long)  # (B, S)
+    tgt_in = torch.full((len(examples), T), pad_id, dtype=torch.long)  # (B, T)
+    tgt_out = torch.full((len(examples), T), pad_id, dtype=torch.long)  # (B, T)
+    for b, (s, t) in enumerate(examples):
+        src[b, :len(s)] = torch.tensor(s, dtype=torch.long)
+        tgt_in[b, :len(t) + 1] = torch.tensor([Vocab.bos_id, *t], dtype=torch.long)
+        tgt_out[b, :len(t) + 1] = torch.tensor([*t, Vocab.eos_id], dtype=torch.long)
+    src_mask = (src != pad_id).unsqueeze(1)  # (B, 1, S)
+    return Batch(src, tgt_in, tgt_out, src_mask, int((tgt_out != pad_id).sum()))
+
+
+def make_batches(examples: Sequence[tuple[list[int], list[int]]], batch_size: int = 64, shuffle: bool = True,
+                 seed: int = 0, pad_id: int = 0, pool: int = 50) -> list[Batch]:
+    """Batches of sentences of similar length (little padding): sort by length inside pools of
+    ``pool * batch_size`` examples, cut into batches, then shuffle the batches (if ``shuffle``).
+    Without ``shuffle`` the examples keep their order apart from the sort inside each pool."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    rng, order = random.Random(seed), list(range(len(examples)))
+    if shuffle:
+        rng.shuffle(order)
+    batches = []
+    for start in range(0, len(order), pool * batch_size):
+        chunk = sorted(order[start:start + pool * batch_size], key=lambda i: (len(examples[i][0]), len(examples[i][1])))
+        batches += [collate([examples[i] for i in chunk[k:k + batch_size]], pad_id)
+                    for k in range(0, len(chunk), batch_size)]
+    if shuffle:
+        rng.shuffle(batches)
+    return batches
