@@ -242,6 +242,7 @@ def stack_from_torch(cls: type, layer_cls: type, module: nn.Module) -> nn.Module
     stack = cls(layers[0], len(layers), final_norm=module.norm is not None)
     stack.layers = nn.ModuleList(layers)
     if module.norm is not None:
-        copy_norm(stack.norm, module.norm)
+        # cast first, then copy: copying float64 weights into a float32 norm would round them
         stack.norm.to(dtype=module.norm.weight.dtype, device=module.norm.weight.device)
+        copy_norm(stack.norm, module.norm)
     return stack.train(module.training)
