@@ -6,6 +6,7 @@ Korean labels need a Hangul font: :func:`use_hangul_font` registers NanumGothic 
 from __future__ import annotations
 
 import importlib.util
+import itertools
 from pathlib import Path
 from typing import Sequence
 
@@ -223,7 +224,7 @@ def draw_transformer(
         _arrow(ax, [(x, 0.75), (x, 1.2)])
         _arrow(ax, [(x, 2.0), (x, _PE_Y - 0.17)])
         _arrow(ax, [(x, _PE_Y + 0.17), (x, 3.3)])
-        for lower, upper in zip(names[1:], names[2:]):
+        for lower, upper in itertools.pairwise(names[1:]):
             _arrow(ax, [(x, _block_edges(lower)[2]), (x, _block_edges(upper)[1])])
     # Residual connections: around each sub-layer into its Add & Norm.
     for sub, norm in (("enc_attention", "enc_norm1"), ("enc_ffn", "enc_norm2"), ("dec_attention", "dec_norm1"),

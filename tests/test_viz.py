@@ -9,11 +9,11 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import pytest  # noqa: E402
-from matplotlib import patches  # noqa: E402
+import matplotlib.pyplot as plt
+import pytest
+from matplotlib import patches
 
-from course_lib import viz  # noqa: E402
+from course_lib import viz
 
 PARTS = ["embeddings", "positional", "encoder_self_attention", "encoder_ffn", "decoder_self_attention",
          "cross_attention", "decoder_ffn", "add_norm", "output", "encoder", "decoder"]
