@@ -92,11 +92,13 @@ class EncoderLayer(nn.Module):
     """
 
     def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.1, norm_first: bool = False,
-                 eps: float = 1e-5, bias: bool = True) -> None:
+                 eps: float = 1e-5, bias: bool = True, *, attention_dropout: float | None = None,
+                 ffn_dropout: float | None = None) -> None:
         super().__init__()
         self.d_model, self.n_heads, self.norm_first = d_model, n_heads, norm_first
-        self.self_attn = MultiHeadAttention(d_model, n_heads, dropout=dropout, bias=bias)
-        self.ff = FeedForward(d_model, d_ff, dropout=dropout, bias=bias)
+        attention_dropout, ffn_dropout = inner_dropouts(dropout, attention_dropout, ffn_dropout)
+        self.self_attn = MultiHeadAttention(d_model, n_heads, dropout=attention_dropout, bias=bias)  # on the weights
+        self.ff = FeedForward(d_model, d_ff, dropout=ffn_dropout, bias=bias)  # on the hidden layer
         self.norm1 = LayerNorm(d_model, eps=eps, bias=bias)
         self.norm2 = LayerNorm(d_model, eps=eps, bias=bias)
         self.dropout1 = nn.Dropout(dropout)  # on the attention branch, before the residual sum
@@ -179,6 +181,17 @@ def attention_branch(attn: MultiHeadAttention, dropout: nn.Dropout, x: Tensor, m
         out, weights = attn(x, memory, memory, mask=mask, return_attention=True)  # (B, L, D), (B, H, L, M)
         return dropout(out), weights
     return dropout(attn(x, memory, memory, mask=mask)), None
+
+
+def inner_dropouts(dropout: float, attention_dropout: float | None, ffn_dropout: float | None) -> tuple[float, float]:
+    """The dropout on the attention weights and on the feed-forward hidden layer (None: ``dropout``, as PyTorch).
+
+    ``dropout`` itself is applied to each sub-layer's output, as in the paper (section 5.4), which
+    names no other; PyTorch's layers (and the course's defaults) also use it inside attention and the
+    feed-forward network. ``attention_dropout=0.0, ffn_dropout=0.0`` is the paper's exact setting.
+    """
+    return (dropout if attention_dropout is None else attention_dropout,
+            dropout if ffn_dropout is None else ffn_dropout)
 
 
 def clone_layers(layer: nn.Module, n_layers: int) -> nn.ModuleList:
