@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -58,6 +59,5 @@ def test_without_getloadavg_the_machine_counts_as_idle(monkeypatch, restore_thre
 
 
 def test_the_policy_is_documented_in_the_troubleshooting_page():
-    page = (os.path.dirname(os.path.dirname(course_lib.__file__)) + "/docs/troubleshooting.md")
-    text = open(page, encoding="utf-8").read()
+    text = (Path(course_lib.__file__).resolve().parents[1] / "docs" / "troubleshooting.md").read_text(encoding="utf-8")
     assert "set_threads" in text and "training" in text
