@@ -69,7 +69,7 @@ def thread_count(workload: str, cores: int, load: float) -> int:
     ``"training"`` (chapter 07): two threads only when about two cores are free (``cores - load``
     at least 1.5), else one. Measured on 2 cores: quiet, 63 ms a step with 2 threads vs 98 ms
     with 1; busy (load average 10), 1.4-5.5 s with 2 threads vs 0.27-0.33 s with 1. A second
-    thread gains 1.5x when a core is free and loses 5-40x when none is, so it waits for clear room.
+    thread gains 1.5x when a core is free and loses 4-20x (once 90x) when none is, so it waits for room.
     See docs/troubleshooting.md.
     """
     if workload not in ("small", "training"):
