@@ -217,8 +217,12 @@ def _check_config(cfg: dict) -> TransformerConfig:
     missing = sorted(n for n, f in fields.items() if n not in cfg and f.default is dataclasses.MISSING)
     if unknown or missing:
         raise CheckpointError(f"config keys: unknown {unknown}, missing {missing}")
+    optional = {"attention_dropout", "ffn_dropout"}  # None = the same as dropout
     for name, value in cfg.items():
-        kind = {"dropout": float, "norm_first": bool, "share_embeddings": bool, "tie_output": bool}.get(name, int)
+        if name in optional and value is None:
+            continue
+        kind = {"dropout": float, "attention_dropout": float, "ffn_dropout": float, "norm_first": bool,
+                "share_embeddings": bool, "tie_output": bool}.get(name, int)
         if kind is float:
             ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         else:

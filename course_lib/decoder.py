@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .encoder import (FeedForward, LayerNorm, attention_branch, check_input, clone_layers, layer_from_torch,
-                      stack_from_torch)
+from .encoder import (FeedForward, LayerNorm, attention_branch, check_input, clone_layers, inner_dropouts,
+                      layer_from_torch, stack_from_torch)
 from .multihead import MultiHeadAttention
 
 __all__ = ["DecoderLayer", "Decoder"]
@@ -41,12 +41,14 @@ class DecoderLayer(nn.Module):
     """
 
     def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.1, norm_first: bool = False,
-                 eps: float = 1e-5, bias: bool = True) -> None:
+                 eps: float = 1e-5, bias: bool = True, *, attention_dropout: float | None = None,
+                 ffn_dropout: float | None = None) -> None:
         super().__init__()
         self.d_model, self.n_heads, self.norm_first = d_model, n_heads, norm_first
-        self.self_attn = MultiHeadAttention(d_model, n_heads, dropout=dropout, bias=bias)
-        self.cross_attn = MultiHeadAttention(d_model, n_heads, dropout=dropout, bias=bias)
-        self.ff = FeedForward(d_model, d_ff, dropout=dropout, bias=bias)
+        attention_dropout, ffn_dropout = inner_dropouts(dropout, attention_dropout, ffn_dropout)
+        self.self_attn = MultiHeadAttention(d_model, n_heads, dropout=attention_dropout, bias=bias)
+        self.cross_attn = MultiHeadAttention(d_model, n_heads, dropout=attention_dropout, bias=bias)
+        self.ff = FeedForward(d_model, d_ff, dropout=ffn_dropout, bias=bias)
         self.norm1 = LayerNorm(d_model, eps=eps, bias=bias)
         self.norm2 = LayerNorm(d_model, eps=eps, bias=bias)
         self.norm3 = LayerNorm(d_model, eps=eps, bias=bias)

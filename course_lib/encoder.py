@@ -99,11 +99,13 @@ class EncoderLayer(nn.Module):
     """
 
     def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.1, norm_first: bool = False,
-                 eps: float = 1e-5, bias: bool = True) -> None:
+                 eps: float = 1e-5, bias: bool = True, *, attention_dropout: float | None = None,
+                 ffn_dropout: float | None = None) -> None:
         super().__init__()
         self.d_model, self.n_heads, self.norm_first = d_model, n_heads, norm_first
-        self.self_attn = MultiHeadAttention(d_model, n_heads, dropout=dropout, bias=bias)
-        self.ff = FeedForward(d_model, d_ff, dropout=dropout, bias=bias)
+        attention_dropout, ffn_dropout = inner_dropouts(dropout, attention_dropout, ffn_dropout)
+        self.self_attn = MultiHeadAttention(d_model, n_heads, dropout=attention_dropout, bias=bias)  # on the weights
+        self.ff = FeedForward(d_model, d_ff, dropout=ffn_dropout, bias=bias)  # on the hidden layer
         self.norm1 = LayerNorm(d_model, eps=eps, bias=bias)
         self.norm2 = LayerNorm(d_model, eps=eps, bias=bias)
         self.dropout1 = nn.Dropout(dropout)  # on the attention branch, before the residual sum
@@ -188,6 +190,17 @@ def attention_branch(attn: MultiHeadAttention, dropout: nn.Dropout, x: Tensor, m
     return dropout(attn(x, memory, memory, mask=mask)), None
 
 
+def inner_dropouts(dropout: float, attention_dropout: float | None, ffn_dropout: float | None) -> tuple[float, float]:
+    """The dropout on the attention weights and on the feed-forward hidden layer (None: ``dropout``, as PyTorch).
+
+    ``dropout`` itself is applied to each sub-layer's output, as in the paper (section 5.4), which
+    names no other; PyTorch's layers (and the course's defaults) also use it inside attention and the
+    feed-forward network. ``attention_dropout=0.0, ffn_dropout=0.0`` is the paper's exact setting.
+    """
+    return (dropout if attention_dropout is None else attention_dropout,
+            dropout if ffn_dropout is None else ffn_dropout)
+
+
 def clone_layers(layer: nn.Module, n_layers: int) -> nn.ModuleList:
     """``n_layers`` deep copies of ``layer`` (each with its own parameters)."""
     if not isinstance(n_layers, int) or n_layers < 1:
@@ -249,6 +262,7 @@ def stack_from_torch(cls: type, layer_cls: type, module: nn.Module) -> nn.Module
     stack = cls(layers[0], len(layers), final_norm=module.norm is not None)
     stack.layers = nn.ModuleList(layers)
     if module.norm is not None:
-        copy_norm(stack.norm, module.norm)
+        # cast first, then copy: copying float64 weights into a float32 norm would round them
         stack.norm.to(dtype=module.norm.weight.dtype, device=module.norm.weight.device)
+        copy_norm(stack.norm, module.norm)
     return stack.train(module.training)

@@ -1,7 +1,10 @@
 """Chapter 07 · The whole Transformer: embeddings, positions, encoder, decoder, output projection.
 
-Every part comes from an earlier chapter; this module only wires them together (the Annotated
-Transformer's ``make_model``, as a typed config and one class).
+Every part comes from an earlier chapter; this module only wires them together, as a typed config
+and one class. The defaults are the paper's: post-LN layers, no final LayerNorm after a post-LN
+stack (pre-LN adds one), a pre-softmax projection without bias, PyTorch's default initialisation.
+(The Annotated Transformer's ``make_model`` differs on each: pre-LN with final norms, an output
+bias, Xavier initialisation; chapters 05 and 07 measure each difference.)
 """
 from __future__ import annotations
 
@@ -28,7 +31,9 @@ class TransformerConfig:
     n_heads: int = 8
     d_ff: int = 2048
     n_layers: int = 6  # N, for the encoder and for the decoder
-    dropout: float = 0.1
+    dropout: float = 0.1  # on each sub-layer's output and on the embedding sums (the paper's two places)
+    attention_dropout: float | None = None  # on the attention weights; None = ``dropout`` (PyTorch's choice)
+    ffn_dropout: float | None = None  # on the feed-forward hidden layer; None = ``dropout``
     max_len: int = 512
     norm_first: bool = False  # False = post-LN, as in the paper
     share_embeddings: bool = False  # one table for source and target (needs one shared vocabulary)
@@ -49,6 +54,9 @@ class TransformerConfig:
         if self.share_embeddings and self.src_vocab_size != self.tgt_vocab_size:
             raise ValueError("share_embeddings needs one vocabulary: src_vocab_size "
                              f"({self.src_vocab_size}) != tgt_vocab_size ({self.tgt_vocab_size})")
+        for name in ("attention_dropout", "ffn_dropout"):
+            if getattr(self, name) is not None:
+                check_dropout(getattr(self, name), f"TransformerConfig.{name}")
 
     @classmethod
     def tiny(cls, src_vocab_size: int = 64, tgt_vocab_size: int = 64, **changes) -> "TransformerConfig":
@@ -58,8 +66,10 @@ class TransformerConfig:
 
     @classmethod
     def paper_base(cls, vocab_size: int = 37000) -> "TransformerConfig":
-        """The paper's base model: N=6, d_model=512, d_ff=2048, h=8, shared and tied embeddings."""
-        return cls(vocab_size, vocab_size, share_embeddings=True, tie_output=True)
+        """The paper's base model: N=6, d_model=512, d_ff=2048, h=8, shared and tied embeddings, and
+        dropout 0.1 only where the paper puts it (sub-layer outputs, embedding sums)."""
+        return cls(vocab_size, vocab_size, share_embeddings=True, tie_output=True, attention_dropout=0.0,
+                   ffn_dropout=0.0)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -82,8 +92,9 @@ class Transformer(nn.Module):
         self.src_embed = TokenEmbedding(c.src_vocab_size, c.d_model)  # ids -> vectors * sqrt(D)
         self.tgt_embed = self.src_embed if c.share_embeddings else TokenEmbedding(c.tgt_vocab_size, c.d_model)
         self.pos = PositionalEncoding(c.d_model, c.max_len, c.dropout)
-        self.encoder = Encoder(EncoderLayer(c.d_model, c.n_heads, c.d_ff, c.dropout, c.norm_first), c.n_layers)
-        self.decoder = Decoder(DecoderLayer(c.d_model, c.n_heads, c.d_ff, c.dropout, c.norm_first), c.n_layers)
+        inner = {"attention_dropout": c.attention_dropout, "ffn_dropout": c.ffn_dropout}
+        self.encoder = Encoder(EncoderLayer(c.d_model, c.n_heads, c.d_ff, c.dropout, c.norm_first, **inner), c.n_layers)
+        self.decoder = Decoder(DecoderLayer(c.d_model, c.n_heads, c.d_ff, c.dropout, c.norm_first, **inner), c.n_layers)
         self.generator = nn.Linear(c.d_model, c.tgt_vocab_size, bias=False)  # the pre-softmax projection
         if c.tie_output:
             self.generator.weight = self.tgt_embed.weight  # (V, D): one table, used both ways

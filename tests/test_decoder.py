@@ -8,16 +8,14 @@ from torch import nn
 
 from course_lib.decoder import Decoder, DecoderLayer
 from course_lib.encoder import Encoder, EncoderLayer, LayerNorm
-from test_encoder import TOL, assert_same_grads, forbid_torch_attention, max_diff, padding, random_case, torch_grads_as_ours
+from test_encoder import (TOL, assert_same_grads, forbid_torch_attention, max_diff, padding, random_case,
+                          randomise_norms_and_biases_, torch_grads_as_ours)
 
 
 def make_pair(case: dict, norm_first: bool, dtype: torch.dtype):
     theirs = nn.TransformerDecoderLayer(case["D"], case["H"], case["d_ff"], dropout=0.0, batch_first=True,
                                         norm_first=norm_first, dtype=dtype)
-    with torch.no_grad():  # random norms and biases, so that copying them is really tested
-        for name, p in theirs.named_parameters():
-            if "norm" in name or name.endswith("bias"):
-                p.normal_(mean=1.0 if name.endswith("weight") else 0.0, std=0.3)
+    randomise_norms_and_biases_(theirs, seed=case["D"])  # so that copying them is really tested
     return DecoderLayer.from_torch(theirs.train()), theirs
 
 
@@ -67,6 +65,7 @@ def test_decoder_layer_matches_torch_values_and_grads(seed, norm_first, dtype):
 def test_encoder_decoder_stack_matches_nn_transformer(norm_first, dtype):
     torch.manual_seed(2)
     theirs = nn.Transformer(16, 4, 2, 3, 32, dropout=0.0, batch_first=True, norm_first=norm_first, dtype=dtype).train()
+    randomise_norms_and_biases_(theirs, seed=2)  # the final norms too: their defaults survive any rounding
     encoder, decoder = Encoder.from_torch(theirs.encoder), Decoder.from_torch(theirs.decoder)
     assert encoder.norm is not None and decoder.norm is not None, "nn.Transformer always ends with a norm"
     g = torch.Generator().manual_seed(5)
@@ -84,6 +83,42 @@ def test_encoder_decoder_stack_matches_nn_transformer(norm_first, dtype):
     enc_grads = dict(encoder.named_parameters())
     for name, grad in torch_grads_as_ours(theirs.encoder.layers[0]).items():
         assert max_diff(enc_grads[f"layers.0.{name}"].grad, grad) < TOL[dtype] * 10, name
+
+
+@pytest.mark.filterwarnings("ignore:enable_nested_tensor is True")
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_float64_stacks_with_random_norms_match_to_1e_12(norm_first):
+    """Encoder.from_torch / Decoder.from_torch keep every float64 weight exact, the final norms included.
+
+    (They once built the final LayerNorm in float32 and copied into it before casting: 1e-7 off.)
+    """
+    torch.manual_seed(4)
+    theirs = nn.Transformer(16, 4, 2, 2, 32, dropout=0.0, batch_first=True, norm_first=norm_first,
+                            dtype=torch.float64).train()
+    randomise_norms_and_biases_(theirs, seed=4)
+    encoder, decoder = Encoder.from_torch(theirs.encoder), Decoder.from_torch(theirs.decoder)
+    for ours, torchs in ((encoder.norm, theirs.encoder.norm), (decoder.norm, theirs.decoder.norm)):
+        assert ours.weight.dtype == torch.float64 and torch.equal(ours.weight, torchs.weight)
+        assert torch.equal(ours.bias, torchs.bias)
+    g = torch.Generator().manual_seed(6)
+    src = torch.randn(2, 6, 16, dtype=torch.float64, generator=g).requires_grad_()
+    tgt = torch.randn(2, 5, 16, dtype=torch.float64, generator=g).requires_grad_()
+    src2, tgt2 = (t.detach().clone().requires_grad_() for t in (src, tgt))
+    src_pad = padding(2, 6, g)
+    ours = decoder(tgt, encoder(src, src_pad), causal(5), src_pad)
+    ref = theirs(src2, tgt2, tgt_mask=~causal(5), src_key_padding_mask=~src_pad[:, 0, :],
+                 memory_key_padding_mask=~src_pad[:, 0, :])
+    assert max_diff(ours, ref) <= 1e-12
+    weights = torch.randn(ours.shape, dtype=torch.float64, generator=g)
+    (ours * weights).sum().backward(), (ref * weights).sum().backward()
+    assert max_diff(src.grad, src2.grad) <= 1e-12 and max_diff(tgt.grad, tgt2.grad) <= 1e-12
+    for stack, torch_stack in ((encoder, theirs.encoder), (decoder, theirs.decoder)):
+        for part in ("weight", "bias"):  # the final norm's gradients
+            assert max_diff(getattr(stack.norm, part).grad, getattr(torch_stack.norm, part).grad) <= 1e-12
+        grads = dict(stack.named_parameters())
+        for i, layer in enumerate(torch_stack.layers):
+            for name, grad in torch_grads_as_ours(layer).items():
+                assert max_diff(grads[f"layers.{i}.{name}"].grad, grad) <= 1e-12, f"layers.{i}.{name}"
 
 
 @pytest.mark.parametrize("norm_first", [False, True])

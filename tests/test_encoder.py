@@ -58,6 +58,23 @@ def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a - b).abs().max().item()
 
 
+def randomise_norms_and_biases_(module: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every LayerNorm (PyTorch's or ours) a random gain and bias, and every bias a random value.
+
+    Parity tests need this: the defaults (gain 1, bias 0) survive any dtype round trip or a
+    forgotten copy exactly, which is how a float32 final norm once hid in ``from_torch``.
+    """
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            owner = module.get_submodule(name.rpartition(".")[0]) if "." in name else module
+            is_norm = isinstance(owner, (nn.LayerNorm, LayerNorm))
+            if is_norm or name.endswith("bias"):
+                mean = 1.0 if is_norm and name.endswith("weight") else 0.0
+                p.copy_(mean + 0.3 * torch.randn(p.shape, generator=g, dtype=torch.float64))
+    return module
+
+
 # --- LayerNorm and FeedForward ---------------------------------------------------------------
 
 @pytest.mark.parametrize("shape", [(4, 16), (2, 5, 16), (2, 3, 4, 16)])
@@ -148,10 +165,7 @@ def test_feed_forward_dropout_only_in_training():
 def make_pair(case: dict, norm_first: bool, dtype: torch.dtype):
     theirs = nn.TransformerEncoderLayer(case["D"], case["H"], case["d_ff"], dropout=0.0, batch_first=True,
                                         norm_first=norm_first, dtype=dtype)
-    with torch.no_grad():  # random norms and biases, so that copying them is really tested
-        for name, p in theirs.named_parameters():
-            if "norm" in name or name.endswith("bias"):
-                p.normal_(mean=1.0 if name.endswith("weight") else 0.0, std=0.3)
+    randomise_norms_and_biases_(theirs, seed=case["D"])  # so that copying them is really tested
     theirs.train()  # train mode: PyTorch's plain path (no fused eval fast path); dropout is 0
     return EncoderLayer.from_torch(theirs), theirs
 
@@ -218,7 +232,7 @@ def test_eval_matches_torch_fast_path_at_real_positions():
     """In eval mode under no_grad PyTorch takes a fused 'fast path'; real tokens still agree."""
     torch.manual_seed(0)
     theirs = nn.TransformerEncoder(nn.TransformerEncoderLayer(16, 4, 32, batch_first=True), 2).eval()
-    ours = Encoder.from_torch(theirs)
+    ours = Encoder.from_torch(randomise_norms_and_biases_(theirs))
     assert not ours.training
     x = torch.randn(3, 5, 16)
     pad = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 1, 0, 0, 0]], dtype=torch.bool)
@@ -245,7 +259,7 @@ def test_encoder_stack_matches_torch(norm_first, dtype):
     layer = nn.TransformerEncoderLayer(16, 2, 24, dropout=0.0, batch_first=True, norm_first=norm_first, dtype=dtype)
     theirs = nn.TransformerEncoder(layer, 3, norm=nn.LayerNorm(16, dtype=dtype) if norm_first else None,
                                    enable_nested_tensor=False)
-    ours = Encoder.from_torch(theirs)
+    ours = Encoder.from_torch(randomise_norms_and_biases_(theirs, seed=1))
     assert (ours.norm is not None) == norm_first and len(ours.layers) == 3
     x = torch.randn(2, 6, 16, dtype=dtype, requires_grad=True)
     x2 = x.detach().clone().requires_grad_()

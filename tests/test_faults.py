@@ -193,6 +193,8 @@ def _edit(data: dict, key: str, value) -> None:
 
 
 MALFORMED = [  # (what to change, value, the error must say)
+    ("config.attention_dropout", "0.1", "config attention_dropout must be a float"),
+    ("config.ffn_dropout", 1.5, r"ffn_dropout must be a float in \[0, 1\)"),
     ("config.d_ff", 2**40, r"d_ff=1099511627776 is outside 1\.\.65536"),
     ("config.d_model", 2**30, "d_model=.* is outside"),
     ("config.d_ff", 60000, "a model of at least 15,386,560 weights, the file stores 44,736 numbers"),  # in bounds, but not this file

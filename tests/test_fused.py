@@ -11,6 +11,7 @@ import torch
 
 from course_lib.model import Transformer, TransformerConfig
 from course_lib.multihead import MultiHeadAttention, set_fused
+from test_encoder import randomise_norms_and_biases_
 
 PAD = 0
 
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def model_and_batch(norm_first: bool, dtype: torch.dtype, seed: int = 0):
     torch.manual_seed(seed)
     config = TransformerConfig.tiny(23, 19, norm_first=norm_first, dropout=0.0, n_layers=2)
-    model = Transformer(config).to(dtype).train()
+    model = randomise_norms_and_biases_(Transformer(config).to(dtype), seed).train()  # no default 1/0 to hide behind
     g = torch.Generator().manual_seed(seed)
     src = torch.randint(3, 23, (4, 11), generator=g)  # (B, S)
     src = src.masked_fill(torch.arange(11) >= torch.tensor([11, 7, 4, 1])[:, None], PAD)  # padded rows

@@ -8,6 +8,7 @@ from course_lib.decoding import greedy_decode
 from course_lib.kvcache import IncrementalDecoder, cache_bytes, greedy_decode_cached
 from course_lib.model import Transformer, TransformerConfig
 from course_lib.multihead import set_fused
+from test_encoder import randomise_norms_and_biases_
 
 PAD, BOS, EOS = 0, 1, 2
 
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def tiny_model(norm_first: bool, seed: int = 0, dtype=torch.float32, tgt_vocab: int = 12, **changes) -> Transformer:
     torch.manual_seed(seed)
     config = TransformerConfig.tiny(17, tgt_vocab, norm_first=norm_first, dropout=0.1, **changes)
-    return Transformer(config).to(dtype).eval()
+    return randomise_norms_and_biases_(Transformer(config).to(dtype), seed).eval()  # no default 1/0 to hide behind
 
 
 def padded_src(seed: int = 0, vocab: int = 17) -> torch.Tensor:
