@@ -7,6 +7,7 @@ chapter's EN/한국어 table.
 """
 from __future__ import annotations
 
+import html
 import re
 from dataclasses import dataclass, field
 
@@ -47,11 +48,11 @@ def _tqdm_line(state: dict, states: dict[str, dict]) -> str | None:
     kids = _children(state, states)
     if len(kids) != 3 or not kids[1].get("_model_name", "").endswith("ProgressModel"):
         return None
-    left, bar, right = (re.sub(r"<[^>]+>|&nbsp;", " ", kid.get("value", "")) if i != 1 else kid
-                        for i, kid in enumerate(kids))
+    left, right = (html.unescape(re.sub(r"<[^>]+>", "", kid.get("value", ""))).strip() for kid in (kids[0], kids[2]))
+    bar = kids[1]
     done = bar.get("value", 0) / (bar.get("max") or 1)
     cells = "█" * round(10 * done) + " " * (10 - round(10 * done))
-    return f"{left.strip()}|{cells}|{right.strip()}".strip()
+    return f"{left}|{cells}| {right}".strip()
 
 
 def _snapshot(state: dict, states: dict[str, dict]) -> list[nbformat.NotebookNode] | None:
@@ -150,7 +151,7 @@ def gather_glossary(chapters: dict[str, nbformat.NotebookNode]) -> list[Term]:
     """Every chapter's glossary in one list (first definition wins), each term with the chapters
     (page names, in the given order) that define or mention it."""
     terms: dict[str, Term] = {}
-    for page, nb in chapters.items():
+    for nb in chapters.values():
         for english, korean, meaning in glossary_rows(nb):
             terms.setdefault(english.lower(), Term(english, korean, meaning))
     for term in terms.values():

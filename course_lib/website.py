@@ -69,8 +69,8 @@ def subset_font(target_dir: Path) -> Path:
     """The Hangul glyphs of koreanize-matplotlib's NanumGothic as a WOFF named CourseHangul."""
     import logging
 
-    from fontTools import subset
-    from fontTools.ttLib import TTFont
+    from fontTools import subset  # type: ignore[import-untyped]
+    from fontTools.ttLib import TTFont  # type: ignore[import-untyped]
 
     from .viz import hangul_font_path
 
@@ -105,7 +105,7 @@ def _css() -> str:
 
 def _title(nb: nbformat.NotebookNode) -> str:
     for cell in nb.cells:
-        m = re.search(r"^# (.+)$", cell.source, re.M) if cell.cell_type == "markdown" else None
+        m = re.search(r"^# (.+)$", cell.source, re.MULTILINE) if cell.cell_type == "markdown" else None
         if m:
             return re.sub(r"<!--.*?-->", "", m.group(1)).strip()
     return "untitled"
@@ -164,11 +164,12 @@ def prepare(src: Path, executed: Path, chapters: list[str] | None = None, exerci
     """Execute what is needed and write the book's sources into ``src``; returns the page names."""
     shutil.rmtree(src, ignore_errors=True)
     (src / "_static").mkdir(parents=True)
-    pick = lambda folder, only: [p for p in sorted((ROOT / folder).glob("[0-9][0-9]_*.ipynb"))  # noqa: E731
+    pick = lambda folder, only: [p for p in sorted((ROOT / folder).glob("[0-9][0-9]_*.ipynb"))
                                  if only is None or p.name[:2] in only]
     chapter_nbs: dict[str, nbformat.NotebookNode] = {}
     titles: dict[str, str] = {}
-    toc_chapters, toc_exercises = [], []
+    toc_chapters: list[str] = []
+    toc_exercises: list[str] = []
     for folder, only, toc in (("notebooks", chapters, toc_chapters), ("solutions", exercises, toc_exercises)):
         for path in pick(folder, only):
             nb = execute(path, executed / folder / path.name)
@@ -204,10 +205,10 @@ def prepare(src: Path, executed: Path, chapters: list[str] | None = None, exerci
     (src / "_config.yml").write_text(_config(readme.splitlines()[0].lstrip("# ")), encoding="utf-8")
     parts = [("Chapters", toc_chapters), ("Exercises, with solutions", toc_exercises),
              ("Reference", ["glossary", "troubleshooting", "benchmarks"])]
-    toc = "format: jb-book\nroot: index\nparts:\n" + "".join(
+    toc_text = "format: jb-book\nroot: index\nparts:\n" + "".join(
         f"  - caption: {caption}\n    chapters:\n" + "".join(f"      - file: {p}\n" for p in files)
         for caption, files in parts if files)
-    (src / "_toc.yml").write_text(toc, encoding="utf-8")
+    (src / "_toc.yml").write_text(toc_text, encoding="utf-8")
     return sorted(pages) + ["glossary", "troubleshooting", "benchmarks"]
 
 

@@ -14,8 +14,7 @@ import sys
 import time
 import urllib.request
 from collections import deque
-from pathlib import Path
-from urllib.parse import urldefrag, urljoin, urlparse
+from urllib.parse import urldefrag, urlparse
 
 import pytest
 from test_browser import ARTIFACTS, CHROMIUM_FLAGS, _free_port, require_chromium
@@ -61,7 +60,9 @@ def site(tmp_path_factory):
     try:
         index = website.build(build_root, chapters=["00", "03"], exercises=["03"])
     finally:
-        os.environ.pop("PYTHONPATH", None) if saved is None else os.environ.__setitem__("PYTHONPATH", saved)
+        os.environ.pop("PYTHONPATH", None)  # build() prepends the repository for the kernels
+        if saved is not None:
+            os.environ["PYTHONPATH"] = saved
     print(f"site subset built in {time.perf_counter() - started:.0f} s")
     port = _free_port()
     server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
@@ -121,7 +122,7 @@ def test_every_page_link_and_figure_answers_from_localhost_only(site, context):
             if urlparse(link).netloc != urlparse(url).netloc or link in seen:
                 continue
             seen.add(link)
-            if link.endswith(".html") or link.endswith("/"):
+            if link.endswith((".html", "/")):
                 queue.append(link)
             else:
                 assert context.request.get(link).ok, f"{target} links {link}, which does not answer"
@@ -172,7 +173,7 @@ def test_exercise_solution_hidden_until_clicked_and_checks_visible(site, context
     assert not body.is_visible(), "the model answer shows before a click"
     answer.get_by_text("Model answer").first.click()
     body.wait_for(state="visible", timeout=5_000)
-    page.get_by_text("Show the solution").first.scroll_into_view_if_needed()
+    page.get_by_text("Hide the solution").first.scroll_into_view_if_needed()  # the opened one
     page.evaluate("() => window.scrollBy(0, -250)")
     page.screenshot(path=str(ARTIFACTS / "site-exercise.png"))
     page.close()
