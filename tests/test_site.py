@@ -4,6 +4,7 @@ Builds chapters 00 and 03 and the exercise page 03 into a temporary folder (exec
 10-20 s per notebook on idle cores), serves it from 127.0.0.1 and opens it in Debian's chromium
 through playwright, with a fresh profile and WITHOUT the course's font in fontconfig, so Hangul
 can come only from the font the site bundles. Screenshots go to ``artifacts/screenshots/``.
+``COURSE_SITE_DIR=_build/site`` checks a site built before instead (e.g. the whole course).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import sys
 import time
 import urllib.request
 from collections import deque
+from pathlib import Path
 from urllib.parse import urldefrag, urlparse
 
 import pytest
@@ -48,13 +50,9 @@ _PROSE_JS = """() => {
 }"""
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    """(base URL, folder) of a subset of the site, served by python's http.server on 127.0.0.1."""
+def _build_subset(build_root: Path) -> Path:
     from course_lib import website
 
-    require_chromium()
-    build_root = tmp_path_factory.mktemp("site")
     saved = os.environ.get("PYTHONPATH")
     started = time.perf_counter()
     try:
@@ -64,6 +62,18 @@ def site(tmp_path_factory):
         if saved is not None:
             os.environ["PYTHONPATH"] = saved
     print(f"site subset built in {time.perf_counter() - started:.0f} s")
+    return index
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """(base URL, folder) of a subset of the site (or of COURSE_SITE_DIR), served on 127.0.0.1."""
+    require_chromium()
+    if os.environ.get("COURSE_SITE_DIR"):  # check a site built before, e.g. the whole course
+        index = Path(os.environ["COURSE_SITE_DIR"]).resolve() / "index.html"
+        assert index.exists(), f"COURSE_SITE_DIR has no index.html: {index}"
+    else:
+        index = _build_subset(tmp_path_factory.mktemp("site"))
     port = _free_port()
     server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
                                "--directory", str(index.parent)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -155,7 +165,7 @@ def test_chapter_shows_figures_and_a_labelled_widget_snapshot(site, context):
     assert output.locator("img").count() == 1, "the snapshot shows no figure"
     assert page.get_by_text(re.compile(r"Download this notebook")).first.is_visible()
     label.scroll_into_view_if_needed()
-    page.evaluate("() => window.scrollBy(0, -300)")
+    page.evaluate("() => window.scrollBy(0, 250)")  # the label near the top, the figure below it
     page.screenshot(path=str(ARTIFACTS / "site-chapter.png"))
     page.close()
 
