@@ -184,7 +184,7 @@ def test_exercise_solution_hidden_until_clicked_and_checks_visible(site, context
     answer.get_by_text("Model answer").first.click()
     body.wait_for(state="visible", timeout=5_000)
     page.get_by_text("Hide the solution").first.scroll_into_view_if_needed()  # the opened one
-    page.evaluate("() => window.scrollBy(0, -250)")
+    page.evaluate("() => window.scrollBy(0, 300)")  # the opened solution and the checker's ✓ below it
     page.screenshot(path=str(ARTIFACTS / "site-exercise.png"))
     page.close()
 
