@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Set up the course and run it: ``python3 course.py lab`` or ``python3 course.py test``.
+"""Set up the course and run it: ``python3 course.py lab``, ``python3 course.py test`` or
+``python3 course.py site`` (the course as a website with every output, in ``_build/site/``).
 
 Needs only Python 3.10+. Creates ``.venv/`` beside this file, installs PyTorch (the CPU build
 on machines without an NVIDIA GPU) and the course with its test tools, then opens JupyterLab or
@@ -141,6 +142,10 @@ def main(argv: list[str]) -> int:
         install_browser()
         os.chdir(ROOT)
         return subprocess.call([str(PY), "-m", "pytest", *argv[1:]])
+    if command == "site":  # the course as a static website with every output: _build/site/
+        setup()
+        os.chdir(ROOT)
+        return subprocess.call([str(PY), "-m", "course_lib.website", *argv[1:]])
     if command == "setup":
         setup()
         return 0
