@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import random
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Callable, Collection, Iterator, Sequence
 
@@ -292,7 +291,3 @@ def fit(pairs: Sequence[Pair], seed: int = 0, steps: int = 600, batch_size: int 
     return Fitted(model, src_vocab, tgt_vocab, tokenize, detokenize, time.process_time() - cpu,
                   time.perf_counter() - wall, history["steps"])
 
-
-def word_counts(pairs: Sequence[Pair], side: str = "ko") -> Counter:
-    """How often each word (without the full stop) occurs on one side of ``pairs``."""
-    return Counter(w.strip(".") for p in pairs for w in getattr(p, side).split())

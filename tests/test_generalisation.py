@@ -77,13 +77,11 @@ def test_the_shift_probe_moves_the_source_positions_and_nothing_else():
     torch.testing.assert_close(moved, by_hand)
     assert (moved - plain).abs().max() > 1e-3
     assert model.src_embed.__class__.__name__ == "TokenEmbedding"  # restored
-    with pytest.raises(ValueError, match="do not fit in the table of 16 positions"):
-        with shifted_source_positions(model, 14):
-            model.encode(src)
+    with pytest.raises(ValueError, match="do not fit in the table of 16 positions"), shifted_source_positions(model, 14):
+        model.encode(src)
     assert model.src_embed.__class__.__name__ == "TokenEmbedding"  # restored after the error too
-    with pytest.raises(ValueError, match="shift must be an int >= 0"):
-        with shifted_source_positions(model, -1):
-            pass
+    with pytest.raises(ValueError, match="shift must be an int >= 0"), shifted_source_positions(model, -1):
+        pass
 
 
 def test_substitution_set_replaces_one_noun_with_an_unknown_word(small_splits):
