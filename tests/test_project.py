@@ -24,9 +24,10 @@ RANK = {
     "encoder": 5.0, "decoder": 6.0, "model": 7.0, "checkpoint": 7.05, "batches": 7.06, "objective": 7.07,
     "progress": 7.08, "training": 7.1, "decoding": 7.2,
     "kvcache": 8.0, "doctor": 9.0, "__main__": 10.0, "__init__": -1.0, "claims": 0.0, "validate": 0.0,
-    "scorecard": 0.05, "webpages": 0.2, "website": 0.25,
+    "scorecard": 0.05, "webpages": 0.2, "website": 0.25, "generalisation": 8.5,
 }
-MODEL_MODULES = {"tokens", "embeddings", "attention", "multihead", "encoder", "decoder", "model", "checkpoint", "batches", "objective", "progress", "training", "decoding", "kvcache"}
+MODEL_MODULES = {"tokens", "embeddings", "attention", "multihead", "encoder", "decoder", "model", "checkpoint", "batches", "objective", "progress", "training", "decoding", "kvcache",
+                 "generalisation"}
 
 
 def _course_imports(path: Path) -> set[str]:
