@@ -9,7 +9,7 @@ sentences with negative sampling (word2vec's skip-gram), small enough for a CPU 
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -120,6 +120,7 @@ class PositionalEncoding(nn.Module):
         super().__init__()
         check_dropout(dropout)
         self.d_model, self.max_len = d_model, check_int(max_len, "max_len")
+        self.pe: torch.Tensor
         self.register_buffer("pe", sinusoidal_positional_encoding(max_len, d_model), persistent=False)  # (max_len, D)
         self.dropout = nn.Dropout(dropout)
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 import matplotlib.pyplot as plt
@@ -255,7 +255,7 @@ def draw_transformer(
     ax.set_ylim(0.1, 12.6)
     ax.set_aspect("equal")
     ax.axis("off")
-    return ax.figure
+    return ax.figure  # type: ignore[return-value]  # a SubFigure only if the caller passed an axes of one
 
 
 def _mark_note_error(ax: plt.Axes, lang: str, fontsize: float) -> None:
@@ -266,7 +266,8 @@ def _mark_note_error(ax: plt.Axes, lang: str, fontsize: float) -> None:
                                         edgecolor=HIGHLIGHT_COLOUR, lw=1.8, linestyle="--"))
     english = ("The concept note calls this block\nthe encoder-decoder attention.\nIt is the decoder's masked\n"
                "self-attention; the encoder-decoder\nattention is the block above.")
-    korean = "개념 노트는 이 블록을 인코더-디코더\n어텐션이라 부르지만, 실제로는 디코더의\n마스크드 셀프 어텐션입니다.\n인코더-디코더 어텐션은 위쪽 블록입니다."
+    korean = ("개념 노트는 이 블록을 인코더-디코더\n어텐션이라 부르지만, 실제로는 디코더의\n"
+              "마스크드 셀프 어텐션입니다.\n인코더-디코더 어텐션은 위쪽 블록입니다.")
     text = {"en": english, "ko": korean, "both": f"{english}\n\n{korean}"}[lang]
     ax.annotate(text, xy=(x + _WIDTH / 2 + 0.12, (y0 + y1) / 2), xytext=(x + _WIDTH / 2 + 0.75, 1.0), fontsize=fontsize - 0.5,
                 color=HIGHLIGHT_COLOUR, va="bottom", ha="left", zorder=5,

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 

@@ -8,8 +8,16 @@ import pytest
 import sacrebleu
 import torch
 
-from course_lib.decoding import (UntranslatableError, beam_search, beam_step, evaluate, greedy_decode, length_penalty,
-                                 translate, translate_batch)
+from course_lib.decoding import (
+    UntranslatableError,
+    beam_search,
+    beam_step,
+    evaluate,
+    greedy_decode,
+    length_penalty,
+    translate,
+    translate_batch,
+)
 from course_lib.model import Transformer, TransformerConfig
 from course_lib.training import build_vocabs
 

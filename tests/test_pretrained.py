@@ -10,8 +10,7 @@ import pytest
 
 from course_lib import corpus
 from course_lib.decoding import evaluate, translate
-from course_lib.training import (CHAPTER07_TRAIN, NOTE_REPEATS, PRETRAINED_PATH, build_vocabs, chapter07_config,
-                                 load_pretrained)
+from course_lib.training import CHAPTER07_TRAIN, NOTE_REPEATS, PRETRAINED_PATH, build_vocabs, chapter07_config, load_pretrained
 
 
 @pytest.fixture(scope="module")

@@ -62,7 +62,8 @@ def test_decompose_agrees_with_unicode_normalisation_on_all_11172_syllables():
         assert bool(final) == corpus.has_batchim(syllable)
 
 
-@pytest.mark.parametrize("bad, err", [("a", ValueError), ("ㄱ", ValueError), ("가나", TypeError), ("", TypeError), (44032, TypeError)])
+@pytest.mark.parametrize("bad, "
+                         "err", [("a", ValueError), ("ㄱ", ValueError), ("가나", TypeError), ("", TypeError), (44032, TypeError)])
 def test_decompose_rejects_non_syllables(bad, err):
     with pytest.raises(err):
         decompose(bad)
