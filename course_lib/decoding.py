@@ -17,7 +17,7 @@ from torch import Tensor
 
 from .attention import padding_mask
 from .model import Transformer
-from .tokens import Vocab, detokenize, word_tokenize
+from .tokens import Tokenize, Vocab, detokenize, word_tokenize
 from .training import pair_text
 from .validate import check_int, nfc
 
@@ -179,7 +179,6 @@ def _strip(ids: list[int], eos_id: int, pad_id: int) -> list[int]:
     return [i for i in ids if i != pad_id]
 
 
-Tokenize = Callable[[str], list[str]]
 Detokenize = Callable[[list[str]], str]
 
 

@@ -10,24 +10,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .hangul import RIEUL, final_index
+
 __all__ = ["has_batchim", "particle", "with_particle", "Noun", "Verb", "Adjective", "NOUNS", "VERBS", "ADJECTIVES",
            "ADJECTIVES_OF", "CLASSES", "KOREAN_NOUNS", "REASONS", "STATES", "DIET", "HONOURED", "PLACE_OBJECTS", "TOOLS",
            "VEHICLES", "TIMES", "MEALS", "VERBS_BY_FRAME", "noun_ids", "number_of", "be_form", "noun_phrase",
            "subject_np", "build_sentence", "like_sentence", "complements", "lemma"]
 
-_HANGUL_FIRST, _HANGUL_LAST, _RIEUL = 0xAC00, 0xD7A3, 8  # syllable = 0xAC00 + (initial*21 + medial)*28 + final
-
-
-def _final_index(word: str) -> int:
-    for ch in reversed(word):
-        if _HANGUL_FIRST <= ord(ch) <= _HANGUL_LAST:
-            return (ord(ch) - _HANGUL_FIRST) % 28
-    raise ValueError(f"expected a word containing a Hangul syllable, got {word!r}")
-
-
 def has_batchim(word: str) -> bool:
     """True when the last Hangul syllable of `word` ends in a consonant (받침): 책 → True, 사과 → False."""
-    return _final_index(word) != 0
+    return final_index(word) != 0
 
 
 _PAIRS = {"은/는": ("은", "는"), "이/가": ("이", "가"), "을/를": ("을", "를"), "과/와": ("과", "와"), "으로/로": ("으로", "로")}
@@ -40,9 +32,9 @@ def particle(word: str, pair: str) -> str:
     if pair not in _PAIRS:
         raise ValueError(f"unknown particle pair {pair!r}; expected one of 은/는, 이/가, 을/를, 와/과, 으로/로")
     after_consonant, after_vowel = _PAIRS[pair]
-    final = _final_index(word)
+    final = final_index(word)
     if after_consonant == "으로":
-        return after_vowel if final in (0, _RIEUL) else after_consonant
+        return after_vowel if final in (0, RIEUL) else after_consonant
     return after_consonant if final else after_vowel
 
 

@@ -9,17 +9,18 @@ from __future__ import annotations
 import heapq
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 import torch
 
-from .validate import nfc
+from .hangul import decompose  # the syllable arithmetic is shared with grammar.py
+from .validate import TokenIdError, nfc
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
-__all__ = ["word_tokenize", "detokenize", "decompose", "Vocab", "BPE", "SPACE", "LITERAL_SPACE_MARK", "pretokenize",
+__all__ = ["word_tokenize", "detokenize", "Tokenize", "decompose", "Vocab", "BPE", "SPACE", "LITERAL_SPACE_MARK", "pretokenize",
            "to_hf_tokenizer"]
 
 # --- words ------------------------------------------------------------------------------------
@@ -27,6 +28,8 @@ __all__ = ["word_tokenize", "detokenize", "decompose", "Vocab", "BPE", "SPACE", 
 _WORD = re.compile(r"\w+(?:['’-]\w+)*|[^\w\s]")
 _NO_SPACE_BEFORE = re.compile(r"\s+([.,!?;:%)\]}])")
 _NO_SPACE_AFTER = re.compile(r"([(\[{])\s+")
+
+Tokenize = Callable[[str], list[str]]  # a tokenizer: text -> tokens (word_tokenize, BPE.tokenize, ...)
 
 
 def word_tokenize(text: str) -> list[str]:
@@ -55,29 +58,6 @@ def _check_tokens(tokens: object, where: str) -> None:
     if bad is not None:
         raise TypeError(f"{where} expects a list of str tokens, got {type(tokens[bad]).__name__} "
                         f"{tokens[bad]!r:.40} at position {bad}")
-
-
-# --- Hangul -----------------------------------------------------------------------------------
-
-HANGUL_FIRST, HANGUL_LAST = 0xAC00, 0xD7A3  # 가 ... 힣: 19 initials x 21 medials x 28 finals = 11172
-INITIALS = "ㄱㄲㄴㄷㄸㄹㅁㅂㅃㅅㅆㅇㅈㅉㅊㅋㅌㅍㅎ"  # 19
-MEDIALS = "ㅏㅐㅑㅒㅓㅔㅕㅖㅗㅘㅙㅚㅛㅜㅝㅞㅟㅠㅡㅢㅣ"  # 21
-FINALS = ("", *"ㄱㄲㄳㄴㄵㄶㄷㄹㄺㄻㄼㄽㄾㄿㅀㅁㅂㅄㅅㅆㅇㅈㅊㅋㅌㅍㅎ")  # 28, index 0 = no final
-
-
-def decompose(syllable: str) -> tuple[str, str, str]:
-    """Split one Hangul syllable into (initial, medial, final) jamo; final is "" without batchim.
-
-    ``code = 0xAC00 + (initial * 21 + medial) * 28 + final``, so ``decompose("닫") == ("ㄷ", "ㅏ", "ㄷ")``.
-    """
-    if not isinstance(syllable, str) or len(syllable) != 1:
-        raise TypeError(f"decompose expects one character, got {syllable!r}")
-    offset = ord(syllable) - HANGUL_FIRST
-    if not 0 <= offset <= HANGUL_LAST - HANGUL_FIRST:
-        raise ValueError(f"{syllable!r} (U+{ord(syllable):04X}) is not a Hangul syllable (U+AC00..U+D7A3)")
-    initial, rest = divmod(offset, 21 * 28)
-    medial, final = divmod(rest, 28)
-    return INITIALS[initial], MEDIALS[medial], FINALS[final]
 
 
 # --- vocabulary -------------------------------------------------------------------------------
@@ -148,7 +128,7 @@ class Vocab:
             if isinstance(i, bool) or not isinstance(i, int):
                 raise TypeError(f"Vocab.decode expects int ids, got {type(i).__name__} {i!r}")
             if not 0 <= i < len(self):
-                raise IndexError(f"id {i} is out of range for a vocabulary of size {len(self)} (ids 0..{len(self) - 1})")
+                raise TokenIdError(f"id {i} is out of range for a vocabulary of size {len(self)} (ids 0..{len(self) - 1})")
             if skip_special and i == self.eos_id:
                 break
             if skip_special and i in (self.pad_id, self.bos_id):

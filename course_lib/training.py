@@ -10,7 +10,7 @@ import argparse
 import os
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Callable, Sequence
 
 import torch
@@ -18,18 +18,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from .attention import padding_mask
 from .checkpoint import (PRETRAINED_PATH, Checkpoint, CheckpointError, average_state_dicts, load_checkpoint,
                          load_pretrained, save_checkpoint, weights_fingerprint)
 from .corpus import Pair, make_splits
 from .model import Transformer, TransformerConfig
-from .tokens import Vocab, word_tokenize
+from .tokens import Tokenize, Vocab, word_tokenize
 
 __all__ = ["pair_text", "build_vocabs", "encode_pairs", "Batch", "make_batches", "label_smoothing_loss",
            "noam_lr", "make_optimizer", "TrainConfig", "default_device", "train", "evaluate_loss", "CheckpointError",
            "Checkpoint", "save_checkpoint", "load_checkpoint", "PRETRAINED_PATH", "load_pretrained",
            "chapter07_config", "chapter07_pairs", "NOTE_REPEATS", "CHAPTER07_TRAIN", "main"]
-
-Tokenize = Callable[[str], list[str]]
 
 
 # --- data -------------------------------------------------------------------------------------
@@ -87,7 +86,7 @@ def collate(examples: Sequence[tuple[list[int], list[int]]], pad_id: int = 0) ->
         src[b, :len(s)] = torch.tensor(s, dtype=torch.long)
         tgt_in[b, :len(t) + 1] = torch.tensor([Vocab.bos_id, *t], dtype=torch.long)
         tgt_out[b, :len(t) + 1] = torch.tensor([*t, Vocab.eos_id], dtype=torch.long)
-    src_mask = (src != pad_id).unsqueeze(1)  # (B, 1, S)
+    src_mask = padding_mask(src, pad_id)  # (B, 1, S)
     return Batch(src, tgt_in, tgt_out, src_mask, int((tgt_out != pad_id).sum()))
 
 
@@ -153,7 +152,7 @@ def make_optimizer(model: nn.Module, d_model: int, warmup: int = 4000, factor: f
 
 # --- the training loop ------------------------------------------------------------------------
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     """How to train. ``max_seconds`` / ``max_steps`` stop early (a safety limit), ``device="auto"`` picks
     CUDA when present, ``average_last=N`` ends with the mean of the weights of the last N epochs (the
@@ -329,8 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     valid_batches = make_batches(encode_pairs(splits.valid, src_vocab, tgt_vocab), 256, shuffle=False)
     build = TransformerConfig.tiny if args.tiny else chapter07_config
     model = Transformer(build(len(src_vocab), len(tgt_vocab)))
-    config = TrainConfig(**{**asdict(CHAPTER07_TRAIN), "epochs": args.epochs, "batch_size": args.batch_size,
-                            "seed": args.seed, "max_seconds": args.max_seconds, "max_steps": args.max_steps})
+    config = replace(CHAPTER07_TRAIN, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+                     max_seconds=args.max_seconds, max_steps=args.max_steps)
     history = train(model, train_batches, valid_batches, config, progress=not args.quiet)
     prints = [weights_fingerprint(model)] * world
     if world > 1:
