@@ -46,7 +46,7 @@ from .grammar import (
 )
 from .validate import nfc
 
-__all__ = ["Pair", "Splits", "NOTE_EXAMPLES", "has_batchim", "particle", "generate", "make_splits", "load_pairs",
+__all__ = ["Pair", "Splits", "NOTE_EXAMPLES", "pair_text", "has_batchim", "particle", "generate", "make_splits", "load_pairs",
            "statistics", "NOUNS", "VERBS", "ADJECTIVES", "KOREAN_NOUNS"]
 
 
@@ -356,6 +356,15 @@ def make_splits(seed: int = 0, n_train: int = 20000, n_valid: int = 1000, n_test
     rest = [p for p in pool if p.key not in held]
     needed = set().union(set(), *(tokens[p.en] for p in valid + test))
     return Splits(_choose_train(rest, tokens, needed, n_train), valid, test)
+
+
+def pair_text(pair: Pair | Sequence[str]) -> tuple[str, str]:
+    """(English, Korean) text of a corpus Pair or of an (en, ko) tuple."""
+    if isinstance(pair, Pair):
+        return pair.en, pair.ko
+    if isinstance(pair, (tuple, list)) and len(pair) >= 2 and all(isinstance(s, str) for s in pair[:2]):
+        return pair[0], pair[1]
+    raise TypeError(f"expected a corpus.Pair or an (english, korean) tuple of str, got {pair!r:.80}")
 
 
 def load_pairs(path: str | Path, max_pairs: int | None = None) -> list[tuple[str, str]]:

@@ -5,7 +5,11 @@ Transformer's ``make_model``, as a typed config and one class).
 """
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+
+import torch
 
 from torch import Tensor, nn
 
@@ -124,6 +128,18 @@ class Transformer(nn.Module):
         if not isinstance(ids, Tensor) or ids.dim() != 2 or ids.is_floating_point():
             got = f"{ids.dtype} {tuple(ids.shape)}" if isinstance(ids, Tensor) else type(ids).__name__
             raise TypeError(f"{name} must be integer token ids of shape (B, L), got {got}")
+
+
+@contextlib.contextmanager
+def inference(model: nn.Module) -> Iterator[None]:
+    """No gradients and eval mode (no dropout) inside; the model's previous mode is restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -19,28 +19,20 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .attention import padding_mask
-from .checkpoint import (PRETRAINED_PATH, Checkpoint, CheckpointError, average_state_dicts, load_checkpoint,
-                         load_pretrained, save_checkpoint, weights_fingerprint)
-from .corpus import Pair, make_splits
-from .model import Transformer, TransformerConfig
+from .checkpoint import average_state_dicts, save_checkpoint, weights_fingerprint
+# Transitional, not part of training's API: notebooks 07/08 and tests/test_training.py still import these
+# from here. Remove this line once they import them from course_lib.checkpoint.
+from .checkpoint import PRETRAINED_PATH, Checkpoint, CheckpointError, load_checkpoint, load_pretrained  # noqa: F401
+from .corpus import make_splits, pair_text
+from .model import Transformer, TransformerConfig, inference
 from .tokens import Tokenize, Vocab, word_tokenize
 
-__all__ = ["pair_text", "build_vocabs", "encode_pairs", "Batch", "make_batches", "label_smoothing_loss",
-           "noam_lr", "make_optimizer", "TrainConfig", "default_device", "train", "evaluate_loss", "CheckpointError",
-           "Checkpoint", "save_checkpoint", "load_checkpoint", "PRETRAINED_PATH", "load_pretrained",
+__all__ = ["build_vocabs", "encode_pairs", "Batch", "make_batches", "label_smoothing_loss",
+           "noam_lr", "make_optimizer", "TrainConfig", "default_device", "train", "evaluate_loss",
            "chapter07_config", "chapter07_pairs", "NOTE_REPEATS", "CHAPTER07_TRAIN", "main"]
 
 
 # --- data -------------------------------------------------------------------------------------
-
-def pair_text(pair: Pair | Sequence[str]) -> tuple[str, str]:
-    """(English, Korean) text of a corpus Pair or of an (en, ko) tuple."""
-    if isinstance(pair, Pair):
-        return pair.en, pair.ko
-    if isinstance(pair, (tuple, list)) and len(pair) >= 2 and all(isinstance(s, str) for s in pair[:2]):
-        return pair[0], pair[1]
-    raise TypeError(f"expected a corpus.Pair or an (english, korean) tuple of str, got {pair!r:.80}")
-
 
 def build_vocabs(pairs: Sequence, min_freq: int = 1, tokenize: Tokenize = word_tokenize) -> tuple[Vocab, Vocab]:
     """Source (English) and target (Korean) vocabularies of the tokenized pairs."""
@@ -259,16 +251,18 @@ def train(model: Transformer, train_batches: list[Batch], valid_batches: list[Ba
 
 @torch.no_grad()
 def evaluate_loss(model: Transformer, batches: list[Batch], epsilon: float = 0.0) -> float:
-    """Mean loss per target token over ``batches`` in eval mode (``epsilon=0``: plain cross-entropy)."""
+    """Mean loss per target token over ``batches`` in eval mode (``epsilon=0``: plain cross-entropy).
+    The model's mode (train or eval) is restored afterwards."""
     if not batches:
         raise ValueError("evaluate_loss needs at least one batch (an empty list has no loss; 0.0 would look perfect)")
-    device = next(model.eval().parameters()).device  # eval mode: no dropout
+    device = next(model.parameters()).device
     total, count = 0.0, 0
-    for batch in batches:
-        batch = batch.to(device)
-        logits = model(batch.src, batch.tgt_in, batch.src_mask)  # (B, T, V)
-        total += label_smoothing_loss(logits, batch.tgt_out, epsilon, model.config.pad_id).item() * batch.n_tokens
-        count += batch.n_tokens
+    with inference(model):  # eval mode (no dropout), no gradients
+        for batch in batches:
+            batch = batch.to(device)
+            logits = model(batch.src, batch.tgt_in, batch.src_mask)  # (B, T, V)
+            total += label_smoothing_loss(logits, batch.tgt_out, epsilon, model.config.pad_id).item() * batch.n_tokens
+            count += batch.n_tokens
     return total / max(count, 1)
 
 

@@ -16,13 +16,13 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from course_lib.checkpoint import load_checkpoint
 from course_lib.model import Transformer, TransformerConfig
 from course_lib.training import (
     TrainConfig,
     build_vocabs,
     encode_pairs,
     label_smoothing_loss,
-    load_checkpoint,
     make_batches,
     make_optimizer,
     train,

@@ -70,3 +70,60 @@ def test_count_parameters_counts_a_tied_table_once():
     frozen = _model()
     frozen.generator.weight.requires_grad_(False)
     assert count_parameters(frozen) == count_parameters(untied) - v * d
+
+
+def test_evaluate_loss_restores_the_models_mode():
+    from course_lib.training import collate, evaluate_loss
+    model = _model()
+    batch = collate([([4, 5, 6], [7, 8]), ([4, 9], [10])], pad_id=0)
+    model.train()
+    evaluate_loss(model, [batch])
+    assert model.training
+    model.eval()
+    evaluate_loss(model, [batch])
+    assert not model.training
+
+
+def test_training_no_longer_advertises_checkpoint_names():
+    from course_lib import checkpoint, training
+    assert not set(training.__all__) & set(checkpoint.__all__)
+    assert "pair_text" not in training.__all__ and "pair_text" in __import__("course_lib.corpus").corpus.__all__
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_decoder_layer_step_api_equals_the_full_layer(norm_first):
+    """Feeding positions one at a time through the public step methods gives the full layer's rows."""
+    from course_lib.attention import causal_mask
+    from course_lib.decoder import DecoderLayer
+    torch.manual_seed(0)
+    layer = DecoderLayer(16, 4, 32, dropout=0.0, norm_first=norm_first).double().eval()
+    for p in layer.parameters():  # randomise every weight, norms included
+        torch.nn.init.normal_(p, std=0.3)
+    x, memory = torch.randn(2, 5, 16, dtype=torch.float64), torch.randn(2, 3, 16, dtype=torch.float64)
+    memory_mask = torch.tensor([[[True, True, False]], [[True, True, True]]])  # (B, 1, S)
+    full = layer(x, memory, causal_mask(5), memory_mask)  # (B, T, D)
+    keys = torch.zeros(2, 4, 5, 4, dtype=torch.float64)
+    values = torch.zeros_like(keys)
+    kv = layer.memory_keys_values(memory)
+    rows = []
+    for t in range(5):
+        h = layer.self_attention_step(x[:, t:t + 1], keys, values, t)
+        h = layer.cross_attention_step(h, kv, memory_mask.unsqueeze(1))
+        rows.append(layer.feed_forward_step(h))
+    torch.testing.assert_close(torch.cat(rows, dim=1), full, rtol=0, atol=1e-12)
+
+
+def test_greedy_decode_and_cached_share_one_loop_and_agree():
+    from course_lib import decoding, kvcache
+    model = _model()
+    src = torch.tensor([[4, 5, 6, 7], [8, 9, 0, 0]])
+    steps = []
+    real = decoding.greedy_loop
+    def spy(step, *args):
+        steps.append(step)
+        return real(step, *args)
+    import unittest.mock
+    with unittest.mock.patch.object(decoding, "greedy_loop", spy), unittest.mock.patch.object(kvcache, "greedy_loop", spy):
+        slow, fast = decoding.greedy_decode(model, src), kvcache.greedy_decode_cached(model, src)
+    assert len(steps) == 2
+    assert torch.equal(slow, fast) and slow.shape[1] == 2 * 4 + 10  # an untrained model never says <eos> here

@@ -20,6 +20,7 @@ import torch
 
 from course_lib import (
     attention,
+    checkpoint,
     corpus,
     decoder,
     decoding,
@@ -218,7 +219,7 @@ def test_dtype_checks_stand_aside_under_autocast():
 
 @pytest.fixture(scope="module")
 def pretrained():
-    return training.load_pretrained()
+    return checkpoint.load_pretrained()
 
 
 def test_unknown_words_lists_each_unknown_token_once_in_order():

@@ -9,8 +9,9 @@ from __future__ import annotations
 import pytest
 
 from course_lib import corpus
+from course_lib.checkpoint import PRETRAINED_PATH, load_pretrained
 from course_lib.decoding import evaluate, translate
-from course_lib.training import CHAPTER07_TRAIN, NOTE_REPEATS, PRETRAINED_PATH, build_vocabs, chapter07_config, load_pretrained
+from course_lib.training import CHAPTER07_TRAIN, NOTE_REPEATS, build_vocabs, chapter07_config
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ RANK = {
     "tokens": 1.0, "embeddings": 2.0, "attention": 3.0, "multihead": 4.0,
     "encoder": 5.0, "decoder": 6.0, "model": 7.0, "checkpoint": 7.05, "training": 7.1, "decoding": 7.2,
     "kvcache": 8.0, "doctor": 9.0, "__main__": 10.0, "__init__": -1.0, "claims": 0.0, "validate": 0.0,
-    "scorecard": 0.05,
+    "scorecard": 0.05, "hangul": -0.5,  # hangul: shared by grammar (rank 0) and tokens
 }
 MODEL_MODULES = {"tokens", "embeddings", "attention", "multihead", "encoder", "decoder", "model", "checkpoint", "training",
                  "decoding", "kvcache"}
