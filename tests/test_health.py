@@ -127,3 +127,15 @@ def test_greedy_decode_and_cached_share_one_loop_and_agree():
         slow, fast = decoding.greedy_decode(model, src), kvcache.greedy_decode_cached(model, src)
     assert len(steps) == 2
     assert torch.equal(slow, fast) and slow.shape[1] == 2 * 4 + 10  # an untrained model never says <eos> here
+
+
+def test_the_browser_test_fails_on_a_missing_or_renamed_notebook():
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).with_name("test_browser.py")
+    spec = importlib.util.spec_from_file_location("_browser_for_lookup", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.course_file("notebooks/03_attention.ipynb") == "notebooks/03_attention.ipynb"
+    with pytest.raises(pytest.fail.Exception, match="03_attention_renamed.ipynb is missing"):
+        module.course_file("notebooks/03_attention_renamed.ipynb")
