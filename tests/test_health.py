@@ -139,3 +139,13 @@ def test_the_browser_test_fails_on_a_missing_or_renamed_notebook():
     assert module.course_file("notebooks/03_attention.ipynb") == "notebooks/03_attention.ipynb"
     with pytest.raises(pytest.fail.Exception, match="03_attention_renamed.ipynb is missing"):
         module.course_file("notebooks/03_attention_renamed.ipynb")
+
+
+def test_show_source_prints_the_source_and_names_what_it_needs(capsys):
+    from course_lib import show_source
+    from course_lib.hangul import final_index
+    show_source(final_index)
+    out = capsys.readouterr().out
+    assert out.startswith("def final_index(word: str) -> int:") and "return (ord(ch) - HANGUL_FIRST) % 28" in out
+    with pytest.raises(TypeError, match="show_source needs a function, class or module defined in Python source"):
+        show_source(len)
