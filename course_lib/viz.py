@@ -9,6 +9,7 @@ import importlib.util
 import itertools
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import matplotlib.pyplot as plt
@@ -29,7 +30,7 @@ def hangul_font_path() -> Path:
     return path
 
 
-def hangul_rc() -> dict[str, list[str]]:
+def hangul_rc() -> dict[Any, Any]:  # matplotlib types rc keys as a Literal of every name
     """matplotlib settings that draw Hangul beside Latin text (the font file is registered once).
 
     DejaVu Sans first (Latin, digits, the minus sign U+2212 and math), NanumGothic for Hangul:
