@@ -43,11 +43,12 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: python benchmarks/bench_model.py
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # timing.py, fused_loss.py
+from fused_loss import chunk_grad, linear_cross_entropy  # noqa: E402
+from timing import compare_table, interleaved, ratios  # noqa: E402
+
 from course_lib.embeddings import PositionalEncoding, TokenEmbedding  # noqa: E402
 from course_lib.model import Transformer, TransformerConfig, count_parameters  # noqa: E402
 from course_lib.multihead import set_fused  # noqa: E402
-from fused_loss import chunk_grad, linear_cross_entropy  # noqa: E402
-from timing import compare_table, interleaved, ratios  # noqa: E402
 
 # Dense (no sparsity) bf16 tensor-core peaks from the vendors' data sheets, FLOP/s.
 PEAK_BF16 = {"H200": 989e12, "H100 PCIe": 756e12, "H100": 989e12, "A100": 312e12, "L4": 121e12}

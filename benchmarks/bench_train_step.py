@@ -26,10 +26,11 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: the repo's course_lib
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # timing.py
+from timing import compare_table, interleaved, ratios  # noqa: E402
+
 from course_lib.decoder import Decoder  # noqa: E402
 from course_lib.encoder import Encoder  # noqa: E402
 from course_lib.multihead import MultiHeadAttention  # noqa: E402
-from timing import compare_table, interleaved, ratios  # noqa: E402
 
 PAD = 0
 

@@ -45,7 +45,7 @@ def set_seed(seed: int) -> None:
 def show_source(obj: object) -> None:
     """Print the source code of a function or class, highlighted when running in Jupyter."""
     try:
-        source = inspect.getsource(obj)
+        source = inspect.getsource(obj)  # type: ignore[arg-type]  # a TypeError is reported below
     except (TypeError, OSError) as err:
         raise TypeError(f"show_source needs a function, class or module defined in Python source, got {obj!r}") from err
     try:

@@ -5,27 +5,17 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from .corpus import Pair
-from .tokens import Vocab, word_tokenize
+from .attention import padding_mask
+from .corpus import pair_text
+from .tokens import Tokenize, Vocab, word_tokenize
 
-__all__ = ["pair_text", "build_vocabs", "encode_pairs", "Batch", "collate", "make_batches", "Tokenize"]
-
-Tokenize = Callable[[str], list[str]]
-
-
-def pair_text(pair: Pair | Sequence[str]) -> tuple[str, str]:
-    """(English, Korean) text of a corpus Pair or of an (en, ko) tuple."""
-    if isinstance(pair, Pair):
-        return pair.en, pair.ko
-    if isinstance(pair, (tuple, list)) and len(pair) >= 2 and all(isinstance(s, str) for s in pair[:2]):
-        return pair[0], pair[1]
-    raise TypeError(f"expected a corpus.Pair or an (english, korean) tuple of str, got {pair!r:.80}")
+__all__ = ["build_vocabs", "encode_pairs", "Batch", "collate", "make_batches"]
 
 
 def build_vocabs(pairs: Sequence, min_freq: int = 1, tokenize: Tokenize = word_tokenize) -> tuple[Vocab, Vocab]:
@@ -56,8 +46,9 @@ class Batch:
     src_mask: Tensor
     n_tokens: int  # non-pad target tokens: what the loss averages over
 
-    def to(self, device: torch.device | str) -> "Batch":
-        return Batch(*(t.to(device) for t in (self.src, self.tgt_in, self.tgt_out, self.src_mask)), self.n_tokens)
+    def to(self, device: torch.device | str) -> Batch:
+        return Batch(self.src.to(device), self.tgt_in.to(device), self.tgt_out.to(device), self.src_mask.to(device),
+                     self.n_tokens)
 
 
 def collate(examples: Sequence[tuple[list[int], list[int]]], pad_id: int = 0) -> Batch:
@@ -72,7 +63,7 @@ def collate(examples: Sequence[tuple[list[int], list[int]]], pad_id: int = 0) ->
         src[b, :len(s)] = torch.tensor(s, dtype=torch.long)
         tgt_in[b, :len(t) + 1] = torch.tensor([Vocab.bos_id, *t], dtype=torch.long)
         tgt_out[b, :len(t) + 1] = torch.tensor([*t, Vocab.eos_id], dtype=torch.long)
-    src_mask = (src != pad_id).unsqueeze(1)  # (B, 1, S)
+    src_mask = padding_mask(src, pad_id)  # (B, 1, S)
     return Batch(src, tgt_in, tgt_out, src_mask, int((tgt_out != pad_id).sum()))
 
 

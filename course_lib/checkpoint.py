@@ -73,7 +73,7 @@ def _raw_bytes(tensor: torch.Tensor) -> bytes:
     return t.view(torch.uint8).numpy().tobytes() if t.numel() else b""
 
 
-def _feed(digest: "hashlib._Hash", value: object) -> None:
+def _feed(digest: hashlib._Hash, value: object) -> None:
     """Feed ``value`` to ``digest`` in one canonical, type-tagged byte form (dict keys sorted)."""
     if isinstance(value, torch.Tensor):
         digest.update(f"T{value.dtype}{tuple(value.shape)}:".encode())

@@ -9,15 +9,44 @@ from __future__ import annotations
 import os
 import random
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .grammar import (ADJECTIVES, ADJECTIVES_OF, CLASSES, DIET, HONOURED, KOREAN_NOUNS, MEALS, NOUNS, PLACE_OBJECTS,
-                      REASONS, STATES, TIMES, TOOLS, VEHICLES, VERBS, VERBS_BY_FRAME, Noun, Verb, be_form, build_sentence,
-                      complements, has_batchim, lemma, like_sentence, noun_ids, number_of, particle, subject_np, with_particle)
+from .grammar import (
+    ADJECTIVES,
+    ADJECTIVES_OF,
+    CLASSES,
+    DIET,
+    HONOURED,
+    KOREAN_NOUNS,
+    MEALS,
+    NOUNS,
+    PLACE_OBJECTS,
+    REASONS,
+    STATES,
+    TIMES,
+    TOOLS,
+    VEHICLES,
+    VERBS,
+    VERBS_BY_FRAME,
+    Noun,
+    Verb,
+    be_form,
+    build_sentence,
+    complements,
+    has_batchim,
+    lemma,
+    like_sentence,
+    noun_ids,
+    number_of,
+    particle,
+    subject_np,
+    with_particle,
+)
 from .validate import nfc
 
-__all__ = ["Pair", "Splits", "NOTE_EXAMPLES", "has_batchim", "particle", "generate", "make_splits", "load_pairs",
+__all__ = ["Pair", "Splits", "NOTE_EXAMPLES", "pair_text", "has_batchim", "particle", "generate", "make_splits", "load_pairs",
            "statistics", "NOUNS", "VERBS", "ADJECTIVES", "KOREAN_NOUNS"]
 
 
@@ -76,7 +105,8 @@ def _s_simple(rng: random.Random, construction: str) -> Pair | None:
         return None
     c = NOUNS[rng.choice(comps)] if comps else None
     tense = "present" if prog and rng.random() < 0.7 else _tense(rng, v, (s,), simple=not (neg or prog))
-    built = build_sentence((s,), v, c, tense=tense, neg=neg, prog=prog, art=(_article(rng, c),), time=_time(rng, v, tense, prog, c))
+    built = build_sentence((s,), v, c, tense=tense, neg=neg, prog=prog, art=(_article(rng, c),),
+                           time=_time(rng, v, tense, prog, c))
     return _pair(construction, built, (s.id, v.id, c.id if c else "-"), tense)
 
 
@@ -133,32 +163,38 @@ def _s_because(rng: random.Random) -> Pair | None:
     return _pair("because", built, (s.id, v.id, c.id if c else "-"), tense)
 
 
+def _two_objects(rng: random.Random, v: Verb) -> Pair | None:
+    """Two objects: 빵과 우유를."""
+    s = NOUNS[rng.choice(v.subjects)]
+    if len(complements(v, s)) < 2:
+        return None
+    a, b = (NOUNS[x] for x in rng.sample(complements(v, s), 2))
+    tense = _tense(rng, v, (s,))
+    built = build_sentence((s,), v, (a, b), tense=tense, art=(_article(rng, a), _article(rng, b)))
+    return _pair("coordination", built, (s.id, v.id, a.id + "+" + b.id), tense)
+
+
 def _s_coordination(rng: random.Random) -> Pair | None:
     v = rng.choice(_SIMPLE["transitive"] + _SIMPLE["motion"] + _SIMPLE["location"])
-    if v.frame == "obj" and rng.random() < 0.3:  # two objects: 빵과 우유를
-        s = NOUNS[rng.choice(v.subjects)]
-        if len(complements(v, s)) < 2:
-            return None
-        a, b = (NOUNS[x] for x in rng.sample(complements(v, s), 2))
-        tense = _tense(rng, v, (s,))
-        built = build_sentence((s,), v, (a, b), tense=tense, art=(_article(rng, a), _article(rng, b)))
-        return _pair("coordination", built, (s.id, v.id, a.id + "+" + b.id), tense)
+    if v.frame == "obj" and rng.random() < 0.3:
+        return _two_objects(rng, v)
     a, b = rng.sample([x for x in v.subjects if NOUNS[x].kind != "P"], 2)
     if "I" in v.subjects and a in CLASSES["person"] and rng.random() < 0.25:
         b = "I"  # "Suni and I" → 순이와 나는
-    s = (NOUNS[a], NOUNS[b])
-    comps = [c for c in complements(v, s[0]) if c in complements(v, s[1])]
+    subjects = (NOUNS[a], NOUNS[b])
+    comps = [c for c in complements(v, subjects[0]) if c in complements(v, subjects[1])]
     if not comps:
         return None
     c = NOUNS[rng.choice(comps)]
-    tense = _tense(rng, v, s)
-    built = build_sentence(s, v, c, tense=tense, art=(_article(rng, c),), time=_time(rng, v, tense, comp=c))
+    tense = _tense(rng, v, subjects)
+    built = build_sentence(subjects, v, c, tense=tense, art=(_article(rng, c),), time=_time(rng, v, tense, comp=c))
     return _pair("coordination", built, (a + "+" + b, v.id, c.id), tense)
 
 
 def _s_dative(rng: random.Random) -> Pair:
     v = rng.choice(VERBS_BY_FRAME["dat"])
     s = NOUNS[rng.choice(v.subjects)]
+    recipients: Sequence[str]
     if v.id == "teach":
         recipients = noun_ids("name kidnoun")
     elif v.id == "give":  # animals get food they eat; 주다 is not used towards honoured people
@@ -168,7 +204,8 @@ def _s_dative(rng: random.Random) -> Pair:
     r = NOUNS[rng.choice([x for x in recipients if x != s.id])]
     o = NOUNS[rng.choice(noun_ids(DIET.get(r.id, "") + " water") if r.id in CLASSES["animal"] else v.complements)]
     tense = _tense(rng, v, (s,))
-    return _pair("dative", build_sentence((s,), v, o, tense=tense, art=(_article(rng, o),), recipient=r), (s.id, v.id, o.id), tense)
+    built = build_sentence((s,), v, o, tense=tense, art=(_article(rng, o),), recipient=r)
+    return _pair("dative", built, (s.id, v.id, o.id), tense)
 
 
 def _s_instrument(rng: random.Random) -> Pair:
@@ -176,8 +213,8 @@ def _s_instrument(rng: random.Random) -> Pair:
         tools, places = rng.choice(VEHICLES)
         v, objs = VERBS[rng.choice(("go", "come", "go_back", "come_back"))], noun_ids(places)
     else:
-        vid, tools, objs = rng.choice(TOOLS)
-        v, objs = VERBS[vid], noun_ids(objs)
+        vid, tools, obj_spec = rng.choice(TOOLS)
+        v, objs = VERBS[vid], noun_ids(obj_spec)
     s = NOUNS[rng.choice([x for x in v.subjects if x in CLASSES["person"]])]
     c = NOUNS[rng.choice([x for x in objs if x in complements(v, s)])]
     tense = _tense(rng, v, (s,))
@@ -202,7 +239,8 @@ def _note_pairs() -> list[Pair]:
     """The concept note's sentences, built by the grammar (the idiom 마음을 닫다 is written out)."""
     N, V = NOUNS, VERBS
     return [_pair("note", build_sentence((N["I"],), V["go"], N["school"], tense="present"), ("I", "go", "school"), "present"),
-            _pair("note", build_sentence((N["Suni"],), V["close"], N["window"], art=("the",)), ("Suni", "close", "window"), "past"),
+            _pair("note", build_sentence((N["Suni"],), V["close"], N["window"], art=("the",)),
+                  ("Suni", "close", "window"), "past"),
             _pair("note", build_sentence((N["she"],), V["close"], N["drawer"], art=("the",)), ("she", "close", "drawer"), "past"),
             Pair("He closed his heart.", "그는 마음을 닫았다.", "note", ("he", "close", "heart"), "past",
                  ("N.he", "V.close", "N.heart")),
@@ -250,25 +288,32 @@ class Splits:
     test: list[Pair]
 
 
-def make_splits(seed: int = 0, n_train: int = 20000, n_valid: int = 1000, n_test: int = 1000) -> Splits:
-    """Deterministic splits. Valid and test hold whole keys (subject, verb, complement) never seen in train,
-    every word they use occurs in train, and the note's sentences are in train."""
+def _check_split_sizes(seed: int, n_train: int, n_valid: int, n_test: int) -> None:
     for name, value in (("seed", seed), ("n_train", n_train), ("n_valid", n_valid), ("n_test", n_test)):
         if not isinstance(value, int) or isinstance(value, bool) or (name != "seed" and value < 0):
             raise ValueError(f"make_splits expects {name} to be a non-negative int, got {value!r}")
     if n_train < len(NOTE_EXAMPLES):
         raise ValueError(f"n_train must be at least {len(NOTE_EXAMPLES)} (the note's examples), got {n_train}")
-    rng, total = random.Random(seed), n_train + n_valid + n_test
-    pool = _sample(rng, total + total // 40 + 50)
+
+
+def _pair_tokens(p: Pair) -> set[tuple[str, str]]:
+    """The words of a pair, tagged with their language: {("en", "cat"), ("ko", "고양이가"), ...}."""
+    return {("en", w.strip(".")) for w in p.en.split()} | {("ko", w.strip(".")) for w in p.ko.split()}
+
+
+def _hold_out(rng: random.Random, pool: list[Pair], tokens: dict[str, set], n_valid: int, n_test: int,
+              ) -> tuple[list[Pair], list[Pair], set[tuple]]:
+    """Whole keys for test, then valid, skipping a key whose removal would take a word out of train."""
     groups: dict[tuple, list[Pair]] = {}
     for p in pool:
         groups.setdefault(p.key, []).append(p)
-    tokens = {p.en: {("en", w.strip(".")) for w in p.en.split()} | {("ko", w.strip(".")) for w in p.ko.split()} for p in pool}
     group_tokens = {k: set().union(*(tokens[p.en] for p in g)) for k, g in groups.items()}
     carriers = Counter(t for toks in group_tokens.values() for t in toks)  # how many keys use each word
     keys = [k for k, g in groups.items() if all(p.construction != "note" for p in g)]
     rng.shuffle(keys)
-    test, valid, held = [], [], set()  # pairs held out for test and valid, and their keys
+    test: list[Pair] = []
+    valid: list[Pair] = []
+    held: set[tuple] = set()  # the keys held out for test and valid
     for k in keys:
         if len(test) >= n_test and len(valid) >= n_valid:
             break
@@ -280,10 +325,13 @@ def make_splits(seed: int = 0, n_train: int = 20000, n_valid: int = 1000, n_test
     test, valid = test[:n_test], valid[:n_valid]
     if len(test) < n_test or len(valid) < n_valid:
         raise RuntimeError("could not hold out enough keys; ask for smaller valid/test splits")
-    rest = [p for p in pool if p.key not in held]
-    needed = set().union(set(), *(tokens[p.en] for p in valid + test))
+    return test, valid, held
+
+
+def _choose_train(rest: list[Pair], tokens: dict[str, set], needed: set, n_train: int) -> list[Pair]:
+    """First one train sentence for every word of valid/test (and the note's), then fill up in order."""
     chosen = [p.construction == "note" for p in rest]
-    for i, p in enumerate(rest):  # first one train sentence for every word of valid/test, then fill in order
+    for i, p in enumerate(rest):
         chosen[i] = chosen[i] or bool(tokens[p.en] & needed)
         needed -= tokens[p.en] if chosen[i] else set()
     extra = n_train - sum(chosen)
@@ -294,7 +342,29 @@ def make_splits(seed: int = 0, n_train: int = 20000, n_valid: int = 1000, n_test
             chosen[i], extra = True, extra - 1
     if extra:
         raise RuntimeError(f"the grammar produced too few pairs for n_train={n_train}")
-    return Splits([p for p, c in zip(rest, chosen) if c], valid, test)
+    return [p for p, c in zip(rest, chosen) if c]
+
+
+def make_splits(seed: int = 0, n_train: int = 20000, n_valid: int = 1000, n_test: int = 1000) -> Splits:
+    """Deterministic splits. Valid and test hold whole keys (subject, verb, complement) never seen in train,
+    every word they use occurs in train, and the note's sentences are in train."""
+    _check_split_sizes(seed, n_train, n_valid, n_test)
+    rng, total = random.Random(seed), n_train + n_valid + n_test
+    pool = _sample(rng, total + total // 40 + 50)
+    tokens = {p.en: _pair_tokens(p) for p in pool}
+    test, valid, held = _hold_out(rng, pool, tokens, n_valid, n_test)
+    rest = [p for p in pool if p.key not in held]
+    needed = set().union(set(), *(tokens[p.en] for p in valid + test))
+    return Splits(_choose_train(rest, tokens, needed, n_train), valid, test)
+
+
+def pair_text(pair: Pair | Sequence[str]) -> tuple[str, str]:
+    """(English, Korean) text of a corpus Pair or of an (en, ko) tuple."""
+    if isinstance(pair, Pair):
+        return pair.en, pair.ko
+    if isinstance(pair, (tuple, list)) and len(pair) >= 2 and all(isinstance(s, str) for s in pair[:2]):
+        return pair[0], pair[1]
+    raise TypeError(f"expected a corpus.Pair or an (english, korean) tuple of str, got {pair!r:.80}")
 
 
 def load_pairs(path: str | Path, max_pairs: int | None = None) -> list[tuple[str, str]]:
@@ -323,7 +393,8 @@ def load_pairs(path: str | Path, max_pairs: int | None = None) -> list[tuple[str
                 raise ValueError(f"{path}, line {lineno}: expected 'English<TAB>Korean', found no tab in {line[:60]!r}")
             en, ko = nfc(cols[0].strip()), nfc(cols[1].strip())
             if not en or not ko:
-                raise ValueError(f"{path}, line {lineno}: the {'Korean' if en else 'English'} side is empty in {line.rstrip()[:60]!r}")
+                raise ValueError(f"{path}, line {lineno}: the {'Korean' if en else 'English'} side is empty in "
+                                 f"{line.rstrip()[:60]!r}")
             pairs.append((en, ko))
     return pairs
 

@@ -11,16 +11,26 @@ Masks follow the course convention: boolean, **True = may attend**.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import Tensor, nn
 
-from .encoder import (FeedForward, LayerNorm, attention_branch, check_input, clone_layers, inner_dropouts,
-                      layer_from_torch, stack_from_torch)
-from .multihead import MultiHeadAttention
+from .encoder import (
+    FeedForward,
+    LayerNorm,
+    attention_branch,
+    check_input,
+    clone_layers,
+    inner_dropouts,
+    layer_from_torch,
+    stack_from_torch,
+)
+from .multihead import MultiHeadAttention, split_heads
 
 __all__ = ["DecoderLayer", "Decoder"]
 
 
-def check_memory(x: Tensor, memory: object, d_model: int) -> None:
+def check_memory(x: Tensor, memory: Tensor, d_model: int) -> None:
     """Raise a clear error unless ``memory`` is (B, S, D) with the same B as the decoder input."""
     check_input(memory, d_model, "memory", "(B, S, D), the encoder's output")
     if memory.shape[0] != x.shape[0]:
@@ -85,8 +95,65 @@ class DecoderLayer(nn.Module):
     def _ff_block(self, x: Tensor) -> Tensor:
         return self.dropout3(self.ff(x))
 
+    # --- one incremental step (chapter 08's key/value cache): the same sub-layers, one new position ---
+
+    def _sublayer(self, index: int, x: Tensor, branch: Callable[[Tensor], Tensor]) -> Tensor:
+        """Residual sub-layer ``index`` (1, 2, 3) around ``branch``, with its norm placed as norm_first says."""
+        norm = (self.norm1, self.norm2, self.norm3)[index - 1]
+        return x + branch(norm(x)) if self.norm_first else norm(x + branch(x))  # pre-LN / post-LN (the paper)
+
+    def self_attention_step(self, x: Tensor, keys: Tensor, values: Tensor, position: int) -> Tensor:
+        """Sub-layer 1 for ONE new position: write its key and value into row ``position`` of the
+        cache ``keys`` / ``values`` (in place), then attend to rows 0..position (no causal mask needed).
+
+        Shape:
+            x (B, 1, D); keys, values (B, H, capacity, Dh) -> (B, 1, D)
+        """
+        attn = self.self_attn
+
+        def branch(h: Tensor) -> Tensor:
+            q = split_heads(attn.w_q(h), attn.n_heads)  # (B, H, 1, Dh)
+            keys[:, :, position:position + 1] = split_heads(attn.w_k(h), attn.n_heads)  # write row `position`
+            values[:, :, position:position + 1] = split_heads(attn.w_v(h), attn.n_heads)
+            seen_k, seen_v = keys[:, :, :position + 1], values[:, :, :position + 1]  # (B, H, position+1, Dh)
+            out = attn.attend(q, seen_k, seen_v)  # (B, 1, D)
+            assert isinstance(out, Tensor)  # no return_attention: a tensor, not a tuple
+            return self.dropout1(out)
+
+        return self._sublayer(1, x, branch)
+
+    def memory_keys_values(self, memory: Tensor) -> tuple[Tensor, Tensor]:
+        """The cross-attention's keys and values of ``memory``, split into heads: computed once per source.
+
+        Shape:
+            memory (B, S, D) -> keys, values (B, H, S, Dh)
+        """
+        attn = self.cross_attn
+        return split_heads(attn.w_k(memory), attn.n_heads), split_heads(attn.w_v(memory), attn.n_heads)
+
+    def cross_attention_step(self, x: Tensor, keys_values: tuple[Tensor, Tensor], mask: Tensor | None) -> Tensor:
+        """Sub-layer 2 with keys and values precomputed by ``memory_keys_values``.
+
+        Shape:
+            x (B, T, D); keys, values (B, H, S, Dh); mask bool (B, 1, 1, S) or None -> (B, T, D)
+        """
+        attn = self.cross_attn
+        keys, values = keys_values
+
+        def branch(h: Tensor) -> Tensor:
+            q = split_heads(attn.w_q(h), attn.n_heads)  # (B, H, T, Dh)
+            out = attn.attend(q, keys, values, mask)  # (B, T, D)
+            assert isinstance(out, Tensor)  # no return_attention: a tensor, not a tuple
+            return self.dropout2(out)
+
+        return self._sublayer(2, x, branch)
+
+    def feed_forward_step(self, x: Tensor) -> Tensor:
+        """Sub-layer 3, the position-wise feed-forward network with its residual and norm: (B, T, D) -> (B, T, D)."""
+        return self._sublayer(3, x, self._ff_block)
+
     @classmethod
-    def from_torch(cls, module: nn.TransformerDecoderLayer) -> "DecoderLayer":
+    def from_torch(cls, module: nn.TransformerDecoderLayer) -> DecoderLayer:
         """Our layer with the same weights as a ``nn.TransformerDecoderLayer(batch_first=True)``."""
         return layer_from_torch(cls, module, nn.TransformerDecoderLayer)
 
@@ -124,7 +191,7 @@ class Decoder(nn.Module):
         return (x, weights) if return_attention else x
 
     @classmethod
-    def from_torch(cls, module: nn.TransformerDecoder) -> "Decoder":
+    def from_torch(cls, module: nn.TransformerDecoder) -> Decoder:
         """Our stack with the same weights as a ``nn.TransformerDecoder`` of batch-first layers."""
         if not isinstance(module, nn.TransformerDecoder):
             raise TypeError(f"Decoder.from_torch expects nn.TransformerDecoder, got {type(module).__name__}")

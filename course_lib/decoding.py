@@ -8,22 +8,21 @@ prefix (simple and exact; chapter 08 adds a cache).
 """
 from __future__ import annotations
 
-import contextlib
 import warnings
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
 
 from .attention import padding_mask
-from .model import Transformer
-from .tokens import Vocab, detokenize, word_tokenize
-from .training import pair_text
+from .corpus import pair_text
+from .model import Transformer, inference
+from .tokens import Tokenize, Vocab, detokenize, word_tokenize
 from .validate import check_int, nfc
 
-__all__ = ["inference", "check_src", "decode_limits", "greedy_decode", "beam_step", "length_penalty", "beam_search",
-           "translate", "translate_batch", "evaluate", "unknown_words", "source_tokens", "UntranslatableError",
-           "TruncatedInputWarning"]
+__all__ = ["inference", "check_src", "decode_limits", "greedy_loop", "greedy_decode", "beam_step", "length_penalty",
+           "beam_search", "translate", "translate_batch", "evaluate", "unknown_words", "source_tokens",
+           "UntranslatableError", "TruncatedInputWarning"]
 
 
 class UntranslatableError(ValueError):
@@ -32,18 +31,6 @@ class UntranslatableError(ValueError):
 
 class TruncatedInputWarning(UserWarning):
     """A sentence longer than the model's table of positions: only its beginning is translated."""
-
-
-@contextlib.contextmanager
-def inference(model: Transformer) -> Iterator[None]:
-    """No gradients and eval mode (no dropout) inside; the model's previous mode is restored after."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        model.train(was_training)
 
 
 def check_src(model: Transformer, src: object) -> Tensor:
@@ -88,15 +75,31 @@ def greedy_decode(model: Transformer, src: Tensor, max_len: int | None = None, b
         src_mask = padding_mask(src, pad_id) if src_mask is None else src_mask.to(src.device)  # (B, 1, S)
         limits = decode_limits(model, src_mask, max_len)  # (B,)
         memory = model.encode(src, src_mask)  # (B, S, D), computed once
-        ys = torch.full((src.shape[0], 1), bos_id, dtype=torch.long, device=src.device)  # (B, 1)
-        done = torch.zeros(src.shape[0], dtype=torch.bool, device=src.device)  # (B,)
-        for t in range(1, int(limits.max()) + 1):
-            logits = model.decode(ys, memory, src_mask)[:, -1]  # (B, V): the last position only
-            next_id = logits.argmax(dim=-1).masked_fill(done, pad_id)  # (B,)
-            ys = torch.cat([ys, next_id[:, None]], dim=1)  # (B, t + 1)
-            done |= (next_id == eos_id) | (limits <= t)
-            if done.all():
-                break
+
+        def step(ys: Tensor) -> Tensor:  # the whole prefix (B, t) through the decoder again
+            return model.decode(ys, memory, src_mask)[:, -1]  # (B, V): the last position only
+
+        return greedy_loop(step, limits, bos_id, eos_id, pad_id)
+
+
+def greedy_loop(step: Callable[[Tensor], Tensor], limits: Tensor, bos_id: int, eos_id: int, pad_id: int) -> Tensor:
+    """The greedy loop shared by ``greedy_decode`` and ``kvcache.greedy_decode_cached``.
+
+    ``step(ys)`` gets the ids so far, ``<bos>`` first, and returns the next-token logits; the loop takes
+    the argmax, pads rows that have ended, and stops when every row has produced ``<eos>`` or reached
+    its limit.
+
+    Shape:
+        step: ys (B, t) -> logits (B, V); limits (B,) -> (B, L) ids without <bos>, L <= limits.max()
+    """
+    ys = torch.full((limits.shape[0], 1), bos_id, dtype=torch.long, device=limits.device)  # (B, 1)
+    done = torch.zeros(limits.shape[0], dtype=torch.bool, device=limits.device)  # (B,)
+    for t in range(1, int(limits.max()) + 1):
+        next_id = step(ys).argmax(dim=-1).masked_fill(done, pad_id)  # (B,) rows that ended get <pad>
+        ys = torch.cat([ys, next_id[:, None]], dim=1)  # (B, t + 1)
+        done |= (next_id == eos_id) | (limits <= t)
+        if done.all():
+            break
     return ys[:, 1:]  # (B, L)
 
 
@@ -179,7 +182,6 @@ def _strip(ids: list[int], eos_id: int, pad_id: int) -> list[int]:
     return [i for i in ids if i != pad_id]
 
 
-Tokenize = Callable[[str], list[str]]
 Detokenize = Callable[[list[str]], str]
 
 

@@ -12,9 +12,9 @@ import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 PY = shlex.quote(sys.executable)
 SETUP = "python3 course.py setup"
@@ -109,7 +109,8 @@ def check_hangul_font() -> Check:
 
     font = FT2Font(str(path))
     if font.family_name != HANGUL_FONT or not all(font.get_char_index(ord(c)) for c in "한국어"):
-        return Check("Hangul font", False, f"{path} has no Hangul glyphs", f"{PY} -m pip install --force-reinstall koreanize-matplotlib")
+        return Check("Hangul "
+                     "font", False, f"{path} has no Hangul glyphs", f"{PY} -m pip install --force-reinstall koreanize-matplotlib")
     return Check("Hangul font", True, f"{HANGUL_FONT} ({path})")
 
 
@@ -178,7 +179,8 @@ def check_kernel() -> Check:
         where = "" if python in ("python", "python3", "{python}", sys.executable) else f" (it runs {python})"
         return Check("Jupyter kernel", False, f"'python3'{where}: {detail}",
                      f"make the kernel use this Python, which has torch and the course: {fix}")
-    return Check("Jupyter kernel", True, f"python3 starts and imports torch {detail.split()[0]} and course_lib ({specs['python3']})")
+    return Check("Jupyter "
+                 "kernel", True, f"python3 starts and imports torch {detail.split()[0]} and course_lib ({specs['python3']})")
 
 
 def check_chromium() -> Check:

@@ -9,30 +9,16 @@ sentences with negative sampling (word2vec's skip-gram), small enough for a CPU 
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .validate import check_dropout, check_int
+from .validate import check_dropout, check_ids, check_int
 
 __all__ = ["TokenEmbedding", "sinusoidal_positional_encoding", "PositionalEncoding", "offset_matrix",
            "skipgram_pairs", "train_skipgram"]
-
-
-def _check_ids(ids: object, vocab_size: int, where: str) -> torch.Tensor:
-    """Token ids must be an integer tensor with every value in 0..vocab_size-1."""
-    if not isinstance(ids, torch.Tensor):
-        raise TypeError(f"{where} expects a tensor of token ids (torch.long), got {type(ids).__name__}")
-    if ids.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
-        raise TypeError(f"{where} expects integer token ids (torch.long), got dtype {ids.dtype}; "
-                        "ids come from Vocab.encode / encode_batch (use .long() if you built them yourself)")
-    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
-        bad = int(ids.max()) if int(ids.max()) >= vocab_size else int(ids.min())
-        raise IndexError(f"{where}: token id {bad} is out of range for a vocabulary of size {vocab_size} "
-                         f"(valid ids 0..{vocab_size - 1}); was the vocabulary built from other data?")
-    return ids.long()
 
 
 class TokenEmbedding(nn.Module):
@@ -60,7 +46,7 @@ class TokenEmbedding(nn.Module):
                 self.weight[padding_idx].zero_()  # <pad> starts as the zero vector and gets no gradient
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        ids = _check_ids(ids, self.vocab_size, "TokenEmbedding")
+        ids = check_ids(ids, self.vocab_size, "TokenEmbedding")  # the one range check of token ids
         return F.embedding(ids, self.weight, self.padding_idx) * math.sqrt(self.d_model)  # (B, T, D)
 
     def extra_repr(self) -> str:
@@ -120,6 +106,7 @@ class PositionalEncoding(nn.Module):
         super().__init__()
         check_dropout(dropout)
         self.d_model, self.max_len = d_model, check_int(max_len, "max_len")
+        self.pe: torch.Tensor
         self.register_buffer("pe", sinusoidal_positional_encoding(max_len, d_model), persistent=False)  # (max_len, D)
         self.dropout = nn.Dropout(dropout)
 
@@ -171,7 +158,7 @@ def train_skipgram(sentences: list[list[int]], vocab_size: int, d_model: int = 3
     pairs = skipgram_pairs(sentences, window)  # (N, 2)
     if len(pairs) == 0:
         raise ValueError("train_skipgram needs sentences with at least two words")
-    _check_ids(pairs, vocab_size, "train_skipgram")
+    check_ids(pairs, vocab_size, "train_skipgram")
     gen = torch.Generator().manual_seed(seed)
     counts = torch.bincount(torch.tensor([i for s in sentences for i in s]), minlength=vocab_size).double()
     noise = counts**0.75 / (counts**0.75).sum()  # (V,)

@@ -10,6 +10,7 @@ boolean ``src_mask`` / ``src_key_padding_mask``, where True means "blocked" / "p
 from __future__ import annotations
 
 import copy
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -130,7 +131,7 @@ class EncoderLayer(nn.Module):
         return self.dropout2(self.ff(x))
 
     @classmethod
-    def from_torch(cls, module: nn.TransformerEncoderLayer) -> "EncoderLayer":
+    def from_torch(cls, module: nn.TransformerEncoderLayer) -> EncoderLayer:
         """Our layer with the same weights as a ``nn.TransformerEncoderLayer(batch_first=True)``."""
         return layer_from_torch(cls, module, nn.TransformerEncoderLayer)
 
@@ -168,7 +169,7 @@ class Encoder(nn.Module):
         return (x, weights) if return_attention else x
 
     @classmethod
-    def from_torch(cls, module: nn.TransformerEncoder) -> "Encoder":
+    def from_torch(cls, module: nn.TransformerEncoder) -> Encoder:
         """Our stack with the same weights as a ``nn.TransformerEncoder`` of batch-first layers."""
         if not isinstance(module, nn.TransformerEncoder):
             raise TypeError(f"Encoder.from_torch expects nn.TransformerEncoder, got {type(module).__name__}")
@@ -208,7 +209,7 @@ def clone_layers(layer: nn.Module, n_layers: int) -> nn.ModuleList:
     return nn.ModuleList(copy.deepcopy(layer) for _ in range(n_layers))
 
 
-def check_torch_layer(module: nn.Module, kind: type) -> None:
+def check_torch_layer(module: Any, kind: Any) -> None:
     """Refuse PyTorch layers that ours cannot reproduce, saying what to change."""
     name = kind.__name__
     if not isinstance(module, kind):
@@ -222,7 +223,7 @@ def check_torch_layer(module: nn.Module, kind: type) -> None:
         raise ValueError(f"nn.{name} must use nn.LayerNorm with elementwise_affine=True")
 
 
-def layer_from_torch(cls: type, module: nn.Module, kind: type) -> nn.Module:
+def layer_from_torch(cls: Any, module: Any, kind: type) -> Any:
     """Our ``cls`` layer with the weights (and eps, dtype, device, train mode) of PyTorch's ``kind`` layer."""
     check_torch_layer(module, kind)
     ref, attn = module.linear1.weight, module.self_attn
@@ -243,7 +244,7 @@ def layer_from_torch(cls: type, module: nn.Module, kind: type) -> nn.Module:
     return ours.train(module.training)
 
 
-def copy_norm(ours: LayerNorm, theirs: nn.LayerNorm) -> None:
+def copy_norm(ours: LayerNorm, theirs: Any) -> None:
     """Copy one nn.LayerNorm (weights and eps) into ours."""
     if tuple(theirs.normalized_shape) != (ours.d_model,):
         raise ValueError(f"nn.LayerNorm normalises over {tuple(theirs.normalized_shape)}, ours over ({ours.d_model},)")
@@ -252,11 +253,11 @@ def copy_norm(ours: LayerNorm, theirs: nn.LayerNorm) -> None:
         if theirs.bias is None:
             ours.bias = None
         else:
-            ours.bias.copy_(theirs.bias)
+            cast(Tensor, ours.bias).copy_(theirs.bias)
     ours.eps = theirs.eps
 
 
-def stack_from_torch(cls: type, layer_cls: type, module: nn.Module) -> nn.Module:
+def stack_from_torch(cls: Any, layer_cls: Any, module: Any) -> Any:
     """Build our Encoder/Decoder from PyTorch's TransformerEncoder/TransformerDecoder."""
     layers = [layer_cls.from_torch(m) for m in module.layers]
     stack = cls(layers[0], len(layers), final_norm=module.norm is not None)

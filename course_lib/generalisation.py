@@ -10,8 +10,9 @@ from __future__ import annotations
 import contextlib
 import random
 import time
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import asdict, dataclass
-from typing import Callable, Collection, Iterator, Sequence
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -53,7 +54,8 @@ def uses_form(pair: Pair, forms: Collection[str]) -> bool:
 
 
 def _words(pairs: Sequence[Pair]) -> set[tuple[str, str]]:
-    return {("en", w.strip(".")) for p in pairs for w in p.en.split()} | {("ko", w.strip(".")) for p in pairs for w in p.ko.split()}
+    english = {("en", w.strip(".")) for p in pairs for w in p.en.split()}
+    return english | {("ko", w.strip(".")) for p in pairs for w in p.ko.split()}
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,7 @@ class ShiftedSourceEmbedding(nn.Module):
         if isinstance(shift, bool) or not isinstance(shift, int) or shift < 0:
             raise ValueError(f"shift must be an int >= 0, got {shift!r}")
         self.embed, self.shift = embed, shift
+        self.pe: Tensor
         self.register_buffer("pe", pe, persistent=False)  # (max_len, D)
 
     def forward(self, src: Tensor) -> Tensor:
@@ -165,7 +168,7 @@ def shifted_source_positions(model: Transformer, shift: int) -> Iterator[Transfo
     if not isinstance(model, Transformer):
         raise TypeError(f"expected a course_lib Transformer, got {type(model).__name__}")
     original = model.src_embed
-    model.src_embed = ShiftedSourceEmbedding(original, model.pos.pe, shift)
+    model.src_embed = ShiftedSourceEmbedding(original, model.pos.pe, shift)  # type: ignore[assignment]
     try:
         yield model
     finally:
@@ -205,7 +208,7 @@ def substitution_set(pairs: Sequence[Pair], src_vocab: Vocab, n: int = 50, seed:
     known = [w for w in words if w in src_vocab or w.capitalize() in src_vocab]
     if known:
         raise ValueError(f"the replacement words {known} are in the source vocabulary; choose words it has never seen")
-    rng, out = random.Random(seed), []
+    rng, out = random.Random(seed), cast(list, [])
     order = list(pairs)
     rng.shuffle(order)
     for p in order:

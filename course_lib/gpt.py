@@ -174,7 +174,8 @@ class GPT(nn.Module):
         self.tok = nn.Embedding(c.vocab_size, c.d_model)  # (V, D)
         self.pos = nn.Embedding(c.max_len, c.d_model)  # (max_len, D) learned positions
         self.drop = nn.Dropout(c.dropout)
-        self.blocks = nn.ModuleList(GPTBlock(c.d_model, c.n_heads, c.d_ff or 4 * c.d_model, c.dropout, c.eps) for _ in range(c.n_layers))
+        self.blocks = nn.ModuleList(GPTBlock(c.d_model, c.n_heads, c.d_ff or 4 * c.d_model, c.dropout, c.eps)
+                                    for _ in range(c.n_layers))
         self.ln_f = LayerNorm(c.d_model, eps=c.eps)  # pre-LN stacks end with one more norm
         self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
         self.lm_head.weight = self.tok.weight  # tied: the output layer is the embedding table

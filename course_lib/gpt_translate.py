@@ -16,11 +16,11 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from .corpus import pair_text
 from .gpt import GPT, next_token_loss
 from .llama import Llama
 from .sampling import generate
 from .tokens import Vocab, detokenize, word_tokenize
-from .training import pair_text
 
 __all__ = ["ARROW", "encode_lm", "evaluate_lm", "lm_batches", "lm_vocab", "score", "train_lm", "translate_lm"]
 

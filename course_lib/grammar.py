@@ -6,27 +6,20 @@ in Korean. The lexicon and tables live in ``data/corpus_grammar.txt``.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from .hangul import RIEUL, final_index
 
 __all__ = ["has_batchim", "particle", "with_particle", "Noun", "Verb", "Adjective", "NOUNS", "VERBS", "ADJECTIVES",
            "ADJECTIVES_OF", "CLASSES", "KOREAN_NOUNS", "REASONS", "STATES", "DIET", "HONOURED", "PLACE_OBJECTS", "TOOLS",
            "VEHICLES", "TIMES", "MEALS", "VERBS_BY_FRAME", "noun_ids", "number_of", "be_form", "noun_phrase",
            "subject_np", "build_sentence", "like_sentence", "complements", "lemma"]
 
-_HANGUL_FIRST, _HANGUL_LAST, _RIEUL = 0xAC00, 0xD7A3, 8  # syllable = 0xAC00 + (initial*21 + medial)*28 + final
-
-
-def _final_index(word: str) -> int:
-    for ch in reversed(word):
-        if _HANGUL_FIRST <= ord(ch) <= _HANGUL_LAST:
-            return (ord(ch) - _HANGUL_FIRST) % 28
-    raise ValueError(f"expected a word containing a Hangul syllable, got {word!r}")
-
-
 def has_batchim(word: str) -> bool:
     """True when the last Hangul syllable of `word` ends in a consonant (받침): 책 → True, 사과 → False."""
-    return _final_index(word) != 0
+    return final_index(word) != 0
 
 
 _PAIRS = {"은/는": ("은", "는"), "이/가": ("이", "가"), "을/를": ("을", "를"), "과/와": ("과", "와"), "으로/로": ("으로", "로")}
@@ -39,9 +32,9 @@ def particle(word: str, pair: str) -> str:
     if pair not in _PAIRS:
         raise ValueError(f"unknown particle pair {pair!r}; expected one of 은/는, 이/가, 을/를, 와/과, 으로/로")
     after_consonant, after_vowel = _PAIRS[pair]
-    final = _final_index(word)
+    final = final_index(word)
     if after_consonant == "으로":
-        return after_vowel if final in (0, _RIEUL) else after_consonant
+        return after_vowel if final in (0, RIEUL) else after_consonant
     return after_consonant if final else after_vowel
 
 
@@ -140,9 +133,10 @@ def _verb(line: str) -> Verb:
     vid, en, ko, frame, subj, comp, *opts = line.split("|")
     flags = "".join(o for o in opts if "=" not in o)
     kw = dict(o.split("=", 1) for o in opts if "=" in o)
-    forms = [f.replace("_", " ") for f in ko.split()]
-    return Verb(vid, tuple(f.replace("_", " ") for f in en.split()), *forms, frame, noun_ids(subj), noun_ids(comp), flags,
-                kw.get("prep", "to"), tuple(f.replace("_", " ") for f in kw["neg"].split(",")) if "neg" in kw else ())
+    ko_dict, ko_present, ko_past, ko_connective = (f.replace("_", " ") for f in ko.split())
+    return Verb(vid, tuple(f.replace("_", " ") for f in en.split()), ko_dict, ko_present, ko_past, ko_connective, frame,
+                noun_ids(subj), noun_ids(comp), flags, kw.get("prep", "to"),
+                tuple(f.replace("_", " ") for f in kw["neg"].split(",")) if "neg" in kw else ())
 
 
 VERBS = {v.id: v for v in map(_verb, _S["verbs"])}
@@ -236,6 +230,75 @@ def _verb_ko(v: Verb, past: bool, prog: bool, neg: bool) -> str:
     return "안 " + form
 
 
+def _en_verb(v: Verb, number: str, past: bool, prog: bool, neg: bool) -> str:
+    """The English verb phrase: "is eating", "did not eat", "eats"."""
+    base, s3, ved, ing = v.en
+    if prog:
+        return f"{be_form(number, past)} {ing}"
+    if neg:
+        return f"{'did' if past else 'does' if number == 'sg' else 'do'} not {base}"
+    return (ved if past else s3 if number == "sg" else base).replace("{was}", be_form(number, True))
+
+
+def _en_complements(v: Verb, comps: tuple[Noun, ...], art: tuple[str, ...], adj: Adjective | None,
+                    recipient: Noun | None) -> list[str]:
+    """The English words after the verb: object(s), recipient, or the place the verb goes to / happens at."""
+    objs = " and ".join(noun_phrase(c, a, adj) for c, a in zip(comps, art))
+    if v.frame == "dat":
+        assert recipient is not None, f"{v.id} needs a recipient"
+        return [subject_np(recipient), objs] if v.id == "teach" else [objs, "to", subject_np(recipient)]
+    if v.frame == "obj":
+        return [objs]
+    return [_place_np(comps[0], v.prep if v.frame == "dest" else "loc")] if comps else []
+
+
+def _en_reason(reason: str, subj: tuple[Noun, ...], number: str, past: bool) -> str:
+    text = REASONS[reason][0]
+    pronoun = {"1s": "I", "1p": "we", "pl": "they", "m": "he", "f": "she"}.get(subj[0].gender, "it")
+    return "because " + text.format(p=pronoun if len(subj) == 1 else "they",
+                                    be=be_form("sg" if text.startswith("it ") else number, past))
+
+
+def _en_adjuncts(subj: tuple[Noun, ...], number: str, past: bool, place: Noun | None, tool: Noun | None,
+                 time: tuple[str, str] | None, reason: str | None) -> list[str]:
+    """The English place, tool, time and reason, in that order."""
+    en = [_place_np(place, "loc")] if place else []
+    if tool:
+        en.append(f"by {tool.en}" if tool.id in noun_ids("vehicle car bicycle") else f"with {noun_phrase(tool, 'a')}")
+    en += [time[0]] if time else []
+    en += [_en_reason(reason, subj, number, past)] if reason else []
+    return en
+
+
+def _ko_complements(v: Verb, comps: tuple[Noun, ...], adj: Adjective | None) -> list[str]:
+    """The Korean object(s) with 을/를, or the destination / location with its particle."""
+    if v.frame in ("obj", "dat"):
+        ko = [with_particle(c.ko, "와/과") for c in comps[:-1]] + ([adj.attr] if adj else [])
+        return ko + [with_particle(comps[-1].ko, "을/를")]
+    if v.frame == "dest" and comps:
+        return [with_particle(comps[0].ko, "으로/로") if "R" in v.flags else comps[0].ko + "에"]
+    return [comps[0].ko + ("에" if "E" in v.flags else "에서")] if comps else []
+
+
+def _ko_words(subj: tuple[Noun, ...], v: Verb, comps: tuple[Noun, ...], adj: Adjective | None, place: Noun | None,
+              tool: Noun | None, recipient: Noun | None, time: tuple[str, str] | None, reason: str | None) -> list[str]:
+    """The Korean words before the verb: subject, time, reason, place, recipient, tool, complements."""
+    ko = [with_particle(s.ko, "와/과") for s in subj[:-1]] + [with_particle(subj[-1].ko, "은/는")]
+    ko += [time[1]] if time else []
+    ko += [REASONS[reason][3]] if reason else []
+    ko += [place.ko + ("에" if "E" in v.flags else "에서")] if place else []
+    ko += [recipient.ko + "에게"] if recipient else []
+    ko += [with_particle(tool.ko, "으로/로")] if tool else []
+    return ko + _ko_complements(v, comps, adj)
+
+
+def _word_ids(subj: tuple[Noun, ...], v: Verb, comps: tuple[Noun, ...], adj: Adjective | None, place: Noun | None,
+              tool: Noun | None, recipient: Noun | None, reason: str | None) -> tuple[str, ...]:
+    extra = [x for x in (adj and "A." + adj.id, place and "N." + place.id, tool and "N." + tool.id,
+                         recipient and "N." + recipient.id, reason and "R." + reason) if x]
+    return tuple(["N." + s.id for s in subj] + ["V." + v.id] + ["N." + c.id for c in comps] + extra)
+
+
 def build_sentence(subj: tuple[Noun, ...], v: Verb, comp=None, *, tense: str = "past", prog: bool = False,
                    neg: bool = False, art: tuple[str, ...] = ("",), adj: Adjective | None = None,
                    place: Noun | None = None, tool: Noun | None = None, recipient: Noun | None = None,
@@ -243,50 +306,12 @@ def build_sentence(subj: tuple[Noun, ...], v: Verb, comp=None, *, tense: str = "
     """One sentence pair: (English, Korean, content-word ids)."""
     number, past = ("pl" if len(subj) > 1 else number_of(subj[0])), tense == "past"
     comps = comp if isinstance(comp, tuple) else ((comp,) if comp is not None else ())
-    base, s3, ved, ing = v.en
-    if prog:
-        vp = f"{be_form(number, past)} {ing}"
-    elif neg:
-        vp = f"{'did' if past else 'does' if number == 'sg' else 'do'} not {base}"
-    else:
-        vp = (ved if past else s3 if number == "sg" else base).replace("{was}", be_form(number, True))
-    en = [" and ".join(subject_np(s) for s in subj), vp]
-    objs = " and ".join(noun_phrase(c, a, adj) for c, a in zip(comps, art))
-    if v.frame == "dat":
-        en += [subject_np(recipient), objs] if v.id == "teach" else [objs, "to", subject_np(recipient)]
-    elif v.frame == "obj":
-        en.append(objs)
-    elif comps:
-        en.append(_place_np(comps[0], v.prep if v.frame == "dest" else "loc"))
-    if place:
-        en.append(_place_np(place, "loc"))
-    if tool:
-        en.append(f"by {tool.en}" if tool.id in noun_ids("vehicle car bicycle") else f"with {noun_phrase(tool, 'a')}")
-    if time:
-        en.append(time[0])
-    if reason:
-        text = REASONS[reason][0]
-        pronoun = {"1s": "I", "1p": "we", "pl": "they", "m": "he", "f": "she"}.get(subj[0].gender, "it")
-        en.append("because " + text.format(p=pronoun if len(subj) == 1 else "they",
-                                           be=be_form("sg" if text.startswith("it ") else number, past)))
+    en = [" and ".join(subject_np(s) for s in subj), _en_verb(v, number, past, prog, neg)]
+    en += _en_complements(v, comps, art, adj, recipient)
+    en += _en_adjuncts(subj, number, past, place, tool, time, reason)
     en_text = " ".join(en)
-    ko = [with_particle(s.ko, "와/과") for s in subj[:-1]] + [with_particle(subj[-1].ko, "은/는")]
-    ko += [time[1]] if time else []
-    ko += [REASONS[reason][3]] if reason else []
-    ko += [place.ko + ("에" if "E" in v.flags else "에서")] if place else []
-    ko += [recipient.ko + "에게"] if recipient else []
-    ko += [with_particle(tool.ko, "으로/로")] if tool else []
-    if v.frame in ("obj", "dat"):
-        ko += [with_particle(c.ko, "와/과") for c in comps[:-1]] + ([adj.attr] if adj else [])
-        ko.append(with_particle(comps[-1].ko, "을/를"))
-    elif v.frame == "dest" and comps:
-        ko.append(with_particle(comps[0].ko, "으로/로") if "R" in v.flags else comps[0].ko + "에")
-    elif comps:
-        ko.append(comps[0].ko + ("에" if "E" in v.flags else "에서"))
-    ko.append(_verb_ko(v, past, prog, neg))
-    extra = [x for x in (adj and "A." + adj.id, place and "N." + place.id, tool and "N." + tool.id,
-                         recipient and "N." + recipient.id, reason and "R." + reason) if x]
-    words = tuple(["N." + s.id for s in subj] + ["V." + v.id] + ["N." + c.id for c in comps] + extra)
+    ko = _ko_words(subj, v, comps, adj, place, tool, recipient, time, reason) + [_verb_ko(v, past, prog, neg)]
+    words = _word_ids(subj, v, comps, adj, place, tool, recipient, reason)
     return en_text[0].upper() + en_text[1:] + ".", " ".join(ko) + ".", words
 
 
@@ -309,7 +334,8 @@ _COMPS: dict[tuple[str, str], tuple[str, ...]] = {}
 def complements(v: Verb, s: Noun) -> tuple[str, ...]:
     """Complements that make sense for this verb with this subject (diets, jobs, animals' places...)."""
     if (v.id, s.id) not in _COMPS:
-        comps, animal = v.complements, s.id in CLASSES["animal"]
+        comps: Sequence[str] = v.complements
+        animal = s.id in CLASSES["animal"]
         if (animal or s.id == "baby") and v.id in ("eat", "drink"):
             comps = noun_ids(DIET.get(s.id, "") if v.id == "eat" else _DRINKS.get(s.id, "water"))
         elif animal and v.id in ("catch", "chase") and s.id in _PREY:

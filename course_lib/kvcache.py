@@ -16,24 +16,14 @@ with the same rules, so the two differ only in how a step's logits are computed.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
-
-import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from .attention import padding_mask
-from .decoding import check_src, decode_limits, inference  # the same rules as decoding.greedy_decode
-from .model import Transformer
-from .multihead import MultiHeadAttention, split_heads
+from .decoder import DecoderLayer
+from .decoding import check_src, decode_limits, greedy_loop  # the same loop and rules as decoding.greedy_decode
+from .model import Transformer, inference
 
 __all__ = ["IncrementalDecoder", "greedy_decode_cached", "cache_bytes"]
-
-def _residual(layer: nn.Module, index: int, x: Tensor, sublayer: Callable[[Tensor], Tensor]) -> Tensor:
-    """One residual sub-layer of ``layer`` with its ``norm{index}``, placed as ``layer.norm_first`` says."""
-    norm = getattr(layer, f"norm{index}")
-    if layer.norm_first:
-        return x + sublayer(norm(x))  # pre-LN: normalise the branch's input
-    return norm(x + sublayer(x))  # post-LN (the paper): normalise the sum
 
 
 class IncrementalDecoder:
@@ -63,9 +53,10 @@ class IncrementalDecoder:
         self.src_mask = padding_mask(src, c.pad_id) if src_mask is None else src_mask  # (B, 1, S)
         memory = model.encode(src, self.src_mask)  # (B, S, D): the encoder runs once
         self.cross_mask = self.src_mask.unsqueeze(1)  # (B, 1, 1, S): every head, the one query
-        self.cross_kv = [(split_heads(layer.cross_attn.w_k(memory), c.n_heads),  # (B, H, S, Dh)
-                          split_heads(layer.cross_attn.w_v(memory), c.n_heads))  # (B, H, S, Dh)
-                         for layer in model.decoder.layers]
+        self.layers = [layer for layer in model.decoder.layers if isinstance(layer, DecoderLayer)]
+        if len(self.layers) != len(model.decoder.layers):
+            raise TypeError("IncrementalDecoder needs a decoder made of course_lib DecoderLayers (their step methods)")
+        self.cross_kv = [layer.memory_keys_values(memory) for layer in self.layers]  # (B, H, S, Dh) each, once
         b, dh = src.shape[0], c.d_model // c.n_heads
         shape = (c.n_layers, b, c.n_heads, capacity, dh)  # one slot per position, filled step by step
         self.keys = memory.new_zeros(shape)  # (N, B, H, capacity, Dh)
@@ -81,27 +72,14 @@ class IncrementalDecoder:
             raise ValueError(f"the cache is full: {self.capacity} tokens fed already (capacity); "
                              "build the IncrementalDecoder with a larger capacity")
         x = m.pos(m.tgt_embed(tokens[:, None]), start=self.length)  # (B, 1, D) at its true position
-        for i, layer in enumerate(m.decoder.layers):
-            x = _residual(layer, 1, x, lambda h: layer.dropout1(self._self_attend(i, layer.self_attn, h)))
-            x = _residual(layer, 2, x, lambda h: layer.dropout2(self._cross_attend(i, layer.cross_attn, h)))
-            x = _residual(layer, 3, x, layer._ff_block)  # (B, 1, D)
+        for i, layer in enumerate(self.layers):
+            x = layer.self_attention_step(x, self.keys[i], self.values[i], self.length)  # (B, 1, D)
+            x = layer.cross_attention_step(x, self.cross_kv[i], self.cross_mask)  # (B, 1, D)
+            x = layer.feed_forward_step(x)  # (B, 1, D)
         if m.decoder.norm is not None:  # pre-LN stacks end with one more LayerNorm
             x = m.decoder.norm(x)
         self.length += 1
         return m.generator(x[:, 0])  # (B, V)
-
-    def _self_attend(self, i: int, attn: MultiHeadAttention, h: Tensor) -> Tensor:
-        t, n_heads = self.length, attn.n_heads
-        q = split_heads(attn.w_q(h), n_heads)  # (B, H, 1, Dh)
-        self.keys[i, :, :, t:t + 1] = split_heads(attn.w_k(h), n_heads)  # write row t of the cache
-        self.values[i, :, :, t:t + 1] = split_heads(attn.w_v(h), n_heads)
-        keys, values = self.keys[i, :, :, :t + 1], self.values[i, :, :, :t + 1]  # (B, H, t+1, Dh)
-        return attn.attend(q, keys, values)  # (B, 1, D): positions 0..t, so no causal mask needed
-
-    def _cross_attend(self, i: int, attn: MultiHeadAttention, h: Tensor) -> Tensor:
-        q = split_heads(attn.w_q(h), attn.n_heads)  # (B, H, 1, Dh)
-        keys, values = self.cross_kv[i]  # (B, H, S, Dh), computed once from the memory
-        return attn.attend(q, keys, values, self.cross_mask)  # (B, 1, D)
 
 
 def cache_bytes(model: Transformer, batch: int, length: int) -> int:
@@ -126,13 +104,8 @@ def greedy_decode_cached(model: Transformer, src: Tensor, max_len: int | None = 
         src_mask = padding_mask(src, pad_id) if src_mask is None else src_mask.to(src.device)  # (B, 1, S)
         limits = decode_limits(model, src_mask, max_len)  # (B,) tokens each row may produce
         decoder = IncrementalDecoder(model, src, src_mask, capacity=int(limits.max()))  # the encoder runs here, once
-        tokens = torch.full((src.shape[0],), bos_id, dtype=torch.long, device=src.device)  # (B,) <bos> first
-        done = torch.zeros(src.shape[0], dtype=torch.bool, device=src.device)  # (B,)
-        out = []
-        for t in range(1, decoder.capacity + 1):
-            tokens = decoder.step(tokens).argmax(dim=-1).masked_fill(done, pad_id)  # (B,) rows that ended get <pad>
-            done |= (tokens == eos_id) | (limits <= t)
-            out.append(tokens)
-            if done.all():
-                break
-    return torch.stack(out, dim=1)  # (B, L)
+
+        def step(ys: Tensor) -> Tensor:  # only the newest token goes in; the cache holds the rest
+            return decoder.step(ys[:, -1])  # (B, V)
+
+        return greedy_loop(step, limits, bos_id, eos_id, pad_id)

@@ -8,8 +8,11 @@ bias, Xavier initialisation; chapters 05 and 07 measure each difference.)
 """
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
+import torch
 from torch import Tensor, nn
 
 from .attention import causal_mask, padding_mask
@@ -59,13 +62,13 @@ class TransformerConfig:
                 check_dropout(getattr(self, name), f"TransformerConfig.{name}")
 
     @classmethod
-    def tiny(cls, src_vocab_size: int = 64, tgt_vocab_size: int = 64, **changes) -> "TransformerConfig":
+    def tiny(cls, src_vocab_size: int = 64, tgt_vocab_size: int = 64, **changes) -> TransformerConfig:
         """A model small enough for unit tests and a laptop CPU."""
         sizes = dict(d_model=32, n_heads=4, d_ff=64, n_layers=2, dropout=0.0, max_len=64)
         return cls(src_vocab_size, tgt_vocab_size, **{**sizes, **changes})
 
     @classmethod
-    def paper_base(cls, vocab_size: int = 37000) -> "TransformerConfig":
+    def paper_base(cls, vocab_size: int = 37000) -> TransformerConfig:
         """The paper's base model: N=6, d_model=512, d_ff=2048, h=8, shared and tied embeddings, and
         dropout 0.1 only where the paper puts it (sub-layer outputs, embedding sums)."""
         return cls(vocab_size, vocab_size, share_embeddings=True, tie_output=True, attention_dropout=0.0,
@@ -92,9 +95,10 @@ class Transformer(nn.Module):
         self.src_embed = TokenEmbedding(c.src_vocab_size, c.d_model)  # ids -> vectors * sqrt(D)
         self.tgt_embed = self.src_embed if c.share_embeddings else TokenEmbedding(c.tgt_vocab_size, c.d_model)
         self.pos = PositionalEncoding(c.d_model, c.max_len, c.dropout)
+        layer = (c.d_model, c.n_heads, c.d_ff, c.dropout, c.norm_first)
         inner = {"attention_dropout": c.attention_dropout, "ffn_dropout": c.ffn_dropout}
-        self.encoder = Encoder(EncoderLayer(c.d_model, c.n_heads, c.d_ff, c.dropout, c.norm_first, **inner), c.n_layers)
-        self.decoder = Decoder(DecoderLayer(c.d_model, c.n_heads, c.d_ff, c.dropout, c.norm_first, **inner), c.n_layers)
+        self.encoder = Encoder(EncoderLayer(*layer, **inner), c.n_layers)  # type: ignore[arg-type]
+        self.decoder = Decoder(DecoderLayer(*layer, **inner), c.n_layers)  # type: ignore[arg-type]
         self.generator = nn.Linear(c.d_model, c.tgt_vocab_size, bias=False)  # the pre-softmax projection
         if c.tie_output:
             self.generator.weight = self.tgt_embed.weight  # (V, D): one table, used both ways
@@ -131,12 +135,22 @@ class Transformer(nn.Module):
 
     @staticmethod
     def _check_ids(ids: Tensor, vocab_size: int, name: str) -> None:
+        """Shape and type only (no host sync): the embedding range-checks the ids (validate.check_ids)."""
         if not isinstance(ids, Tensor) or ids.dim() != 2 or ids.is_floating_point():
             got = f"{ids.dtype} {tuple(ids.shape)}" if isinstance(ids, Tensor) else type(ids).__name__
             raise TypeError(f"{name} must be integer token ids of shape (B, L), got {got}")
-        if ids.numel() and (ids.min() < 0 or ids.max() >= vocab_size):
-            raise ValueError(f"{name} ids must lie in 0..{vocab_size - 1} (the vocabulary), "
-                             f"got values from {int(ids.min())} to {int(ids.max())}")
+
+
+@contextlib.contextmanager
+def inference(model: nn.Module) -> Iterator[None]:
+    """No gradients and eval mode (no dropout) inside; the model's previous mode is restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -92,11 +92,14 @@ class MultiHeadAttention(nn.Module):
         p = self.dropout if self.training else 0.0
         if self.fused and not return_attention:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, H, T_q, Dh)
-            weights = None
+            weights: Tensor | None = None
         else:
             out, weights = scaled_dot_product_attention(q, k, v, mask, dropout_p=p)  # (B, H, T_q, Dh)
         out = self.w_o(merge_heads(out))  # (B, T_q, D)
-        return (out, weights) if return_attention else out
+        if return_attention:
+            assert weights is not None  # the unfused path ran
+            return out, weights
+        return out
 
     def _check_inputs(self, query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None) -> None:
         for name, t in (("query", query), ("key", key), ("value", value)):
@@ -122,7 +125,7 @@ class MultiHeadAttention(nn.Module):
         return f"d_model={self.d_model}, n_heads={self.n_heads}, dropout={self.dropout}, fused={self.fused}"
 
     @classmethod
-    def from_torch(cls, module: nn.MultiheadAttention) -> "MultiHeadAttention":
+    def from_torch(cls, module: nn.MultiheadAttention) -> MultiHeadAttention:
         """Ours with the same weights as ``module``: ``in_proj_weight`` is [W_q; W_k; W_v] stacked."""
         if not isinstance(module, nn.MultiheadAttention):
             raise TypeError(f"from_torch expects nn.MultiheadAttention, got {type(module).__name__}")

@@ -68,7 +68,7 @@ def make_optimizer(model: nn.Module, d_model: int, warmup: int = 4000, factor: f
 
 # --- the settings of a run ---------------------------------------------------------------------
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     """How to train. ``max_seconds`` / ``max_steps`` stop early (a safety limit), ``device="auto"`` picks
     CUDA when present, ``average_last=N`` ends with the mean of the weights of the last N epochs (the

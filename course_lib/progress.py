@@ -14,6 +14,7 @@ import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, NoReturn
 
 from .checkpoint import CheckpointError, atomic_save, content_digest, verified_load
 
@@ -38,7 +39,8 @@ class StopOnCtrlC:
 
     def __init__(self, active: bool) -> None:
         self.active = active and threading.current_thread() is threading.main_thread()
-        self.pressed, self._previous = False, None
+        self.pressed = False
+        self._previous: Any = None  # the SIGINT handler to put back
 
     def _handle(self, signum, frame) -> None:
         if self.pressed:
@@ -47,7 +49,7 @@ class StopOnCtrlC:
         print("\nCtrl-C: stopping after this step and saving the progress (press again to stop at once)",
               file=sys.stderr, flush=True)
 
-    def __enter__(self) -> "StopOnCtrlC":
+    def __enter__(self) -> StopOnCtrlC:
         if self.active:
             self._previous = signal.signal(signal.SIGINT, self._handle)
             print("training: Ctrl-C stops after the current step and keeps the progress", file=sys.stderr, flush=True)
@@ -101,7 +103,7 @@ def load_progress(path: Path, run: dict) -> dict:
 class OneLineParser(argparse.ArgumentParser):
     """argparse with each error in one line (no usage block): the error is what matters."""
 
-    def error(self, message: str) -> None:
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 

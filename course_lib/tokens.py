@@ -9,16 +9,18 @@ from __future__ import annotations
 import heapq
 import re
 from collections import Counter
-from typing import TYPE_CHECKING, Iterable
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 import torch
 
-from .validate import nfc
+from .hangul import decompose  # the syllable arithmetic is shared with grammar.py
+from .validate import TokenIdError, nfc
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
-__all__ = ["word_tokenize", "detokenize", "decompose", "Vocab", "BPE", "SPACE", "LITERAL_SPACE_MARK", "pretokenize",
+__all__ = ["word_tokenize", "detokenize", "Tokenize", "decompose", "Vocab", "BPE", "SPACE", "LITERAL_SPACE_MARK", "pretokenize",
            "to_hf_tokenizer"]
 
 # --- words ------------------------------------------------------------------------------------
@@ -26,6 +28,8 @@ __all__ = ["word_tokenize", "detokenize", "decompose", "Vocab", "BPE", "SPACE", 
 _WORD = re.compile(r"\w+(?:['’-]\w+)*|[^\w\s]")
 _NO_SPACE_BEFORE = re.compile(r"\s+([.,!?;:%)\]}])")
 _NO_SPACE_AFTER = re.compile(r"([(\[{])\s+")
+
+Tokenize = Callable[[str], list[str]]  # a tokenizer: text -> tokens (word_tokenize, BPE.tokenize, ...)
 
 
 def word_tokenize(text: str) -> list[str]:
@@ -56,29 +60,6 @@ def _check_tokens(tokens: object, where: str) -> None:
                         f"{tokens[bad]!r:.40} at position {bad}")
 
 
-# --- Hangul -----------------------------------------------------------------------------------
-
-HANGUL_FIRST, HANGUL_LAST = 0xAC00, 0xD7A3  # 가 ... 힣: 19 initials x 21 medials x 28 finals = 11172
-INITIALS = "ㄱㄲㄴㄷㄸㄹㅁㅂㅃㅅㅆㅇㅈㅉㅊㅋㅌㅍㅎ"  # 19
-MEDIALS = "ㅏㅐㅑㅒㅓㅔㅕㅖㅗㅘㅙㅚㅛㅜㅝㅞㅟㅠㅡㅢㅣ"  # 21
-FINALS = ("", *"ㄱㄲㄳㄴㄵㄶㄷㄹㄺㄻㄼㄽㄾㄿㅀㅁㅂㅄㅅㅆㅇㅈㅊㅋㅌㅍㅎ")  # 28, index 0 = no final
-
-
-def decompose(syllable: str) -> tuple[str, str, str]:
-    """Split one Hangul syllable into (initial, medial, final) jamo; final is "" without batchim.
-
-    ``code = 0xAC00 + (initial * 21 + medial) * 28 + final``, so ``decompose("닫") == ("ㄷ", "ㅏ", "ㄷ")``.
-    """
-    if not isinstance(syllable, str) or len(syllable) != 1:
-        raise TypeError(f"decompose expects one character, got {syllable!r}")
-    offset = ord(syllable) - HANGUL_FIRST
-    if not 0 <= offset <= HANGUL_LAST - HANGUL_FIRST:
-        raise ValueError(f"{syllable!r} (U+{ord(syllable):04X}) is not a Hangul syllable (U+AC00..U+D7A3)")
-    initial, rest = divmod(offset, 21 * 28)
-    medial, final = divmod(rest, 28)
-    return INITIALS[initial], MEDIALS[medial], FINALS[final]
-
-
 # --- vocabulary -------------------------------------------------------------------------------
 
 class Vocab:
@@ -102,7 +83,7 @@ class Vocab:
         self.stoi: dict[str, int] = {tok: i for i, tok in enumerate(self.itos)}
 
     @classmethod
-    def build(cls, token_lists: Iterable[list[str]], min_freq: int = 1, max_size: int | None = None) -> "Vocab":
+    def build(cls, token_lists: Iterable[list[str]], min_freq: int = 1, max_size: int | None = None) -> Vocab:
         """Count tokens; keep those seen ``min_freq`` times or more, most frequent first (ties: A-Z).
 
         ``max_size`` caps the total size, the four special tokens included.
@@ -147,7 +128,7 @@ class Vocab:
             if isinstance(i, bool) or not isinstance(i, int):
                 raise TypeError(f"Vocab.decode expects int ids, got {type(i).__name__} {i!r}")
             if not 0 <= i < len(self):
-                raise IndexError(f"id {i} is out of range for a vocabulary of size {len(self)} (ids 0..{len(self) - 1})")
+                raise TokenIdError(f"id {i} is out of range for a vocabulary of size {len(self)} (ids 0..{len(self) - 1})")
             if skip_special and i == self.eos_id:
                 break
             if skip_special and i in (self.pad_id, self.bos_id):
@@ -173,7 +154,7 @@ class Vocab:
         return {"itos": list(self.itos)}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Vocab":
+    def from_dict(cls, d: dict) -> Vocab:
         if not isinstance(d, dict) or "itos" not in d:
             raise ValueError("Vocab.from_dict expects a dict made by Vocab.to_dict (with key 'itos')")
         return cls(list(d["itos"]))
@@ -218,11 +199,62 @@ def _merge(symbols: list[str], pair: tuple[str, str]) -> list[str]:
     return out
 
 
+class _PairCounts:
+    """Adjacent-pair counts over distinct chunks (weighted by frequency), kept current while merging."""
+
+    def __init__(self, freqs: Counter[str]) -> None:
+        self.words = [list(w) for w in freqs]  # each distinct chunk as a list of symbols
+        self.counts = list(freqs.values())
+        self.pair_counts: Counter[tuple[str, str]] = Counter()
+        self.where: dict[tuple[str, str], set[int]] = {}  # pair -> ids of words that (may) contain it
+        for w, symbols in enumerate(self.words):
+            for pair in zip(symbols, symbols[1:]):
+                self.pair_counts[pair] += self.counts[w]
+                self.where.setdefault(pair, set()).add(w)
+        self.heap = [(-c, p) for p, c in self.pair_counts.items()]
+        heapq.heapify(self.heap)
+
+    def learn(self, num_merges: int, min_freq: int) -> list[tuple[str, str]]:
+        """Pop the most frequent pair (ties: smallest pair) until num_merges or a count below min_freq."""
+        merges: list[tuple[str, str]] = []
+        while len(merges) < num_merges and self.heap:
+            neg, pair = heapq.heappop(self.heap)
+            if self.pair_counts.get(pair, 0) != -neg:  # stale entry: the count has changed since
+                continue
+            if -neg < min_freq:
+                break
+            merges.append(pair)
+            for w in self.where.pop(pair, ()):
+                self._merge_in_word(w, pair)
+        return merges
+
+    def _merge_in_word(self, w: int, pair: tuple[str, str]) -> None:
+        """Merge `pair` inside word `w`, update the counts of the pairs it touched and re-push them."""
+        old = self.words[w]
+        new = _merge(old, pair)
+        if new == old:
+            return
+        changed = set()
+        for p in zip(old, old[1:]):
+            self.pair_counts[p] -= self.counts[w]
+            changed.add(p)
+        for p in zip(new, new[1:]):
+            self.pair_counts[p] += self.counts[w]
+            self.where.setdefault(p, set()).add(w)
+            changed.add(p)
+        self.words[w] = new
+        for p in changed:
+            if self.pair_counts[p] > 0:
+                heapq.heappush(self.heap, (-self.pair_counts[p], p))
+            else:
+                del self.pair_counts[p]
+
+
 class BPE:
     """Byte-pair encoding on characters: learn merges from text, apply them in the learned order."""
 
     def __init__(self, merges: list[tuple[str, str]], alphabet: Iterable[str] = ()) -> None:
-        self.merges: list[tuple[str, str]] = [tuple(m) for m in merges]
+        self.merges: list[tuple[str, str]] = [(m[0], m[1]) if len(m) == 2 else tuple(m) for m in merges]
         if not all(len(m) == 2 and all(isinstance(s, str) and s for s in m) for m in self.merges):
             raise ValueError("every merge must be a pair of two non-empty strings")
         self.ranks: dict[tuple[str, str], int] = {m: r for r, m in enumerate(self.merges)}
@@ -231,7 +263,7 @@ class BPE:
             raise ValueError("the alphabet must hold single characters")
 
     @classmethod
-    def train(cls, texts: Iterable[str], num_merges: int, min_freq: int = 2) -> "BPE":
+    def train(cls, texts: Iterable[str], num_merges: int, min_freq: int = 2) -> BPE:
         """Learn up to ``num_merges`` merges: each time, merge the most frequent adjacent pair.
 
         Pairs are counted inside chunks (see ``pretokenize``), over distinct chunks weighted by
@@ -245,43 +277,7 @@ class BPE:
         freqs: Counter[str] = Counter()
         for text in texts:
             freqs.update(c for c in pretokenize(text) if c != LITERAL_SPACE_MARK)
-        words = [list(w) for w in freqs]  # each distinct chunk as a list of symbols
-        counts = list(freqs.values())
-        pair_counts: Counter[tuple[str, str]] = Counter()
-        where: dict[tuple[str, str], set[int]] = {}  # pair -> ids of words that (may) contain it
-        for w, symbols in enumerate(words):
-            for pair in zip(symbols, symbols[1:]):
-                pair_counts[pair] += counts[w]
-                where.setdefault(pair, set()).add(w)
-        heap = [(-c, p) for p, c in pair_counts.items()]
-        heapq.heapify(heap)
-        merges: list[tuple[str, str]] = []
-        while len(merges) < num_merges and heap:
-            neg, pair = heapq.heappop(heap)
-            if pair_counts.get(pair, 0) != -neg:  # stale entry: the count has changed since
-                continue
-            if -neg < min_freq:
-                break
-            merges.append(pair)
-            for w in where.pop(pair, ()):
-                old = words[w]
-                new = _merge(old, pair)
-                if new == old:
-                    continue
-                changed = set()
-                for p in zip(old, old[1:]):
-                    pair_counts[p] -= counts[w]
-                    changed.add(p)
-                for p in zip(new, new[1:]):
-                    pair_counts[p] += counts[w]
-                    where.setdefault(p, set()).add(w)
-                    changed.add(p)
-                words[w] = new
-                for p in changed:
-                    if pair_counts[p] > 0:
-                        heapq.heappush(heap, (-pair_counts[p], p))
-                    else:
-                        del pair_counts[p]
+        merges = _PairCounts(freqs).learn(num_merges, min_freq)
         return cls(merges, alphabet={ch for word in freqs for ch in word})
 
     def _encode_chunk(self, chunk: str) -> list[str]:
@@ -322,13 +318,13 @@ class BPE:
         return {"merges": [list(m) for m in self.merges], "alphabet": list(self.alphabet)}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "BPE":
+    def from_dict(cls, d: dict) -> BPE:
         if not isinstance(d, dict) or "merges" not in d:
             raise ValueError("BPE.from_dict expects a dict made by BPE.to_dict (with key 'merges')")
         return cls([tuple(m) for m in d["merges"]], d.get("alphabet", ()))
 
 
-def to_hf_tokenizer(bpe: BPE) -> "Tokenizer":
+def to_hf_tokenizer(bpe: BPE) -> Tokenizer:
     """The same BPE as a Hugging Face ``tokenizers.Tokenizer``: our merges, our chunks, HF's encoder.
 
     A normalizer puts ``▁`` for every space (and one in front), a ``Split`` pre-tokenizer cuts the

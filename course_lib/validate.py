@@ -10,7 +10,13 @@ import unicodedata
 
 import torch
 
-__all__ = ["check_dropout", "check_int", "check_same_dtype", "nfc"]
+__all__ = ["check_dropout", "check_ids", "check_int", "check_same_dtype", "nfc", "TokenIdError"]
+
+_INT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+
+
+class TokenIdError(ValueError, IndexError):
+    """A token id outside the vocabulary. A ValueError (a wrong value) that ``except IndexError`` also catches."""
 
 
 def nfc(text: str) -> str:
@@ -42,3 +48,23 @@ def check_same_dtype(x: torch.Tensor, expected: torch.dtype, name: str, what: st
     if x.dtype != expected and not torch.is_autocast_enabled(x.device.type):
         raise TypeError(f"{name} has dtype {x.dtype} but {what} is {expected}: convert one of them, e.g. "
                         f"x.to({expected}) or module.to({x.dtype})")
+
+
+def check_ids(ids: object, vocab_size: int, where: str) -> torch.Tensor:
+    """``ids`` as torch.long if it is an integer tensor with every value in 0..vocab_size-1.
+
+    The one place token ids are range-checked (it reads min and max: one host synchronisation on a GPU).
+    Wrong type or dtype: TypeError; an id out of range: TokenIdError.
+    """
+    if not isinstance(ids, torch.Tensor):
+        raise TypeError(f"{where} expects a tensor of token ids (torch.long), got {type(ids).__name__}")
+    if ids.dtype not in _INT_DTYPES:
+        raise TypeError(f"{where} expects integer token ids (torch.long), got dtype {ids.dtype}; "
+                        "ids come from Vocab.encode / encode_batch (use .long() if you built them yourself)")
+    if ids.numel():
+        low, high = (int(v) for v in torch.aminmax(ids))
+        if low < 0 or high >= vocab_size:
+            bad = high if high >= vocab_size else low
+            raise TokenIdError(f"{where}: token id {bad} is out of range for a vocabulary of size {vocab_size} "
+                               f"(valid ids 0..{vocab_size - 1}); was the vocabulary built from other data?")
+    return ids.long()

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import Any
 
 import matplotlib
 import matplotlib.pyplot as plt
@@ -29,14 +30,21 @@ def hangul_font_path() -> Path:
     return path
 
 
-def use_hangul_font() -> str:
-    """Make matplotlib draw Hangul beside Latin text, digits and minus signs."""
+def hangul_rc() -> dict[Any, Any]:  # matplotlib types rc keys as a Literal of every name
+    """matplotlib settings that draw Hangul beside Latin text (the font file is registered once).
+
+    DejaVu Sans first (Latin, digits, the minus sign U+2212 and math), NanumGothic for Hangul:
+    matplotlib falls back glyph by glyph, so no label shows boxes and no warning is printed.
+    """
     path = hangul_font_path()
     if HANGUL_FONT not in {f.name for f in font_manager.fontManager.ttflist}:
         font_manager.fontManager.addfont(str(path))
-    # DejaVu Sans first (Latin, digits, the minus sign U+2212 and math), NanumGothic for Hangul:
-    # matplotlib falls back glyph by glyph, so no label shows boxes and no warning is printed.
-    matplotlib.rcParams["font.family"] = ["DejaVu Sans", HANGUL_FONT]
+    return {"font.family": ["DejaVu Sans", HANGUL_FONT]}
+
+
+def use_hangul_font() -> str:
+    """Make matplotlib draw Hangul beside Latin text, digits and minus signs, in every later figure."""
+    matplotlib.rcParams.update(hangul_rc())
     return HANGUL_FONT
 
 
@@ -54,16 +62,24 @@ def heatmap(
 ) -> plt.Axes:
     """Draw a matrix (e.g. attention weights, rows = queries, columns = keys) with Hangul labels.
 
+    Its own labels and title use a Hangul font; the global settings (rcParams) are left as they are.
+
     Shape:
         weights: (rows, cols) array or tensor
     """
-    use_hangul_font()
     w = np.asarray(weights.detach().cpu() if hasattr(weights, "detach") else weights, dtype=float)
     if w.ndim != 2:
         raise ValueError(f"heatmap expects a 2-D matrix (rows, cols), got shape {w.shape}")
     for name, labels, n in (("row_labels", row_labels, w.shape[0]), ("col_labels", col_labels, w.shape[1])):
         if labels is not None and len(labels) != n:
             raise ValueError(f"{name} has {len(labels)} labels but the matrix has {n} {name[:3]}s")
+    with matplotlib.rc_context(hangul_rc()):  # the texts created here keep the font, nothing global changes
+        return _draw_heatmap(w, row_labels, col_labels, ax, title, annotate, cmap, vmin, vmax)
+
+
+def _draw_heatmap(w: np.ndarray, row_labels: Sequence[str] | None, col_labels: Sequence[str] | None,
+                  ax: plt.Axes | None, title: str, annotate: bool, cmap: str, vmin: float | None,
+                  vmax: float | None) -> plt.Axes:
     if ax is None:
         _, ax = plt.subplots(figsize=(0.6 * w.shape[1] + 2.5, 0.5 * w.shape[0] + 1.5))
     image = ax.imshow(w, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
@@ -255,7 +271,7 @@ def draw_transformer(
     ax.set_ylim(0.1, 12.6)
     ax.set_aspect("equal")
     ax.axis("off")
-    return ax.figure
+    return ax.figure  # type: ignore[return-value]  # a SubFigure only if the caller passed an axes of one
 
 
 def _mark_note_error(ax: plt.Axes, lang: str, fontsize: float) -> None:
@@ -266,7 +282,8 @@ def _mark_note_error(ax: plt.Axes, lang: str, fontsize: float) -> None:
                                         edgecolor=HIGHLIGHT_COLOUR, lw=1.8, linestyle="--"))
     english = ("The concept note calls this block\nthe encoder-decoder attention.\nIt is the decoder's masked\n"
                "self-attention; the encoder-decoder\nattention is the block above.")
-    korean = "개념 노트는 이 블록을 인코더-디코더\n어텐션이라 부르지만, 실제로는 디코더의\n마스크드 셀프 어텐션입니다.\n인코더-디코더 어텐션은 위쪽 블록입니다."
+    korean = ("개념 노트는 이 블록을 인코더-디코더\n어텐션이라 부르지만, 실제로는 디코더의\n"
+              "마스크드 셀프 어텐션입니다.\n인코더-디코더 어텐션은 위쪽 블록입니다.")
     text = {"en": english, "ko": korean, "both": f"{english}\n\n{korean}"}[lang]
     ax.annotate(text, xy=(x + _WIDTH / 2 + 0.12, (y0 + y1) / 2), xytext=(x + _WIDTH / 2 + 0.75, 1.0), fontsize=fontsize - 0.5,
                 color=HIGHLIGHT_COLOUR, va="bottom", ha="left", zorder=5,

@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import nbformat
@@ -164,8 +165,9 @@ def prepare(src: Path, executed: Path, chapters: list[str] | None = None, exerci
     """Execute what is needed and write the book's sources into ``src``; returns the page names."""
     shutil.rmtree(src, ignore_errors=True)
     (src / "_static").mkdir(parents=True)
-    pick = lambda folder, only: [p for p in sorted((ROOT / folder).glob("[0-9][0-9]_*.ipynb"))
-                                 if only is None or p.name[:2] in only]
+    def pick(folder: str, only: Sequence[str] | None) -> list[Path]:
+        return [p for p in sorted((ROOT / folder).glob("[0-9][0-9]_*.ipynb")) if only is None or p.name[:2] in only]
+
     chapter_nbs: dict[str, nbformat.NotebookNode] = {}
     titles: dict[str, str] = {}
     toc_chapters: list[str] = []
@@ -219,8 +221,8 @@ def build(build_root: Path | None = None, chapters: list[str] | None = None,
     src, out = build_root / "site_src", build_root / "site"
     os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
     prepare(src, build_root / "site_executed", chapters, exercises)
-    subprocess.run([sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "config", "sphinx", str(src)], check=True,
-                   stdout=subprocess.DEVNULL)
+    book = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()"]
+    subprocess.run([*book, "config", "sphinx", str(src)], check=True, stdout=subprocess.DEVNULL)
     shutil.rmtree(out, ignore_errors=True)
     subprocess.run([sys.executable, "-m", "sphinx", "-b", "html", "-q", "-j", "1", str(src), str(out)], check=True)
     return out / "index.html"

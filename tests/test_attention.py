@@ -53,12 +53,12 @@ def test_note_example_scores_weights_and_output_with_scale_one():
 
 
 def test_note_example_slip_second_coordinate_is_0_4444_not_0_4463():
-    w = torch.tensor([0.042, 0.8437, 0.1141], dtype=torch.float64)  # the note's rounded weights
-    assert 0.43 * 0.8437 == pytest.approx(0.362791, abs=1e-9)  # the note wrote 0.364791
-    by_hand = w @ NOTE_V
-    assert by_hand.tolist() == pytest.approx([0.344354, 0.444334], abs=1e-9)
-    out, _ = scaled_dot_product_attention(NOTE_Q[1:2], NOTE_K, NOTE_V, scale=1.0)
-    assert abs(out[0, 1].item() - 0.446334) > 1e-3  # the note's printed value is off
+    out, weights = scaled_dot_product_attention(NOTE_Q[1:2], NOTE_K, NOTE_V, scale=1.0)
+    # the code's weights round to the note's, and its output is the note's by-hand sum done right
+    assert weights[0].tolist() == pytest.approx([0.042, 0.8437, 0.1141], abs=4e-4)
+    assert out[0].tolist() == pytest.approx((weights[0] @ NOTE_V).tolist(), abs=1e-12)
+    assert out[0, 1].item() == pytest.approx(0.4444, abs=1e-4)  # the second coordinate is 0.4444...
+    assert abs(out[0, 1].item() - 0.446334) > 1e-3  # ...not the note's printed 0.446334
 
 
 def test_default_scale_is_one_over_sqrt_dk_and_differs_from_unscaled():

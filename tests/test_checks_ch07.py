@@ -214,7 +214,8 @@ def test_noam_golden_values():
     (lambda s, d, warmup=4000, factor=1.0: factor * min(s ** -0.5, s * warmup ** -1.5), r"d_model \*\* -0.5 is missing"),
     (lambda s, d, warmup=4000, factor=1.0: factor * d ** 0.5 * min(s ** -0.5, s * warmup ** -1.5), r"not d_model \*\* 0.5"),
     (lambda s, d, warmup=4000, factor=1.0: factor * d ** -0.5 * max(s ** -0.5, s * warmup ** -1.5), "not the max"),
-    (lambda s, d, warmup=4000, factor=1.0: factor * d ** -0.5 * min(s ** -0.5, s * warmup ** -0.5), "meet the decay exactly at step = warmup"),
+    (lambda s, d, warmup=4000, factor=1.0: factor * d ** -0.5 * min(s ** -0.5, s * warmup ** -0.5), "meet the decay exactly at "
+                                                                                                    "step = warmup"),
     (lambda s, d, warmup=4000, factor=1.0: d ** -0.5 * min(s ** -0.5, s * warmup ** -1.5), "factor argument"),
     (lambda s, d, warmup=4000, factor=1.0: "fast", "return a float"),
     (lambda s, d, warmup=4000, factor=1.0: factor * d ** -0.5 * s ** -0.5, r"a linear rise until step = warmup"),

@@ -31,7 +31,8 @@ def fails_with(check, fn, *needles):
     return message
 
 
-@pytest.mark.parametrize("name", ["next_token_loss", "temperature_top_k", "top_p_filter", "apply_rotary", "rms_norm", "grouped_query_attention"])
+@pytest.mark.parametrize("name", ["next_token_loss", "temperature_top_k", "top_p_filter", "apply_rotary", "rms_norm",
+                                  "grouped_query_attention"])
 def test_stub_propagates_not_implemented(name):
     with pytest.raises(NotImplementedError):
         getattr(ch09, name)(stub)
@@ -68,9 +69,11 @@ def test_next_token_loss_accepts_solutions(capsys):
 def test_next_token_loss_mistakes():
     fails_with(ch09.next_token_loss, lambda lg, ids: F.cross_entropy(lg.reshape(-1, lg.shape[-1]), ids.reshape(-1)),
                "no shift", "more help: checks.hint('ch09.next_token_loss')")
-    fails_with(ch09.next_token_loss, lambda lg, ids: F.cross_entropy(lg[:, 1:].reshape(-1, lg.shape[-1]), ids[:, :-1].reshape(-1)),
+    fails_with(ch09.next_token_loss,
+               lambda lg, ids: F.cross_entropy(lg[:, 1:].reshape(-1, lg.shape[-1]), ids[:, :-1].reshape(-1)),
                "the wrong way")
-    fails_with(ch09.next_token_loss, lambda lg, ids: loss_solution(lg, ids) * (ids.shape[0] * (ids.shape[1] - 1)), "not their sum")
+    fails_with(ch09.next_token_loss, lambda lg, ids: loss_solution(lg, ids) * (ids.shape[0] * (ids.shape[1] - 1)),
+               "not their sum")
     fails_with(ch09.next_token_loss, lambda lg, ids: loss_solution(lg, ids)[None], "one number")
 
 
@@ -209,7 +212,8 @@ def test_rms_norm_mistakes():
         return x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
 
     fails_with(ch09.rms_norm, subtracts_mean, "does not subtract the mean", "more help: checks.hint('ch09.rms_norm')")
-    fails_with(ch09.rms_norm, lambda x, w, eps=1e-6: x / (x.pow(2).mean(-1, keepdim=True).sqrt() + eps) * w, "inside the square root")
+    fails_with(ch09.rms_norm, lambda x, w, eps=1e-6: x / (x.pow(2).mean(-1, keepdim=True).sqrt() + eps) * w,
+               "inside the square root")
     fails_with(ch09.rms_norm, lambda x, w, eps=1e-6: x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + eps), "gain")
 
 

@@ -1,14 +1,26 @@
 """Tests for course_lib.corpus: Korean particles, verb table, grammar sanity, splits, files, statistics."""
 from __future__ import annotations
 
+import dataclasses
 import random
 import re
 
 import pytest
 
 from course_lib import corpus, grammar
-from course_lib.corpus import (ADJECTIVES, KOREAN_NOUNS, NOTE_EXAMPLES, NOUNS, VERBS, Pair, has_batchim, load_pairs,
-                               make_splits, particle, statistics)
+from course_lib.corpus import (
+    ADJECTIVES,
+    KOREAN_NOUNS,
+    NOTE_EXAMPLES,
+    NOUNS,
+    VERBS,
+    Pair,
+    has_batchim,
+    load_pairs,
+    make_splits,
+    particle,
+    statistics,
+)
 
 PARTICLE_PAIRS = {"은": "은/는", "는": "은/는", "이": "이/가", "가": "이/가", "을": "을/를", "를": "을/를",
                   "와": "와/과", "과": "와/과", "으로": "으로/로", "로": "으로/로"}
@@ -318,6 +330,6 @@ def test_load_pairs_errors(tmp_path):
 
 def test_pair_is_a_frozen_record():
     p = Pair("I go to school.", "나는 학교에 간다.", "note", ("I", "go", "school"))
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         p.en = "x"  # type: ignore[misc]
     assert p.tense == "" and p.words == ()

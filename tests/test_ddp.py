@@ -16,16 +16,25 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from course_lib.checkpoint import load_checkpoint
 from course_lib.model import Transformer, TransformerConfig
-from course_lib.training import (TrainConfig, build_vocabs, encode_pairs, label_smoothing_loss, load_checkpoint,
-                                 make_batches, make_optimizer, train)
+from course_lib.training import (
+    TrainConfig,
+    build_vocabs,
+    encode_pairs,
+    label_smoothing_loss,
+    make_batches,
+    make_optimizer,
+    train,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 PAIRS = [("I go to school.", "나는 학교에 간다."), ("Suni closed the window.", "순이는 창문을 닫았다."),
          ("She closed the drawer.", "그녀는 서랍을 닫았다."), ("I like cats.", "나는 고양이가 좋다.")]
 CONFIG = TrainConfig(epochs=2, warmup=2, lr_factor=0.5, device="cpu", max_steps=2)
 
-pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed with gloo")
+pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed with "
+                                                                                                "gloo")
 
 
 def _setup():

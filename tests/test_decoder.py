@@ -4,12 +4,20 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from test_encoder import (
+    TOL,
+    assert_same_grads,
+    forbid_torch_attention,
+    max_diff,
+    padding,
+    random_case,
+    randomise_norms_and_biases_,
+    torch_grads_as_ours,
+)
 from torch import nn
 
 from course_lib.decoder import Decoder, DecoderLayer
 from course_lib.encoder import Encoder, EncoderLayer, LayerNorm
-from test_encoder import (TOL, assert_same_grads, forbid_torch_attention, max_diff, padding, random_case,
-                          randomise_norms_and_biases_, torch_grads_as_ours)
 
 
 def make_pair(case: dict, norm_first: bool, dtype: torch.dtype):

@@ -8,8 +8,16 @@ import pytest
 import sacrebleu
 import torch
 
-from course_lib.decoding import (UntranslatableError, beam_search, beam_step, evaluate, greedy_decode, length_penalty,
-                                 translate, translate_batch)
+from course_lib.decoding import (
+    UntranslatableError,
+    beam_search,
+    beam_step,
+    evaluate,
+    greedy_decode,
+    length_penalty,
+    translate,
+    translate_batch,
+)
 from course_lib.model import Transformer, TransformerConfig
 from course_lib.training import build_vocabs
 
@@ -210,5 +218,8 @@ def test_evaluate_scores_a_tiny_case():
     assert result["bleu"] == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs]).score)
     assert result["chrf"] == pytest.approx(sacrebleu.corpus_chrf(hyps, [refs]).score)
     assert result["exact"] == sum(h == r for h, r in zip(hyps, refs)) / 4
+    assert all(h != r for h, r in zip(hyps, refs))  # untrained: no output equals its reference...
+    half = [(en, hyp) for en, hyp in zip(english[:2], hyps[:2])] + list(PAIRS[2:])
+    assert evaluate(model, half, src_vocab, tgt_vocab)["exact"] == 0.5  # ...so exactly 2 of these 4 match
     with pytest.raises(ValueError, match="at least one"):
         evaluate(model, [], src_vocab, tgt_vocab)

@@ -25,9 +25,13 @@ def test_this_environment_passes_every_required_check():
     for expected in ("Python", "PyTorch", "JupyterLab", "Widgets (ipywidgets)", "Hangul font",
                      "nbval (notebook tests)", "Jupyter kernel", "Chromium (browser test only)"):
         assert expected in names
+    import torch
+
     torch_line = _by_name(results)["PyTorch"].detail
-    assert "2.13" in torch_line and ("CPU build" in torch_line or "CUDA" in torch_line)
-    assert "running on" in torch_line
+    build = f"CUDA {torch.version.cuda} build" if torch.version.cuda else "CPU build"
+    on = "GPU" if torch.version.cuda and torch.cuda.is_available() else "CPU"
+    assert torch_line.startswith(f"{torch.__version__}: {build}, running on {on} ("), torch_line
+    assert torch.__version__.startswith("2.13")
 
 
 def test_command_line_prints_one_line_per_check_and_exits_0():

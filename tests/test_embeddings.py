@@ -8,8 +8,14 @@ import torch
 from torch import nn
 
 from course_lib import set_seed
-from course_lib.embeddings import (PositionalEncoding, TokenEmbedding, offset_matrix, sinusoidal_positional_encoding,
-                                   skipgram_pairs, train_skipgram)
+from course_lib.embeddings import (
+    PositionalEncoding,
+    TokenEmbedding,
+    offset_matrix,
+    sinusoidal_positional_encoding,
+    skipgram_pairs,
+    train_skipgram,
+)
 
 # --- sinusoidal table ----------------------------------------------------------------------------
 

@@ -84,10 +84,15 @@ def test_grade_counts_only_the_checkers_own_success_reports():
         cell = nbformat.v4.new_code_cell(src)
         cell.outputs = outputs
         return cell
-    err = lambda name, value: nbformat.v4.new_output("error", ename=name, evalue=value, traceback=[])
-    out = lambda text: nbformat.v4.new_output("stream", name="stdout", text=text)
-    mark = lambda name, token: nbformat.v4.new_output("display_data", data={"text/plain": ""},
-                                                       metadata={"course_check": {"name": name, "token": token}})
+    def err(name, value):
+        return nbformat.v4.new_output("error", ename=name, evalue=value, traceback=[])
+
+    def out(text):
+        return nbformat.v4.new_output("stream", name="stdout", text=text)
+
+    def mark(name, token):
+        return nbformat.v4.new_output("display_data", data={"text/plain": ""},
+                                      metadata={"course_check": {"name": name, "token": token}})
     nb.cells = [
         code("def f(): raise NotImplementedError('x')", []),
         code("checks.ch03.f(f)", [err("NotImplementedError", "x")]),
@@ -105,7 +110,8 @@ def test_grade_counts_only_the_checkers_own_success_reports():
         code("import os; os._exit(1)", []),
         code("checks.ch03.t(t)", []),
     ]
-    results = [(r.name, r.status, r.detail) for r in grade(nb, token="T0KEN", stopped={11: "timed out after 5 s", 13: "the kernel died"})]
+    results = [(r.name, r.status, r.detail) for r in grade(nb, token="T0KEN", stopped={11: "timed out after 5 "
+                                                                                           "s", 13: "the kernel died"})]
     never = "the checker never reported success (is the call commented out?)"
     assert results == [
         ("ch03.f", "not attempted", ""),
@@ -166,7 +172,8 @@ def test_every_exercise_shows_difficulty_and_has_graded_hints(solution):
         m = DIFFICULTY.search(text)
         assert m, f"{solution.name}: no difficulty line in {text.splitlines()[0]!r}"
         assert m.group(1).count("●") == int(m.group(2))
-    calls = {f"{c}.{n}" for cell in nb.cells if cell.cell_type == "code" for c, n in re.findall(r"checks\.(ch\d\d)\.(\w+)\(", cell.source)}
+    code = [cell.source for cell in nb.cells if cell.cell_type == "code"]
+    calls = {f"{c}.{n}" for source in code for c, n in re.findall(r"checks\.(ch\d\d)\.(\w+)\(", source)}
     assert len(calls) >= 3, f"{solution.name}: fewer than 3 checked exercises"
     for name in calls:
         assert len(checks.hints_for(name)) == 3, name

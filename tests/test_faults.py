@@ -16,12 +16,32 @@ import pytest
 import torch
 
 from course_lib import training
-from course_lib.checkpoint import (FORMAT, PRETRAINED_PATH, CheckpointError, atomic_save, checkpoint_payload,
-                                   content_digest, load_checkpoint, load_pretrained, save_checkpoint, verified_load,
-                                   weights_fingerprint)
+from course_lib.checkpoint import (
+    FORMAT,
+    PRETRAINED_PATH,
+    CheckpointError,
+    atomic_save,
+    checkpoint_payload,
+    content_digest,
+    load_checkpoint,
+    load_pretrained,
+    save_checkpoint,
+    verified_load,
+    weights_fingerprint,
+)
 from course_lib.model import Transformer, TransformerConfig
-from course_lib.training import (TrainConfig, TrainingError, TrainingInterrupted, build_vocabs, encode_pairs,
-                                 label_smoothing_loss, make_batches, make_optimizer, noam_lr, train)
+from course_lib.training import (
+    TrainConfig,
+    TrainingError,
+    TrainingInterrupted,
+    build_vocabs,
+    encode_pairs,
+    label_smoothing_loss,
+    make_batches,
+    make_optimizer,
+    noam_lr,
+    train,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 PAIRS = [("I go to school.", "나는 학교에 간다."), ("Suni closed the window.", "순이는 창문을 닫았다."),
@@ -124,7 +144,8 @@ def test_two_concurrent_savers_leave_one_writers_whole_file(tmp_path, vocabs):
         assert final["sha256"] in digests
         model = load_checkpoint(path).model
         expected = checkpoint_payload(model, *vocabs, meta=final["meta"])
-        assert weights_fingerprint(expected["state_dict"]) == weights_fingerprint(payloads[digests[final["sha256"]]]["state_dict"])
+        written = payloads[digests[final["sha256"]]]["state_dict"]
+        assert weights_fingerprint(expected["state_dict"]) == weights_fingerprint(written)
     assert not list(tmp_path.glob("*.tmp"))
 
 
@@ -197,7 +218,8 @@ MALFORMED = [  # (what to change, value, the error must say)
     ("config.ffn_dropout", 1.5, r"ffn_dropout must be a float in \[0, 1\)"),
     ("config.d_ff", 2**40, r"d_ff=1099511627776 is outside 1\.\.65536"),
     ("config.d_model", 2**30, "d_model=.* is outside"),
-    ("config.d_ff", 60000, "a model of at least 15,386,560 weights, the file stores 44,736 numbers"),  # in bounds, but not this file
+    # in bounds, but not this file:
+    ("config.d_ff", 60000, "a model of at least 15,386,560 weights, the file stores 44,736 numbers"),
     ("config.src_vocab_size", 0, "src_vocab_size=0 is outside"),
     ("config.pad_id", 5, "pad_id=5.*mask real tokens"),
     ("config.pad_id", -1, "pad_id.*-1"),

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_encoder import randomise_norms_and_biases_
 
 from course_lib.model import Transformer, TransformerConfig
 from course_lib.multihead import MultiHeadAttention, set_fused
-from test_encoder import randomise_norms_and_biases_
 
 PAD = 0
 

@@ -5,9 +5,23 @@ import pytest
 import torch
 
 from course_lib.corpus import make_splits
-from course_lib.generalisation import (OOV_NOUNS, Substitution, by_length, en_length, fit, fresh_model, held_out_form_splits,
-                                       held_out_forms, kept_other_words, length_capped_splits, shifted_source_positions,
-                                       substitution_set, unk_dropout, unk_row_change, uses_form)
+from course_lib.generalisation import (
+    OOV_NOUNS,
+    Substitution,
+    by_length,
+    en_length,
+    fit,
+    fresh_model,
+    held_out_form_splits,
+    held_out_forms,
+    kept_other_words,
+    length_capped_splits,
+    shifted_source_positions,
+    substitution_set,
+    unk_dropout,
+    unk_row_change,
+    uses_form,
+)
 from course_lib.model import Transformer, TransformerConfig
 from course_lib.tokens import Vocab
 from course_lib.training import build_vocabs

@@ -25,7 +25,7 @@ from course_lib.llama import (
 )
 
 transformers = pytest.importorskip("transformers")
-from transformers.models.llama import modeling_llama
+from transformers.models.llama import modeling_llama  # noqa: E402  (after the importorskip above)
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is fastest on a shared CPU
 

@@ -71,11 +71,28 @@ def test_use_hangul_font_is_idempotent():
         assert "NanumGothic" in family
 
 
+def test_heatmap_draws_hangul_without_changing_global_settings(caplog):
+    """heatmap's own labels and title get the Hangul font; rcParams are the same after the call."""
+    with matplotlib.rc_context():
+        matplotlib.rcParams["font.family"] = ["DejaVu Sans"]
+        before = dict(matplotlib.rcParams)
+        weights = np.linspace(0.0, 1.0, len(WORDS) * len(WORDS)).reshape(len(WORDS), len(WORDS))
+        caplog.clear()
+        with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.DEBUG, logger="matplotlib"):
+            warnings.simplefilter("always")
+            ax = viz.heatmap(weights, WORDS, WORDS, title="어텐션 가중치", annotate=True)
+            ax.figure.savefig(io.BytesIO(), format="png", dpi=60)
+            plt.close(ax.figure)
+        assert dict(matplotlib.rcParams) == before
+    messages = [str(w.message) for w in caught] + [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not _missing(messages), f"missing glyphs: {_missing(messages)}"
+
+
 def test_without_a_hangul_font_the_same_drawing_warns(caplog, monkeypatch):
     """The negative control: with DejaVu Sans only, Hangul glyphs are missing and it is caught."""
     with matplotlib.rc_context():
         viz.use_hangul_font()  # registers the font; then take it away again
-        monkeypatch.setattr(viz, "use_hangul_font", lambda: None)  # heatmap calls it
+        monkeypatch.setattr(viz, "hangul_rc", lambda: {})  # heatmap draws with it
         matplotlib.rcParams["font.family"] = ["DejaVu Sans"]
         messages = _draw_and_render(caplog)
     missing = _missing(messages)
@@ -87,7 +104,7 @@ def test_nanumgothic_alone_lacks_the_unicode_minus(caplog, monkeypatch):
     """Why use_hangul_font keeps DejaVu Sans in the font list: NanumGothic has no U+2212 minus."""
     with matplotlib.rc_context():
         viz.use_hangul_font()
-        monkeypatch.setattr(viz, "use_hangul_font", lambda: None)
+        monkeypatch.setattr(viz, "hangul_rc", lambda: {})
         matplotlib.rcParams["font.family"] = ["NanumGothic"]
         matplotlib.rcParams["axes.unicode_minus"] = True
         messages = _draw_and_render(caplog)

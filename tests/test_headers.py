@@ -86,7 +86,8 @@ def header_problems(nb: nbformat.NotebookNode, folder: str = "notebooks", number
     if questions and folder != "notebooks":  # exercise notebooks end with open questions, right after the summary
         last = cells[questions[0] - 1]
     if last.cell_type != "markdown" or not last.source.startswith("## Summary"):
-        problems.append("the last cell (in exercises: the cell before '## Open questions') must be markdown starting with '## Summary'")
+        problems.append("the last cell (in exercises: the cell before '## Open questions') must be markdown starting with '## "
+                        "Summary'")
     elif folder == "notebooks" and "**What comes next**" not in last.source:
         problems.append("the summary lacks a '**What comes next**' line")
     stored = [i for i, c in enumerate(cells) if c.cell_type == "code" and (c.get("outputs") or c.get("execution_count"))]

@@ -20,6 +20,7 @@ import torch
 
 from course_lib import (
     attention,
+    checkpoint,
     corpus,
     decoder,
     decoding,
@@ -165,7 +166,8 @@ PROBES: list[tuple[str, Callable[[], object], type, str]] = [
      "batch_size must be an int >= 1"),
     ("translate_batch batch_size float", lambda: _translate("I go to school.", batch_size=2.5), TypeError,
      "batch_size must be an int"),
-    ("translate only unknown words", lambda: _translate("Xyzzy plugh"), ValueError, r"knows no word.*unknown words: Xyzzy, plugh"),
+    ("translate only unknown "
+     "words", lambda: _translate("Xyzzy plugh"), ValueError, r"knows no word.*unknown words: Xyzzy, plugh"),
     ("translate only punctuation", lambda: _translate("..."), ValueError, r"knows no word.*only punctuation"),
     ("translate unknown punctuation", lambda: _translate("?!"), ValueError, r"knows no word.*unknown words: \?, !"),
     ("translate_batch a non-str sentence", lambda: decoding.translate_batch(
@@ -217,7 +219,7 @@ def test_dtype_checks_stand_aside_under_autocast():
 
 @pytest.fixture(scope="module")
 def pretrained():
-    return training.load_pretrained()
+    return checkpoint.load_pretrained()
 
 
 def test_unknown_words_lists_each_unknown_token_once_in_order():
@@ -294,7 +296,8 @@ def test_nfd_hangul_is_the_same_token_as_nfc():
 
 def test_load_pairs_returns_nfc_and_counts_lines_exactly(tmp_path):
     path = tmp_path / "pairs.tsv"
-    path.write_bytes(b"\xef\xbb\xbf" + f"I go to school.\t{nfd('나는 학교에 간다.')}\r\n\r\nI like cats.\t나는 고양이가 좋다.\n".encode())
+    text = f"I go to school.\t{nfd('나는 학교에 간다.')}\r\n\r\nI like cats.\t나는 고양이가 좋다.\n"
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode())
     assert corpus.load_pairs(path) == [("I go to school.", "나는 학교에 간다."), ("I like cats.", "나는 고양이가 좋다.")]
     assert corpus.load_pairs(path, max_pairs=1) == [("I go to school.", "나는 학교에 간다.")]
     with pytest.raises(ValueError, match=r"line 5000, byte 5 of the line \(b'\\xff'\)"):

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_encoder import randomise_norms_and_biases_
 
 from course_lib.decoding import greedy_decode
 from course_lib.kvcache import IncrementalDecoder, cache_bytes, greedy_decode_cached
 from course_lib.model import Transformer, TransformerConfig
 from course_lib.multihead import set_fused
-from test_encoder import randomise_norms_and_biases_
 
 PAD, BOS, EOS = 0, 1, 2
 

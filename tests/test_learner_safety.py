@@ -115,7 +115,7 @@ def test_an_edited_exercise_is_kept(course_dir):
     nbformat.write(solution_notebook("return x ** 2"), course_dir / "solutions" / "00_squares.ipynb")
     proc = course("make-exercises", cwd=course_dir)
     assert proc.returncode == 0, proc.stderr
-    assert f"KEPT       exercises/00_squares.ipynb (you edited it; --force" in proc.stdout
+    assert "KEPT       exercises/00_squares.ipynb (you edited it; --force" in proc.stdout
     assert target.read_bytes() == mine
     assert _backups(course_dir / "exercises") == []
 
@@ -243,7 +243,8 @@ MISBEHAVING = [
     "    return torch.tensor([x + [pad_id] * (L - len(x)) for x in id_lists])",
     "checks.ch01.pad_batch(pad_batch)",
     # 2. deletes every file beside it, writes a new one, and rewrites the notebook itself
-    "import glob\nfor f in glob.glob('*') + glob.glob('../*'):\n    try:\n        os.remove(f)\n    except OSError:\n        pass\n"
+    "import glob\nfor f in glob.glob('*') + glob.glob('../*'):\n    try:\n        os.remove(f)\n    except OSError:\n        "
+    "pass\n"
     "open('planted.txt', 'w').write('x')\n"
     "open(glob.glob('*.ipynb')[0] if glob.glob('*.ipynb') else 'nb.ipynb', 'w').write('{}')",
     # 3. a fake success line, the check in a comment
@@ -340,7 +341,8 @@ def test_a_notebook_the_learner_only_ran_is_theirs(course_dir):
     nbformat.write(nb, target)
     ran = target.read_bytes()
     (course_dir / "solutions" / "00_squares.ipynb").write_text(
-        (course_dir / "solutions" / "00_squares.ipynb").read_text(encoding="utf-8").replace("Exercise 1: square", "Exercise 1: the square"),
+        (course_dir / "solutions" / "00_squares.ipynb").read_text(encoding="utf-8").replace("Exercise 1: "
+                                                                                            "square", "Exercise 1: the square"),
         encoding="utf-8")
     proc = course("make-exercises", cwd=course_dir)
     assert "KEPT       exercises/00_squares.ipynb (you ran it: it has your outputs" in proc.stdout, proc.stdout

@@ -345,7 +345,8 @@ def test_bad_masks_name_the_expected_shape_and_dtype(mha_and_x, mask, error, pat
 
 
 @pytest.mark.parametrize("shapes, pattern", [
-    (((2, 5, 16), (2, 5, 8), (2, 5, 8)), r"key must be a floating tensor of shape \(B, T, D\) with D = d_model = 16, got \(2, 5, 8\)"),
+    (((2, 5, 16), (2, 5, 8), (2, 5, 8)), r"key must be a floating tensor of shape \(B, T, D\) with D = d_model = 16, got \(2, 5, "
+                                         r"8\)"),
     (((2, 5, 12), (2, 5, 16), (2, 5, 16)), r"query must be .*\(B, T, D\) with D = d_model = 16, got \(2, 5, 12\)"),
     (((5, 16), (5, 16), (5, 16)), r"query must be .*\(B, T, D\).*got \(5, 16\)"),
     (((2, 5, 16), (2, 7, 16), (2, 6, 16)), r"must agree on B and T_k"),

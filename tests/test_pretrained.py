@@ -9,9 +9,9 @@ from __future__ import annotations
 import pytest
 
 from course_lib import corpus
+from course_lib.checkpoint import PRETRAINED_PATH, load_pretrained
 from course_lib.decoding import evaluate, translate
-from course_lib.training import (CHAPTER07_TRAIN, NOTE_REPEATS, PRETRAINED_PATH, build_vocabs, chapter07_config,
-                                 load_pretrained)
+from course_lib.training import CHAPTER07_TRAIN, NOTE_REPEATS, build_vocabs, chapter07_config
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +44,11 @@ def test_the_checkpoint_is_small_and_is_the_chapters_model(ckpt, splits):
 
 def test_greedy_decoding_reaches_the_chapters_targets_on_the_test_split(greedy, splits):
     assert len(greedy["hypotheses"]) == len(splits.test) == 1000
-    assert greedy["bleu"] >= 95.0, greedy["bleu"]
-    assert greedy["exact"] >= 0.90, greedy["exact"]
-    assert greedy["chrf"] >= 95.0, greedy["chrf"]
+    # measured with the shipped checkpoint: BLEU 99.59, exact 0.993 (993 of 1000), chrF 99.65;
+    # a regression of about half a point (or 4 more wrong sentences) fails
+    assert greedy["bleu"] >= 99.0, greedy["bleu"]
+    assert greedy["exact"] >= 0.989, greedy["exact"]
+    assert greedy["chrf"] >= 99.2, greedy["chrf"]
 
 
 @pytest.mark.slow

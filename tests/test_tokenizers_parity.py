@@ -12,8 +12,8 @@ import pytest
 
 tokenizers = pytest.importorskip("tokenizers")
 
-from course_lib import corpus
-from course_lib.tokens import BPE, LITERAL_SPACE_MARK, pretokenize, to_hf_tokenizer
+from course_lib import corpus  # noqa: E402  (after importorskip)
+from course_lib.tokens import BPE, LITERAL_SPACE_MARK, pretokenize, to_hf_tokenizer  # noqa: E402
 
 SPLITS = corpus.make_splits(seed=0)
 FIRST_DIFFERENCE = {"ko": 69, "en": 53}  # index of the first merge HF's trainer learns differently

@@ -12,10 +12,26 @@ from course_lib import corpus
 from course_lib.checkpoint import content_digest
 from course_lib.model import Transformer, TransformerConfig
 from course_lib.tokens import BPE, Vocab
-from course_lib.training import (CHAPTER07_TRAIN, NOTE_REPEATS, Batch, CheckpointError, TrainConfig,
-                                 average_state_dicts, build_vocabs, chapter07_config, chapter07_pairs, encode_pairs,
-                                 evaluate_loss, label_smoothing_loss, load_checkpoint, make_batches, make_optimizer,
-                                 noam_lr, save_checkpoint, train)
+from course_lib.training import (
+    CHAPTER07_TRAIN,
+    NOTE_REPEATS,
+    Batch,
+    CheckpointError,
+    TrainConfig,
+    average_state_dicts,
+    build_vocabs,
+    chapter07_config,
+    chapter07_pairs,
+    encode_pairs,
+    evaluate_loss,
+    label_smoothing_loss,
+    load_checkpoint,
+    make_batches,
+    make_optimizer,
+    noam_lr,
+    save_checkpoint,
+    train,
+)
 
 PAIRS = [("I go to school.", "나는 학교에 간다."), ("Suni closed the window.", "순이는 창문을 닫았다."),
          ("She closed the drawer.", "그녀는 서랍을 닫았다."), ("I like cats.", "나는 고양이가 좋다."),
@@ -304,7 +320,8 @@ def test_bring_your_own_tsv_with_bpe(tmp_path):
     assert pairs == PAIRS
     bpe = BPE.train([text for pair in pairs for text in pair], num_merges=40)
     src_vocab, tgt_vocab = build_vocabs(pairs, tokenize=bpe.tokenize)
-    assert "▁school" in src_vocab or any(p.startswith("▁") for p in src_vocab.itos[4:])
+    assert "▁closed" in src_vocab and "▁the" in src_vocab  # the repeated words became single pieces
+    assert all(bpe.detokenize(bpe.tokenize(text)) == text for pair in pairs for text in pair)
     examples = encode_pairs(pairs, src_vocab, tgt_vocab, tokenize=bpe.tokenize)
     assert all(Vocab.unk_id not in s + t for s, t in examples)
     model = tiny_model(src_vocab, tgt_vocab, seed=1)

@@ -71,7 +71,8 @@ def test_exercise_page_hides_solutions_and_model_answers_behind_a_click():
 def test_glossary_gathers_every_chapter_and_links_the_chapters_that_use_a_term():
     table = "**Glossary**\n\n| English | 한국어 | meaning |\n|---|---|---|\n"
     chapters = {
-        "notebooks/01_tokens": new_notebook(cells=[new_markdown_cell("# 01 · Tokens\n\n" + table + "| token | 토큰 | a piece |\n")]),
+        "notebooks/01_tokens": new_notebook(
+            cells=[new_markdown_cell("# 01 · Tokens\n\n" + table + "| token | 토큰 | a piece |\n")]),
         "notebooks/03_attention": new_notebook(cells=[new_markdown_cell(
             "# 03 · Attention\n\nEach token looks.\n\n" + table + "| attention | 어텐션 | a weighted average |\n"
             "| query / key | 쿼리 / 키 | |\n")]),

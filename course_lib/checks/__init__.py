@@ -30,7 +30,8 @@ import functools
 import importlib
 import os
 import random
-from typing import Any, Callable, Iterable, Mapping, NoReturn, Sequence, TypeVar
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, NoReturn, TypeVar
 
 import numpy as np
 import torch
@@ -89,7 +90,8 @@ def expect_shape(got: Any, shape: tuple[int, ...], *, tried: str, hint: str = ""
     if not isinstance(got, torch.Tensor):
         fail(tried, f"a torch.Tensor of shape {shape}", f"{type(got).__name__}: {describe(got)}", hint or "return a tensor")
     if tuple(got.shape) != tuple(shape):
-        fail(tried, f"shape {tuple(shape)}", f"shape {tuple(got.shape)}", hint or "check which dimensions you reduce, transpose or reshape")
+        fail(tried, f"shape {tuple(shape)}", f"shape {tuple(got.shape)}", hint or "check which dimensions you reduce, transpose "
+                                                                                  "or reshape")
 
 
 Mistakes = Sequence[tuple[str, torch.Tensor]] | Mapping[str, torch.Tensor]

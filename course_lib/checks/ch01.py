@@ -7,7 +7,8 @@ learner's answers equal a wrong function's answers, the checker names that mista
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -62,7 +63,8 @@ HINTS: dict[str, tuple[str, str, str]] = {
         "pair (and i + 1 exists), append the concatenation and move 2; else append symbols[i] and move 1. "
         "Compare whole symbols, never joined text.",
         "out, i = [], 0\nwhile i < len(symbols):\n"
-        "    if i + 1 < len(symbols) and (symbols[i], symbols[i + 1]) == tuple(pair): out.append(symbols[i] + symbols[i + 1]); i += 2\n"
+        "    if i + 1 < len(symbols) and (symbols[i], symbols[i + 1]) == tuple(pair): out.append(symbols[i] + symbols[i + 1]); i "
+        "+= 2\n"
         "    else: out.append(symbols[i]); i += 1",
     ),
     "pad_batch": (
@@ -121,7 +123,8 @@ def _jamo(ch: str) -> tuple[int, int, int]:
 
 
 def _as_ints(value: Any) -> Any:
-    if isinstance(value, (tuple, list)) and len(value) == 3 and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+    ints = isinstance(value, (tuple, list)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    if ints and len(value) == 3:
         return tuple(value)
     return value
 
@@ -236,7 +239,10 @@ def encode(fn: Callable[..., list[int]]) -> None:
         ([], _STOI, True, True),
         (["a", "z", "d", "c"], shuffled, True, True),
     ]
-    show = lambda a: f"encode({a[0]}, stoi, add_bos={a[2]}, add_eos={a[3]})" + ("" if a[1] is _STOI else f" with stoi = {a[1]}")
+    def show(a):
+        stoi_text = "" if a[1] is _STOI else f" with stoi = {a[1]}"
+        return f"encode({a[0]}, stoi, add_bos={a[2]}, add_eos={a[3]})" + stoi_text
+
     for args in cases:
         tokens = list(args[0])
         try:
@@ -249,7 +255,8 @@ def encode(fn: Callable[..., list[int]]) -> None:
         except Exception:
             pass  # reported with its input by _diagnose
         if tokens != list(args[0]):
-            fail(show(args), f"tokens left as {args[0]}", f"tokens changed to {tokens}", "do not modify the list you were given; build a new list of ids")
+            fail(show(args), f"tokens left as {args[0]}", f"tokens changed to {tokens}", "do not modify the list you were given; "
+                                                                                         "build a new list of ids")
     mistakes: list[tuple[str, Callable[..., Any]]] = [
         ("do not drop unknown tokens: each one becomes the id of '<unk>', so the sentence keeps its length",
             lambda t, s, b, e: _encode([x for x in t if x in s], s, b, e)),
@@ -265,7 +272,8 @@ def encode(fn: Callable[..., list[int]]) -> None:
             lambda t, s, b, e: [s.get(x, s["<unk>"]) for x in t] + [s["<bos>"]] * b + [s["<eos>"]] * e),
     ]
     _diagnose(lambda t, s, b, e: fn(list(t), dict(s), b, e), cases, _encode, mistakes, show,
-              "ids = [stoi.get(t, stoi['<unk>']) for t in tokens], with stoi['<bos>'] in front if add_bos and stoi['<eos>'] at the end if add_eos",
+              "ids = [stoi.get(t, stoi['<unk>']) for t in tokens], with stoi['<bos>'] in front if add_bos and stoi['<eos>'] at "
+              "the end if add_eos",
               normalise=_as_list)
     got = call(fn, ["순이는"], _STOI, tried="encode(['순이는'], stoi) with the default add_bos, add_eos")
     if _as_list(got) != [4]:
@@ -292,7 +300,9 @@ def _best(word_freqs: dict[tuple[str, ...], int], weighted: bool = True, per_wor
 @checker("ch01.most_frequent_pair")
 def most_frequent_pair(fn: Callable[[dict], Any]) -> None:
     """Check ``most_frequent_pair(word_freqs)``: adjacent pairs counted with word frequencies, ties -> smallest pair."""
-    W = lambda s: tuple(s.split())
+    def W(s):
+        return tuple(s.split())
+
     cases = [
         ({W("l o w"): 5, W("l o w e r"): 2, W("n e w e s t"): 6, W("w i d e s t"): 3},),
         ({W("a b"): 1, W("c d"): 5, W("a b x a b"): 2},),
@@ -314,7 +324,9 @@ def most_frequent_pair(fn: Callable[[dict], Any]) -> None:
         ("ties go to the smallest pair in string order (min over the tied pairs), not the first one counted",
             lambda wf: _best(wf, tie="first")),
     ]
-    show = lambda a: f"most_frequent_pair({a[0]!r})"
+    def show(a):
+        return f"most_frequent_pair({a[0]!r})"
+
     _diagnose(fn, cases, _best, mistakes, show,
               "count zip(word, word[1:]) over every word, adding its frequency; return the pair with the highest count "
               "(smallest pair on a tie), or None when no word has two symbols",
@@ -376,7 +388,9 @@ def merge_pair(fn: Callable[[list[str], tuple[str, str]], list[str]]) -> None:
         ([], ("a", "b")),
         (["n", "ew", "est", "n", "ew"], ("n", "ew")),
     ]
-    show = lambda a: f"merge_pair({a[0]}, {a[1]})"
+    def show(a):
+        return f"merge_pair({a[0]}, {a[1]})"
+
     for symbols, pair in cases:
         given = list(symbols)
         call(fn, given, pair, tried=show((symbols, pair)))
@@ -385,12 +399,14 @@ def merge_pair(fn: Callable[[list[str], tuple[str, str]], list[str]]) -> None:
                  "do not modify the list you were given: build and return a new list")
     mistakes: list[tuple[str, Callable[..., Any]]] = [
         ("merge EVERY occurrence of the pair, not only the first one", _merge_first_only),
-        ("scan left to right: in ['a', 'a', 'a'] the pair ('a', 'a') merges the first two, giving ['aa', 'a']", _merge_right_to_left),
+        ("scan left to right: in ['a', 'a', 'a'] the pair ('a', 'a') merges the first two, giving ['aa', "
+         "'a']", _merge_right_to_left),
         ("occurrences must not overlap: after a merge, skip past both symbols (i += 2)", _merge_overlapping),
         ("work on the list of symbols, not on joined text: the pair must be two WHOLE adjacent symbols", _merge_by_text),
     ]
     _diagnose(lambda s, p: fn(list(s), p), cases, _merge, mistakes, show,
-              "walk i from 0: if symbols[i], symbols[i + 1] is the pair, append their concatenation and jump 2; else append symbols[i] and step 1",
+              "walk i from 0: if symbols[i], symbols[i + 1] is the pair, append their concatenation and jump 2; else append "
+              "symbols[i] and step 1",
               normalise=lambda g: list(g) if isinstance(g, tuple) else g)
     ok("merge_pair: every occurrence, left to right, no overlaps, input untouched")
 
@@ -422,7 +438,8 @@ def pad_batch(fn: Callable[[list[list[int]], int], torch.Tensor]) -> None:
         got = call(fn, given, pad_id, tried=tried)
         expected = _pad(id_lists, pad_id)
         if not isinstance(got, torch.Tensor):
-            fail(tried, expected, f"{type(got).__name__}: {describe(got)}", "return a torch tensor: torch.full(...) or torch.tensor(rows)")
+            fail(tried, expected, f"{type(got).__name__}: "
+                                  f"{describe(got)}", "return a torch tensor: torch.full(...) or torch.tensor(rows)")
         if got.dtype != torch.long:
             fail(tried, "dtype torch.int64 (a LongTensor: embedding lookups need integer ids)", f"dtype {got.dtype}",
                  "create it with dtype=torch.long; token ids are integers, not floats")

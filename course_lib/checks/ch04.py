@@ -6,9 +6,11 @@ a mask not broadcast per head, ...); no course model module is imported.
 """
 from __future__ import annotations
 
+import functools
 import math
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -293,7 +295,7 @@ def multi_head_attention(cls: type) -> None:
         tried = f"{name} with weights set by the checker: {what}"
         kwargs = {} if mask is None else {"mask": mask}
         crash_hints = [("view size is not compatible", VIEW_HINT)]
-        k_t_crash = _crash_text(lambda: _mha(p, q, k, v, mask, n_heads, k_t=True))
+        k_t_crash = _crash_text(functools.partial(_mha, p, q, k, v, mask, n_heads, k_t=True))
         if k_t_crash:
             crash_hints.insert(0, (k_t_crash, K_T_HINT))
         if mask is not None and mask.dim() == 3:

@@ -8,7 +8,8 @@ dropout passes, ``nn.Dropout``, ``F.dropout`` or a mask from ``torch.rand(...) >
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -87,15 +88,18 @@ def _ln_mistakes(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float) 
         return y * w + b if affine else y
 
     out = [
-        ("use the biased variance (divide by D, as unbiased=False or correction=0 does), not x.var()'s default D - 1", over(-1, unbiased=True)),
+        ("use the biased variance (divide by D, as unbiased=False or correction=0 does), not x.var()'s default D - "
+         "1", over(-1, unbiased=True)),
         ("eps goes INSIDE the square root: (x - mean) / sqrt(var + eps), not / (sqrt(var) + eps)", over(-1, eps_outside=True)),
         ("after normalising, multiply by weight and add bias (the learned gain and shift)", over(-1, affine=False)),
         ("eps is missing: divide by sqrt(var + eps); without it a vector with variance 0 divides by zero",
          (x - x.mean(-1, keepdim=True)) / x.var(-1, keepdim=True, unbiased=False).sqrt() * w + b),
-        ("normalise each token vector over its features, the LAST dimension (dim=-1), and keep that dimension (keepdim=True)", over(0)),
+        ("normalise each token vector over its features, the LAST dimension (dim=-1), and keep that dimension "
+         "(keepdim=True)", over(0)),
     ]
     if x.dim() == 3:
-        out.append(("you normalised over dim=1 (the positions of a sentence); layer norm works on each token vector alone, over dim=-1", over(1)))
+        out.append(("you normalised over dim=1 (the positions of a sentence); layer norm works on each token vector alone, over "
+                    "dim=-1", over(1)))
     return out
 
 
@@ -121,7 +125,8 @@ def layer_norm(fn: Callable[..., Any]) -> None:
     w, b = torch.ones(4, dtype=torch.float64), torch.arange(4, dtype=torch.float64)
     got = call(fn, x, w, b, 1e-5, tried="layer_norm(a constant vector [3, 3, 3, 3])")
     expect_close(got, b.expand(1, 2, 4), tried="layer_norm(a constant vector [3, 3, 3, 3]), weight 1, bias [0, 1, 2, 3]",
-                 hint="a constant vector has variance 0: add eps inside the square root so you never divide by 0 (the output is then just the bias)")
+                 hint="a constant vector has variance 0: add eps inside the square root so you never divide by 0 (the output is "
+                      "then just the bias)")
     # float32 stays float32
     x32 = randn(2, 5, 8, seed=4).float()
     got = call(fn, x32, torch.ones(8), torch.zeros(8), 1e-5, tried="layer_norm(float32 x)")
@@ -135,7 +140,8 @@ def layer_norm(fn: Callable[..., Any]) -> None:
 def _linears(module: nn.Module, d_model: int, d_ff: int, tried: str) -> tuple[nn.Linear, nn.Linear]:
     l1, l2 = getattr(module, "linear1", None), getattr(module, "linear2", None)
     if not isinstance(l1, nn.Linear) or not isinstance(l2, nn.Linear):
-        fail(tried, "attributes linear1 and linear2 that are nn.Linear", f"linear1={type(l1).__name__}, linear2={type(l2).__name__}",
+        fail(tried, "attributes linear1 and linear2 that are "
+                    "nn.Linear", f"linear1={type(l1).__name__}, linear2={type(l2).__name__}",
              "in __init__ create self.linear1 = nn.Linear(d_model, d_ff) and self.linear2 = nn.Linear(d_ff, d_model)")
     if (l1.in_features, l1.out_features, l2.in_features, l2.out_features) != (d_model, d_ff, d_ff, d_model):
         fail(tried, f"linear1: {d_model} -> {d_ff}, linear2: {d_ff} -> {d_model}",
@@ -144,7 +150,8 @@ def _linears(module: nn.Module, d_model: int, d_ff: int, tried: str) -> tuple[nn
     return l1, l2
 
 
-_FF_DROPOUT_FIX = "apply dropout to the hidden activations, right after the ReLU and before linear2: linear2(dropout(relu(linear1(x))))"
+_FF_DROPOUT_FIX = ("apply dropout to the hidden activations, right after the ReLU and before linear2: "
+                   "linear2(dropout(relu(linear1(x))))")
 
 
 @checker("ch05.feed_forward")
@@ -189,12 +196,15 @@ def feed_forward(cls: type) -> None:
     got = call(module, x, tried=tried.replace("train", "eval"))
     expect_close(got, F.linear(hidden, l2.weight, l2.bias), tried=tried.replace("train", "eval"),
                  hint="use nn.Dropout (or F.dropout with training=self.training) so dropout switches off in eval mode")
-    ok("feed_forward: linear1 -> ReLU -> dropout -> linear2, dropout only in training (a share p zeroed, the rest scaled by 1/(1-p))")
+    ok("feed_forward: linear1 -> ReLU -> dropout -> linear2, dropout only in training (a share p zeroed, the rest scaled by "
+       "1/(1-p))")
 
 
 # --- Exercise 3: encoder layer ----------------------------------------------------------------
 
-def _encoder_mistakes(layer: Any, x: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, list[tuple[str, torch.Tensor]]]:
+def _encoder_mistakes(
+    layer: Any, x: torch.Tensor, mask: torch.Tensor | None
+) -> tuple[torch.Tensor, list[tuple[str, torch.Tensor]]]:
     """The right answer for the layer's norm order and the classic mistakes, from the layer's own sub-modules."""
     sa = lambda h, m=mask: layer.self_attn(h, h, h, mask=m)  # noqa: E731
     ff, n1, n2 = layer.ff, layer.norm1, layer.norm2
@@ -220,7 +230,8 @@ def _encoder_mistakes(layer: Any, x: torch.Tensor, mask: torch.Tensor | None) ->
         (swapped, run(not pre)),
         ("norm in the wrong place: it goes on the residual SUM (post-LN, norm(x + sublayer(x))) or on the branch's "
          "INPUT (pre-LN, x + sublayer(norm(x))), never on the branch's output x + norm(sublayer(x))", on_output),
-        ("the residual connection is missing: add the sub-layer's input back to its output (x + sublayer(...))", run(pre, (False, False))),
+        ("the residual connection is missing: add the sub-layer's input back to its output (x + "
+         "sublayer(...))", run(pre, (False, False))),
         ("the residual around the SELF-ATTENTION is missing (the feed-forward has its own): add the attention's input "
          "back, x + dropout1(self_attn(...))", run(pre, (False, True))),
         ("the residual around the FEED-FORWARD network is missing (the attention has its own): add its input back, "
@@ -309,7 +320,8 @@ def encoder_layer(cls: type) -> None:
         found = _train_mode_problem(layer, randn(4, 10, d_model, seed=7), p, tried)
         if found:
             problem, branch = found
-            fail(tried, f"each sub-layer's output with dropout (p = {p}): a share of about {p} zeroed, the rest times 1 / (1 - p)",
+            fail(tried, f"each sub-layer's output with dropout (p = {p}): a share of about {p} zeroed, the rest times 1 / (1 - "
+                        "p)",
                  f"what your layer added to the residual sum: {describe(branch)}", problem)
         layer.eval()
         _check_values(layer, x, pad, f"{name} in eval mode (dropout off) on x of shape (2, 5, {d_model}), padding mask")

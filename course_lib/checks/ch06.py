@@ -9,7 +9,8 @@ wiring mistake gets its own hint even when it crashes or changes the output's sh
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -68,8 +69,8 @@ ORDER = "the order is: masked self-attention first, then cross-attention, then t
 def _decoder_variants(layer: nn.Module, x: torch.Tensor, memory: torch.Tensor, tgt_mask: torch.Tensor,
                       memory_mask: torch.Tensor) -> tuple[torch.Tensor, list[tuple[str, torch.Tensor]]]:
     """The right post-LN answer and what the classic mistakes return, from the layer's own sub-modules."""
-    sa, ca, ff = layer.self_attn, layer.cross_attn, layer.ff
-    n1, n2, n3 = layer.norm1, layer.norm2, layer.norm3
+    sa, ca, ff = (getattr(layer, name) for name in ("self_attn", "cross_attn", "ff"))
+    n1, n2, n3 = (getattr(layer, f"norm{i}") for i in (1, 2, 3))
     keep = lambda flag, h: h if flag else torch.zeros_like(h)  # noqa: E731  (residual on / off)
     T = x.shape[1]
 
@@ -98,7 +99,8 @@ def _decoder_variants(layer: nn.Module, x: torch.Tensor, memory: torch.Tensor, t
     mistakes = [
         ("cross-attention takes its keys and values from memory (the encoder output): "
          "cross_attn(x, memory, memory, mask=memory_mask), not cross_attn(x, x, x)", run(kv=("x", "x"))),
-        ("the causal mask is missing: the self-attention must get mask=tgt_mask, or every position sees the future", run(self_mask=None)),
+        ("the causal mask is missing: the self-attention must get mask=tgt_mask, or every position sees the "
+         "future", run(self_mask=None)),
         ("causal mask off by one: position t may attend to positions 0..t, the diagonal included "
          "(torch.ones(T, T, dtype=torch.bool).tril()); yours also lets t see t + 1", run(self_mask=ones.tril(1))),
         ("causal mask off by one: position t may attend to positions 0..t, the diagonal INCLUDED "
@@ -106,7 +108,8 @@ def _decoder_variants(layer: nn.Module, x: torch.Tensor, memory: torch.Tensor, t
         ("the causal mask is inverted: in this course True = may attend, so it is the LOWER triangle "
          "(tril); triu(1) is PyTorch's nn.MultiheadAttention convention (True = blocked)", run(self_mask=ones.triu(1))),
         ("the memory (source padding) mask is missing: pass mask=memory_mask to the cross-attention", run(cross_mask=None)),
-        ("a residual connection is missing around the masked self-attention: norm1(x + self_attn(...))", run(res=(False, True, True))),
+        ("a residual connection is missing around the masked self-attention: norm1(x + "
+         "self_attn(...))", run(res=(False, True, True))),
         ("a residual connection is missing around the cross-attention: norm2(x + cross_attn(...))", run(res=(True, False, True))),
         ("a residual connection is missing around the feed-forward network: norm3(x + ff(x))", run(res=(True, True, False))),
         (ORDER, run(order="cross-self")),
@@ -265,7 +268,8 @@ def _verdict(fn: Callable[..., Any], layer_fn: Callable[..., Any], d: int, tried
     except AssertionError:  # a pytest-style test that failed
         return False
     except Exception as err:
-        fail(tried, "True or False", f"{type(err).__name__}: {err}", "run your function on this layer yourself and read the error")
+        fail(tried, "True or "
+                    "False", f"{type(err).__name__}: {err}", "run your function on this layer yourself and read the error")
     if got is None:
         if leaky:
             fail(tried, "False (the layer leaks)", "None", "your function returned nothing: return False (or assert) as soon as "
@@ -370,7 +374,8 @@ def _stack_mistakes(*args: Any) -> list[tuple[str, torch.Tensor]]:
     return pairs + [
         ("run the source through ALL the encoder layers first: the memory is the LAST encoder layer's output, "
          "not the first one's", run(memory_from="first")),
-        ("the encoder is skipped: the memory is the source after every encoder layer, not the source itself", run(memory_from="src")),
+        ("the encoder is skipped: the memory is the source after every encoder layer, not the source "
+         "itself", run(memory_from="src")),
         ("chain the decoder layers: each one reads the PREVIOUS decoder layer's output, not tgt again", run(chain_dec=False)),
         ("chain the encoder layers: each one reads the PREVIOUS encoder layer's output, not src again", run(chain_enc=False)),
         ("the encoder ignores the source padding: pass src_mask to every encoder layer", run(enc_mask=False)),
@@ -394,7 +399,8 @@ def encoder_decoder(fn: Callable[..., Any]) -> None:
         with torch.no_grad():
             got = call(fn, enc, dec, src.clone(), tgt.clone(), src_mask.clone(), tgt_mask.clone(), tried=tried)
             args = (enc, dec, src, tgt, src_mask, tgt_mask)
-            expect_shape(got, (2, 4, d), tried=tried, hint="return the decoder's output: one vector per TARGET position, (B, T, D)")
+            expect_shape(got, (2, 4, d), tried=tried, hint="return the decoder's output: one vector per TARGET position, (B, T, "
+                                                           "D)")
             expect_close(got, _stack(*args), tried=tried, atol=1e-8, rtol=1e-6,
                          mistakes=_stack_mistakes(*args),
                          hint="memory = the source after all encoder layers (with src_mask); then each decoder layer in turn "

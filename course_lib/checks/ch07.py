@@ -9,8 +9,9 @@ is known exactly. No course model module is imported.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -88,7 +89,8 @@ def _smoothed(logits: torch.Tensor, target: torch.Tensor, eps: float, ignore_ind
         others = {"V": V, "V-2": V - 2}[spread]
         off = eps / others if eps > 0 else 0.0
         on = 1 - eps + (off if spread == "V" else 0.0)
-        loss = loss + (on * math.log(on) if on > 0 else 0.0) + ((others - (spread == "V")) * off * math.log(off) if off > 0 else 0.0)
+        loss = loss + (on * math.log(on) if on > 0 else 0.0)
+        loss = loss + ((others - (spread == "V")) * off * math.log(off) if off > 0 else 0.0)
     keep = (target != ignore_index) if mask_pads else torch.ones_like(target, dtype=torch.bool)  # (B, T)
     summed = (loss * keep).sum()
     return {"valid": summed / keep.sum(), "all": summed / target.numel(), "none": summed}[divide_by]
@@ -108,7 +110,8 @@ def _ls_mistakes(logits: torch.Tensor, target: torch.Tensor, eps: float, ignore_
          "(mask = target != ignore_index)", run(mask_pads=False)),
         ("take the mean over the NON-pad positions only: divide the masked sum by mask.sum(), not by every position (B * T)",
          run(divide_by="all")),
-        ("return the MEAN over the non-pad positions, not their sum (the loss must not grow with the batch)", run(divide_by="none")),
+        ("return the MEAN over the non-pad positions, not their sum (the loss must not grow with the "
+         "batch)", run(divide_by="none")),
         ("the smoothing term is the MEAN of -log p over the V classes (eps / V on each class), not their sum: with the sum "
          "the target distribution q adds up to 1 - eps + V * eps instead of 1", run(spread="sum")),
         (spread + " (not eps / (V - 1) over the other classes)", run(spread="V-1")),
@@ -138,11 +141,13 @@ def _ls_cases() -> list[tuple[str, torch.Tensor, torch.Tensor, dict]]:
     t3 = torch.tensor([[0, 5, 8, 2, 3, 3], [6, 0, 1, 2, 3, 3]])  # (2, 6): 3 is the ignored class, 0 a real one
     t4 = torch.tensor([[3, 4, 2, 0], [5, 2, 0, 0]])  # (2, 4)
     return [
-        ("logits (2, 5, 7), target (2, 5) with 2 pads, default epsilon and ignore_index", randn(2, 5, 7, seed=1, scale=2.0), t1, {}),
+        ("logits (2, 5, 7), target (2, 5) with 2 pads, default epsilon and "
+         "ignore_index", randn(2, 5, 7, seed=1, scale=2.0), t1, {}),
         ("logits (3, 4, 11), target (3, 4) with 2 pads, epsilon=0.2", randn(3, 4, 11, seed=2, scale=3.0), t2, {"epsilon": 0.2}),
         ("logits (2, 6, 9), target (2, 6), epsilon=0.1, ignore_index=3 (class 0 is a real class here)",
          randn(2, 6, 9, seed=3), t3, {"epsilon": 0.1, "ignore_index": 3}),
-        ("logits (2, 4, 6), target (2, 4) with 3 pads, epsilon=0.0 (plain cross-entropy)", randn(2, 4, 6, seed=4), t4, {"epsilon": 0.0}),
+        ("logits (2, 4, 6), target (2, 4) with 3 pads, epsilon=0.0 (plain "
+         "cross-entropy)", randn(2, 4, 6, seed=4), t4, {"epsilon": 0.0}),
     ]
 
 
@@ -173,8 +178,10 @@ def label_smoothing_loss(fn: Callable[..., Any]) -> None:
     call(got.backward, tried=tried)
     ref = logits.detach().clone().requires_grad_(True)
     F.cross_entropy(ref.reshape(-1, 7), target.reshape(-1), label_smoothing=0.1, ignore_index=0).backward()
-    expect_close(logits.grad, torch.zeros_like(logits) if ref.grad is None else ref.grad, tried=tried + ": the gradient with respect to the logits",
-                 hint="the gradient differs from F.cross_entropy's although the value matched: compute the loss from the logits directly")
+    expect_close(logits.grad, torch.zeros_like(logits) if ref.grad is None else ref.grad, tried=tried + ": the gradient with "
+                                                                                                        "respect to the logits",
+                 hint="the gradient differs from F.cross_entropy's although the value matched: compute the loss from the logits "
+                      "directly")
     ok("label_smoothing_loss: equal to F.cross_entropy(label_smoothing=eps, ignore_index=...), gradients included")
 
 
@@ -226,7 +233,8 @@ def noam_lr(fn: Callable[..., Any]) -> None:
             try:
                 got.append(float(value))
             except (TypeError, ValueError):
-                fail(tried, "a number (a Python float)", f"{type(value).__name__}: {describe(value)}", "return a float, e.g. float(...)")
+                fail(tried, "a number (a Python "
+                            "float)", f"{type(value).__name__}: {describe(value)}", "return a float, e.g. float(...)")
         expected = [_noam(s, d_model, warmup, factor) for s in steps]
         close = lambda a, b: all(math.isclose(x, y, rel_tol=1e-6, abs_tol=1e-12) for x, y in zip(a, b))  # noqa: E731
         if close(got, expected):
@@ -286,7 +294,8 @@ class ScriptedTranslator(nn.Module):
         if not isinstance(tgt, torch.Tensor) or tgt.dim() != 2 or tgt.is_floating_point() or tgt.shape[1] == 0:
             raise TypeError(f"decode expects tgt as integer ids of shape (B, T) with T >= 1, got {describe(tgt)}")
         if not isinstance(memory, torch.Tensor) or memory.dim() != 3 or memory.shape[0] != tgt.shape[0]:
-            raise TypeError(f"decode expects the memory returned by encode, (B, S, 1) with the same B as tgt, got {describe(memory)}")
+            raise TypeError("decode expects the memory returned by encode, (B, S, 1) with the same B as tgt, got "
+                            f"{describe(memory)}")
         B, T = tgt.shape
         S = memory.shape[1]
         if src_mask is None and src is not None:  # like the Transformer: the mask built from src
@@ -338,17 +347,21 @@ def _greedy_reference(model: ScriptedTranslator, src: torch.Tensor, max_len: int
 def _greedy_mistakes(model: ScriptedTranslator, src: torch.Tensor, max_len: int) -> list[tuple[str, torch.Tensor]]:
     run = lambda **kw: _greedy_reference(model, src, max_len, **kw)  # noqa: E731
     return [
-        ("feed the WHOLE growing prefix (<bos> and every token chosen so far) to decode at each step, not only the last token", run(feed="last")),
+        ("feed the WHOLE growing prefix (<bos> and every token chosen so far) to decode at each step, not only the last "
+         "token", run(feed="last")),
         ("you repeat the first word: append each chosen token to the prefix, decode the grown prefix again, and read the "
         "logits of its LAST position, logits[:, -1] (position 0 always scores the word after <bos>)", run(pos=0)),
         ("return the generated tokens only: drop the <bos> you started from (ys[:, 1:])", run(keep_bos=True)),
-        ("stop at <eos>: a row that has produced <eos> gets pad_id from then on, and the loop ends when every row is done", run(stop="never")),
+        ("stop at <eos>: a row that has produced <eos> gets pad_id from then on, and the loop ends when every row is "
+         "done", run(stop="never")),
         ("a row that has written <eos> is finished: from then on it gets pad_id, not the model's next words (yours goes on "
-        "writing after <eos> while the other rows finish); keep a `done` flag per row and masked_fill(done, pad_id)", run(pad=False)),
+        "writing after <eos> while the other rows finish); keep a `done` flag per row and masked_fill(done, "
+        "pad_id)", run(pad=False)),
         ("stop only when EVERY row has produced <eos>, not as soon as one has", run(stop="any")),
         ("keep the <eos> token in the output (it tells where the translation ends)", run(keep_eos=False)),
         ("pass the source padding mask to decode as well: src_mask = (src != pad_id).unsqueeze(1), "
-        "model.decode(ys, memory, src_mask); without it the decoder reads the padding of the shorter sentences", run(masked=False)),
+        "model.decode(ys, memory, src_mask); without it the decoder reads the padding of the shorter "
+        "sentences", run(masked=False)),
     ]
 
 
@@ -433,7 +446,8 @@ def _beam_mistakes(log_probs: torch.Tensor, scores: torch.Tensor, k: int) -> lis
         (idx_hint + " (you swapped them)", run(index="swapped")),
         (idx_hint + " (divide by V, the vocabulary size, not by K)", run(index="K")),
         ("keep the LARGEST scores (log-probabilities: higher is better)", run(largest=False)),
-        ("new_scores are running totals: scores[beam] + log_probs[beam, token], not the step's log-prob alone", run(new="log_probs")),
+        ("new_scores are running totals: scores[beam] + log_probs[beam, token], not the step's log-prob "
+         "alone", run(new="log_probs")),
         ("you flattened the TRANSPOSED totals (V, K), so an index no longer splits as beam = idx // V, token = idx % V: "
          "flatten the (K, V) totals as they are, total.reshape(-1) (row k holds beam k's V candidates)", run(transposed=True)),
         ("each beam kept only its own best token (top-1 per beam): that is K greedy searches side by side, not beam "
@@ -454,9 +468,12 @@ def _beam_cases() -> list[tuple[str, torch.Tensor, torch.Tensor, int]]:
     return [
         ("K=3 beams, V=5, scores [-1.0, -1.5, -2.0], beam_size=3 (beam 0 holds the two best words)",
          probs.log(), torch.tensor([-1.0, -1.5, -2.0], dtype=torch.float64), 3),
-        ("the first step: K=1 beam (just <bos>), V=12, scores [0.0], beam_size=4", rand[:1], torch.zeros(1, dtype=torch.float64), 4),
-        ("K=4, V=12, scores [-0.3, -0.4, -2.5, -3.0], beam_size=4", rand, torch.tensor([-0.3, -0.4, -2.5, -3.0], dtype=torch.float64), 4),
-        ("K=4, V=12, scores [-3.0, -0.2, -0.9, -0.5], beam_size=2", rand.flip(1), torch.tensor([-3.0, -0.2, -0.9, -0.5], dtype=torch.float64), 2),
+        ("the first step: K=1 beam (just <bos>), V=12, scores [0.0], "
+         "beam_size=4", rand[:1], torch.zeros(1, dtype=torch.float64), 4),
+        ("K=4, V=12, scores [-0.3, -0.4, -2.5, -3.0], "
+         "beam_size=4", rand, torch.tensor([-0.3, -0.4, -2.5, -3.0], dtype=torch.float64), 4),
+        ("K=4, V=12, scores [-3.0, -0.2, -0.9, -0.5], "
+         "beam_size=2", rand.flip(1), torch.tensor([-3.0, -0.2, -0.9, -0.5], dtype=torch.float64), 2),
     ]
 
 
@@ -471,7 +488,8 @@ def beam_step(fn: Callable[..., Any]) -> None:
         right = _beam_reference(log_probs, scores, k)
         names = ("new_scores", "beam_idx", "token_idx")
         for name, g, r in zip(names, got, right):
-            expect_shape(g, tuple(r.shape), tried=f"{tried}: {name}", hint=f"{name} has one entry per survivor: shape (beam_size,) = ({k},)")
+            expect_shape(g, tuple(r.shape), tried=f"{tried}: {name}", hint=f"{name} has one entry per survivor: shape "
+                                                                           f"(beam_size,) = ({k},)")
         for name, g in zip(names[1:], got[1:]):
             if g.dtype.is_floating_point:
                 fail(f"{tried}: {name}", "integer indices (torch.long)", f"dtype {g.dtype}",
@@ -487,6 +505,7 @@ def beam_step(fn: Callable[..., Any]) -> None:
         order = torch.argsort(got[0].double(), descending=True)
         if same(tuple(t[order] for t in got), right):
             fail(tried, shown(right), shown(got), "return the survivors best first (descending scores), as topk does")
-        fail(tried, shown(right), shown(got), "total = scores[:, None] + log_probs (K, V); take topk(beam_size) of total.view(-1); "
+        fail(tried, shown(right), shown(got), "total = scores[:, None] + log_probs (K, V); take topk(beam_size) of "
+                                              "total.view(-1); "
                                               "beam = idx // V, token = idx % V")
     ok("beam_step: adds the running scores, picks the best beam_size of all K * V continuations, splits idx into (beam, token)")

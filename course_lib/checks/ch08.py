@@ -8,7 +8,8 @@ and ``nn.TransformerEncoderLayer(norm_first=True)`` itself. No course model modu
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -210,7 +211,9 @@ def _pre_ln(x: torch.Tensor, layer: nn.TransformerEncoderLayer, mask: torch.Tens
     return norm(layer.norm2, x) if final_norm else x
 
 
-def _pre_ln_mistakes(x: torch.Tensor, layer: nn.TransformerEncoderLayer, mask: torch.Tensor | None) -> list[tuple[str, torch.Tensor]]:
+def _pre_ln_mistakes(
+    x: torch.Tensor, layer: nn.TransformerEncoderLayer, mask: torch.Tensor | None
+) -> list[tuple[str, torch.Tensor]]:
     run = lambda **kw: _pre_ln(x, layer, mask, **kw)  # noqa: E731
     out = [
         ("this is post-LN (the paper's norm(x + sublayer(x))); norm_first=True is pre-LN: x + sublayer(norm(x)), the norm "
@@ -251,7 +254,8 @@ def pre_ln_encoder_layer(fn: Callable[..., Any]) -> None:
     x = randn(2, 5, d, seed=3)
     pad = torch.tensor([[True] * 5, [True, True, True, False, False]])[:, None, :]  # (2, 1, 5) True = real token
     for mask, what in ((None, "mask=None"), (pad, "mask (2, 1, 5), True = real token; the second sentence has 3")):
-        tried = f"pre_ln_encoder_layer(x of shape (2, 5, {d}), nn.TransformerEncoderLayer({d}, nhead={h}, dim_feedforward={d_ff}, norm_first=True), {what})"
+        layer_text = f"nn.TransformerEncoderLayer({d}, nhead={h}, dim_feedforward={d_ff}, norm_first=True)"
+        tried = f"pre_ln_encoder_layer(x of shape (2, 5, {d}), {layer_text}, {what})"
         with torch.no_grad():
             got = call(fn, x.clone(), layer, None if mask is None else mask.clone(), tried=tried)
         # the reference, with autograd on so that PyTorch takes its ordinary (not its inference fast) path
