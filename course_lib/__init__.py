@@ -70,8 +70,9 @@ def thread_count(workload: str, cores: int, load: float) -> int:
     else one. The 1-minute load average counts this kernel's own work of the previous cells (about
     1 on an otherwise idle machine: measured, a run of every notebook on an idle 2-core VM chose 1
     thread under the old rule ``cores - load >= 1.5``), so the rule is ``cores - load >= 0.5``.
-    Measured on 2 cores: quiet, 63 ms a step with 2 threads vs 98 ms with 1; busy (load average 10), 1.4-5.5 s with 2 threads vs 0.27-0.33 s with 1. A second
-    thread gains 1.5x when a core is free and loses 4-20x (once 90x) when none is, so it waits for room.
+    Measured on 2 cores: quiet, 63 ms a step with 2 threads vs 98 ms with 1; busy (load average
+    10), 1.4-5.5 s with 2 threads vs 0.27-0.33 s with 1. A second thread gains 1.5x when a core
+    is free and loses 4-20x (once 90x) when none is, so it waits for room.
     See docs/troubleshooting.md.
     """
     if workload not in ("small", "training"):
