@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from .attention import causal_mask
 from .encoder import FeedForward, LayerNorm
 from .multihead import MultiHeadAttention, split_heads
+from .validate import check_int
 
 __all__ = [
     "GPT",
@@ -232,11 +233,9 @@ def check_ids(ids: object, vocab_size: int, max_len: int | None, start: int = 0)
 
 
 def check_positive_ints(config: object, names: tuple[str, ...]) -> None:
-    """Raise a clear error unless each named field of ``config`` is a positive int."""
+    """Raise a clear error unless each named field of ``config`` is a positive int (``validate.check_int``)."""
     for name in names:
-        value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{type(config).__name__}.{name} must be a positive int, got {value!r}")
+        check_int(getattr(config, name), f"{type(config).__name__}.{name}")
 
 
 def _init_weights(module: nn.Module) -> None:

@@ -160,9 +160,9 @@ def test_gpt_from_hf_rejects_other_models_and_activations():
 
 
 def test_configs_name_a_bad_size():
-    with pytest.raises(ValueError, match="GPTConfig.n_layers must be a positive int"):
+    with pytest.raises(ValueError, match="GPTConfig.n_layers must be an int >= 1, got 0"):
         GPTConfig(vocab_size=10, n_layers=0)
-    with pytest.raises(ValueError, match="LlamaStyleConfig.d_ff must be a positive int"):
+    with pytest.raises(TypeError, match="LlamaStyleConfig.d_ff must be an int >= 1, got float 2.5"):
         LlamaStyleConfig(vocab_size=10, d_ff=2.5)
     with pytest.raises(ValueError, match="multiple of n_kv_heads"):
         LlamaStyleConfig(vocab_size=10, n_heads=4, n_kv_heads=3)
