@@ -1,11 +1,12 @@
-"""Chapter 07 · Batches: sentence pairs -> token ids -> padded batches of similar length.
+"""Chapter 07 · Batches: sentence pairs -> token ids -> padded batches of similar length (and ``unk_dropout``,
+which teaches the model the unknown-word token ``<unk>``).
 
 ``training`` re-exports these names; the chapter teaches them as part of training.
 """
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -15,7 +16,9 @@ from .attention import padding_mask
 from .corpus import pair_text
 from .tokens import Tokenize, Vocab, word_tokenize
 
-__all__ = ["build_vocabs", "encode_pairs", "Batch", "collate", "make_batches"]
+__all__ = ["build_vocabs", "encode_pairs", "unk_dropout", "Batch", "collate", "make_batches"]
+
+Examples = list[tuple[list[int], list[int]]]  # (source ids, target ids) per pair
 
 
 def build_vocabs(pairs: Sequence, min_freq: int = 1, tokenize: Tokenize = word_tokenize) -> tuple[Vocab, Vocab]:
@@ -26,9 +29,24 @@ def build_vocabs(pairs: Sequence, min_freq: int = 1, tokenize: Tokenize = word_t
 
 
 def encode_pairs(pairs: Sequence, src_vocab: Vocab, tgt_vocab: Vocab,
-                 tokenize: Tokenize = word_tokenize) -> list[tuple[list[int], list[int]]]:
+                 tokenize: Tokenize = word_tokenize) -> Examples:
     """Each pair as (source ids, target ids), without <bos>/<eos> (``make_batches`` adds them)."""
     return [(src_vocab.encode(tokenize(en)), tgt_vocab.encode(tokenize(ko))) for en, ko in map(pair_text, pairs)]
+
+
+def unk_dropout(examples: Sequence[tuple[list[int], list[int]]], p: float, seed: int = 0, unk_id: int = Vocab.unk_id,
+                only: Collection[int] | None = None) -> Examples:
+    """The (source ids, target ids) examples with each source id replaced by ``unk_id`` with probability ``p``.
+
+    The targets stay: the model learns that ``<unk>`` stands for some word whose translation it cannot know
+    while the rest of the sentence is still to be translated. Special ids (below 4) are never replaced;
+    ``only`` limits the replacement to those ids (e.g. the nouns). A new list; ``examples`` is not changed.
+    """
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"p must be a probability in [0, 1], got {p!r}")
+    rng = random.Random(seed)
+    return [([unk_id if i >= len(Vocab.SPECIALS) and (only is None or i in only) and rng.random() < p else i
+              for i in src], list(tgt)) for src, tgt in examples]
 
 
 @dataclass

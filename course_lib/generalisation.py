@@ -2,8 +2,8 @@
 
 Each experiment is a split of the corpus (``held_out_form_splits``, ``length_capped_splits``), a probe
 of a trained model (``shifted_source_positions``, ``substitution_set`` with ``kept_other_words``,
-``unk_row_change``) or a change of the training data that needs no edit to ``training.py``
-(``unk_dropout``). ``fit`` trains a small model with the chapter 07 loop and measures its CPU cost.
+``unk_row_change``); the fix for unknown words, ``training.unk_dropout``, is part of the chapter 07
+training command. ``fit`` trains a small model with the chapter 07 loop and measures its CPU cost.
 """
 from __future__ import annotations
 
@@ -17,19 +17,18 @@ from typing import cast
 import torch
 from torch import Tensor, nn
 
+from .batches import Examples
 from .corpus import Pair, generate, make_splits
 from .grammar import NOUNS, with_particle
 from .model import Transformer, TransformerConfig
-from .tokens import Vocab, detokenize, word_tokenize
+from .tokens import Tokenize, Vocab, detokenize, word_tokenize
 from .training import CHAPTER07_TRAIN, TrainConfig, build_vocabs, encode_pairs, make_batches, train
 
 __all__ = ["HELD_OUT_NOUNS", "HELD_OUT_PARTICLES", "held_out_forms", "uses_form", "FormSplits", "held_out_form_splits",
            "LengthSplits", "length_capped_splits", "en_length", "by_length", "ShiftedSourceEmbedding",
            "shifted_source_positions", "OOV_NOUNS", "Substitution", "substitution_set", "kept_other_words",
-           "unk_row_change", "fresh_model", "unk_dropout", "Fitted", "fit"]
+           "unk_row_change", "fresh_model", "Fitted", "fit"]
 
-Tokenize = Callable[[str], list[str]]
-Examples = list[tuple[list[int], list[int]]]
 
 # --- 1. word forms never seen in training ------------------------------------------------------
 
@@ -243,21 +242,6 @@ def unk_row_change(trained: Transformer, initial: Transformer) -> float:
         raise ValueError("unk_row_change compares a model with its own initialisation: the configs differ")
     a, b = trained.src_embed.weight[Vocab.unk_id], initial.src_embed.weight[Vocab.unk_id]  # (D,)
     return float((a.detach().float() - b.detach().float()).abs().max())
-
-
-def unk_dropout(examples: Examples, p: float, seed: int = 0, unk_id: int = Vocab.unk_id,
-                only: Collection[int] | None = None) -> Examples:
-    """The (source ids, target ids) examples with each source id replaced by ``unk_id`` with probability ``p``.
-
-    The targets stay: the model learns that ``<unk>`` stands for some word whose translation it cannot know
-    while the rest of the sentence is still to be translated. Special ids (below 4) are never replaced;
-    ``only`` limits the replacement to those ids (e.g. the nouns). A new list; ``examples`` is not changed.
-    """
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"p must be a probability in [0, 1], got {p!r}")
-    rng = random.Random(seed)
-    return [([unk_id if i >= len(Vocab.SPECIALS) and (only is None or i in only) and rng.random() < p else i
-              for i in src], list(tgt)) for src, tgt in examples]
 
 
 # --- training small models ---------------------------------------------------------------------

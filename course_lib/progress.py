@@ -107,15 +107,15 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def number(kind: type, low: float, what: str) -> Callable[[str], int | float]:
-    """An argparse type: ``kind(text)``, finite and >= ``low``; else an error saying ``what`` was expected."""
+def number(kind: type, low: float, what: str, high: float = math.inf) -> Callable[[str], int | float]:
+    """An argparse type: ``kind(text)``, finite and in [``low``, ``high``]; else an error saying ``what`` was expected."""
 
     def parse(text: str) -> int | float:
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if not (math.isfinite(value) and value >= low):
+        if not (math.isfinite(value) and low <= value <= high):
             raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
         return value
     return parse

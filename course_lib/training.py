@@ -2,8 +2,9 @@
 schedule from ``objective``; this module re-exports both, so ``training.make_batches`` etc. keep working).
 
 ``python -m course_lib.training --out course_lib/data/translator_en_ko.pt --seed 0`` trains the chapter's
-model on ``corpus.make_splits(seed)`` and writes the checkpoint that ships with the course. It runs
-unchanged under ``torchrun --nproc_per_node=N -m course_lib.training ...`` (DistributedDataParallel).
+model on ``corpus.make_splits(seed)`` (with ``UNK_DROPOUT`` of the source words as ``<unk>``) and writes the
+checkpoint that ships with the course. It runs unchanged under
+``torchrun --nproc_per_node=N -m course_lib.training ...`` (DistributedDataParallel).
 Its options are checked before anything runs (one-line errors); Ctrl-C saves the progress to
 ``OUT.progress.pt`` and ``--resume`` continues it to the same weights as an uninterrupted run.
 ``--config paper_base --bf16`` trains the paper's base model on the course corpus (one shared vocabulary) in
@@ -26,21 +27,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .batches import Batch, build_vocabs, collate, encode_pairs, make_batches  # re-exported
-
-# Transitional, not part of training's API: notebooks 07/08 and some tests still import these from here.
-# Remove this line once they import them from course_lib.checkpoint.
-from .checkpoint import (  # noqa: F401
-    PRETRAINED_PATH,
-    Checkpoint,
-    CheckpointError,
-    average_state_dicts,
-    load_checkpoint,
-    load_pretrained,
-    save_checkpoint,
-    weights_fingerprint,
-)
-from .corpus import make_splits, pair_text  # noqa: F401  (pair_text: transitional re-export, now in corpus)
+from .batches import Batch, build_vocabs, collate, encode_pairs, make_batches, unk_dropout  # re-exported
+from .checkpoint import CheckpointError, average_state_dicts, save_checkpoint, weights_fingerprint
+from .corpus import make_splits, pair_text
 from .model import Transformer, TransformerConfig, inference
 from .objective import TrainConfig, label_smoothing_loss, make_optimizer, noam_lr
 from .progress import (
@@ -55,11 +44,11 @@ from .progress import (
 )
 from .tokens import Tokenize, Vocab, word_tokenize
 
-__all__ = ["build_vocabs", "encode_pairs", "Batch", "make_batches", "label_smoothing_loss",
+__all__ = ["build_vocabs", "encode_pairs", "unk_dropout", "Batch", "make_batches", "label_smoothing_loss",
            "noam_lr", "make_optimizer", "TrainConfig", "TrainingError", "TrainingInterrupted", "default_device", "train",
            "evaluate_loss", "progress_path", "build_parser", "parse_args",
            "MODEL_CONFIGS", "shared_vocab", "model_config", "autocast_context",
-           "chapter07_config", "chapter07_pairs", "NOTE_REPEATS", "CHAPTER07_TRAIN", "main", "collate"]
+           "chapter07_config", "chapter07_pairs", "NOTE_REPEATS", "UNK_DROPOUT", "CHAPTER07_TRAIN", "main", "collate"]
 
 
 # --- the training loop ------------------------------------------------------------------------
@@ -261,6 +250,12 @@ def chapter07_pairs(train_pairs: Sequence, note_repeats: int = NOTE_REPEATS) -> 
     return list(train_pairs) + [p for p in train_pairs if getattr(p, "construction", "") == "note"] * note_repeats
 
 
+UNK_DROPOUT = 0.05
+"""Share of training source words the chapter replaces by ``<unk>`` (``unk_dropout``). ``<unk>`` never occurs in the
+training source otherwise, so its embedding row would stay as initialised and an unknown word would derail the whole
+sentence (chapter 10 measures it): with 5 % of the words dropped the model learns to translate around the gap."""
+
+
 CHAPTER07_TRAIN = TrainConfig(epochs=8, batch_size=128, warmup=400, lr_factor=1.0, label_smoothing=0.1, seed=0,
                               max_seconds=170.0, average_last=3)
 
@@ -304,7 +299,8 @@ def _init_distributed() -> tuple[int, int]:
 
 
 PROG = "python -m course_lib.training"
-RUN_KEYS = ("seed", "epochs", "batch_size", "max_steps", "note_repeats", "tiny", "config", "bf16")  # a resumed run repeats these
+# a resumed run repeats these
+RUN_KEYS = ("seed", "epochs", "batch_size", "max_steps", "note_repeats", "unk_dropout", "tiny", "config", "bf16")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -319,6 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="stop early after this long (not reproducible)")
     parser.add_argument("--max-steps", type=positive, default=None)
     parser.add_argument("--note-repeats", type=count, default=NOTE_REPEATS, help="extra copies of the note's sentences")
+    parser.add_argument("--unk-dropout", type=number(float, 0.0, "a probability in [0, 1]", high=1.0),
+                        default=UNK_DROPOUT, help="share of training source words replaced by <unk> (0 turns it off)")
     parser.add_argument("--tiny", action="store_true", help="TransformerConfig.tiny sizes (for quick tests; = --config tiny)")
     parser.add_argument("--config", choices=MODEL_CONFIGS, default="chapter07",
                         help="model size: the chapter's, tiny, or the paper's base model with one shared vocabulary")
@@ -356,7 +354,8 @@ def _train_and_save(args: argparse.Namespace) -> int:
     name = "tiny" if args.tiny else args.config
     src_vocab, tgt_vocab = ((shared_vocab(splits.train),) * 2 if name == "paper_base" else build_vocabs(splits.train))
     train_pairs = chapter07_pairs(splits.train, args.note_repeats)
-    train_batches = make_batches(encode_pairs(train_pairs, src_vocab, tgt_vocab), args.batch_size, seed=args.seed)
+    train_examples = unk_dropout(encode_pairs(train_pairs, src_vocab, tgt_vocab), args.unk_dropout, seed=args.seed)
+    train_batches = make_batches(train_examples, args.batch_size, seed=args.seed)
     valid_batches = make_batches(encode_pairs(splits.valid, src_vocab, tgt_vocab), 256, shuffle=False)
     model = Transformer(model_config(name, len(src_vocab), len(tgt_vocab)))
     config = replace(CHAPTER07_TRAIN, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
@@ -380,7 +379,8 @@ def _train_and_save(args: argparse.Namespace) -> int:
     if world > 1:
         torch.distributed.all_gather_object(prints, prints[0])
     if rank == 0:
-        meta = {"seed": args.seed, "train_config": asdict(config), "note_repeats": args.note_repeats, "world_size": world,
+        meta = {"seed": args.seed, "train_config": asdict(config), "note_repeats": args.note_repeats,
+                "unk_dropout": args.unk_dropout, "world_size": world,
                 "torch": torch.__version__, "replica_float32_sha256": prints, "valid_loss": history["valid_loss"],
                 **{k: round(history[k], 1) for k in ("steps", "epochs", "seconds", "tokens_per_s")}}
         save_checkpoint(args.out, model, src_vocab, tgt_vocab, meta, half=not args.float32)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from course_lib import training
+from course_lib import checkpoint, training
 from course_lib.model import Transformer, TransformerConfig
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -321,7 +321,7 @@ def test_paper_base_trains_on_the_course_corpus_with_one_vocabulary(tmp_path, mo
     out = tmp_path / "base.pt"
     assert training.main(["--out", str(out), "--config", "paper_base", "--max-steps", "1", "--epochs", "1",
                           "--batch-size", "8", "--quiet"]) == 0
-    ckpt = training.load_checkpoint(out)
+    ckpt = checkpoint.load_checkpoint(out)
     vocab = ckpt.src_vocab
     assert vocab.itos == ckpt.tgt_vocab.itos == training.shared_vocab(small(0).train).itos
     assert {"I", "나는"} <= set(vocab.itos)  # English and Korean in one table

@@ -18,7 +18,6 @@ from course_lib.generalisation import (
     length_capped_splits,
     shifted_source_positions,
     substitution_set,
-    unk_dropout,
     unk_row_change,
     uses_form,
 )
@@ -137,20 +136,6 @@ def test_unk_row_change_sees_a_trained_row_and_nothing_else():
     state = torch.random.get_rng_state()
     fresh_model(TransformerConfig.tiny(30, 30), 3)
     assert torch.equal(state, torch.random.get_rng_state())  # the global RNG is untouched
-
-
-def test_unk_dropout_replaces_source_ids_only():
-    examples = [([4, 5, 6, 2], [7, 8]), ([9, 10], [11])]
-    assert unk_dropout(examples, 0.0) == examples
-    assert unk_dropout(examples, 1.0) == [([3, 3, 3, 2], [7, 8]), ([3, 3], [11])]  # <eos> (2) is special: kept
-    assert unk_dropout(examples, 1.0, only={5, 10}) == [([4, 3, 6, 2], [7, 8]), ([9, 3], [11])]
-    many = [(list(range(4, 104)), [5])] * 20
-    dropped = unk_dropout(many, 0.1, seed=0)
-    share = sum(i == 3 for src, _ in dropped for i in src) / 2000
-    assert 0.07 < share < 0.13 and dropped == unk_dropout(many, 0.1, seed=0) and dropped != unk_dropout(many, 0.1, seed=1)
-    assert examples == [([4, 5, 6, 2], [7, 8]), ([9, 10], [11])]  # not changed in place
-    with pytest.raises(ValueError, match="probability in \\[0, 1\\]"):
-        unk_dropout(examples, 1.5)
 
 
 def test_fit_trains_a_small_model_and_measures_its_cost(small_splits):

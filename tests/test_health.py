@@ -87,6 +87,7 @@ def test_evaluate_loss_restores_the_models_mode():
 def test_training_no_longer_advertises_checkpoint_names():
     from course_lib import checkpoint, training
     assert not set(training.__all__) & set(checkpoint.__all__)
+    assert not any(hasattr(training, name) for name in ("load_pretrained", "load_checkpoint", "PRETRAINED_PATH", "Checkpoint"))
     assert "pair_text" not in training.__all__ and "pair_text" in __import__("course_lib.corpus").corpus.__all__
 
 

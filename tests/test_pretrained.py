@@ -11,7 +11,7 @@ import pytest
 from course_lib import corpus
 from course_lib.checkpoint import PRETRAINED_PATH, load_pretrained
 from course_lib.decoding import evaluate, translate
-from course_lib.training import CHAPTER07_TRAIN, NOTE_REPEATS, build_vocabs, chapter07_config
+from course_lib.training import CHAPTER07_TRAIN, NOTE_REPEATS, UNK_DROPOUT, build_vocabs, chapter07_config
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +37,7 @@ def test_the_checkpoint_is_small_and_is_the_chapters_model(ckpt, splits):
     assert not ckpt.model.training and next(ckpt.model.parameters()).device.type == "cpu"
     meta = ckpt.meta
     assert meta["seed"] == 0 and meta["world_size"] == 1 and meta["note_repeats"] == NOTE_REPEATS
+    assert meta["unk_dropout"] == UNK_DROPOUT  # trained with word dropout (chapter 10 measures why)
     expected = {**vars(CHAPTER07_TRAIN), "max_seconds": None}  # the command trains without a time limit
     assert meta["train_config"] == expected
     assert meta["epochs"] == CHAPTER07_TRAIN.epochs and meta["steps"] > 1000

@@ -9,27 +9,23 @@ import torch
 import torch.nn.functional as F
 
 from course_lib import corpus
-from course_lib.checkpoint import content_digest
+from course_lib.checkpoint import CheckpointError, average_state_dicts, content_digest, load_checkpoint, save_checkpoint
 from course_lib.model import Transformer, TransformerConfig
 from course_lib.tokens import BPE, Vocab
 from course_lib.training import (
     CHAPTER07_TRAIN,
     NOTE_REPEATS,
     Batch,
-    CheckpointError,
     TrainConfig,
-    average_state_dicts,
     build_vocabs,
     chapter07_config,
     chapter07_pairs,
     encode_pairs,
     evaluate_loss,
     label_smoothing_loss,
-    load_checkpoint,
     make_batches,
     make_optimizer,
     noam_lr,
-    save_checkpoint,
     train,
 )
 
@@ -332,3 +328,33 @@ def test_bring_your_own_tsv_with_bpe(tmp_path):
     assert out == [ko for _, ko in pairs]  # a tiny model memorises six pairs
     assert isinstance(translate(model, "A zebra sings.", src_vocab, tgt_vocab, tokenize=bpe.tokenize,
                                 detokenize=bpe.detokenize), str)  # unseen characters: <unk>, no crash
+
+
+# --- word dropout (--unk-dropout) ---------------------------------------------------------------
+
+def test_unk_dropout_replaces_source_ids_only():
+    from course_lib.training import unk_dropout
+    examples = [([4, 5, 6, 2], [7, 8]), ([9, 10], [11])]
+    assert unk_dropout(examples, 0.0) == examples
+    assert unk_dropout(examples, 1.0) == [([3, 3, 3, 2], [7, 8]), ([3, 3], [11])]  # <eos> (2) is special: kept
+    assert unk_dropout(examples, 1.0, only={5, 10}) == [([4, 3, 6, 2], [7, 8]), ([9, 3], [11])]
+    many = [(list(range(4, 104)), [5])] * 20
+    dropped = unk_dropout(many, 0.1, seed=0)
+    share = sum(i == 3 for src, _ in dropped for i in src) / 2000
+    assert 0.07 < share < 0.13 and dropped == unk_dropout(many, 0.1, seed=0) and dropped != unk_dropout(many, 0.1, seed=1)
+    assert examples == [([4, 5, 6, 2], [7, 8]), ([9, 10], [11])]  # not changed in place
+    with pytest.raises(ValueError, match="probability in \\[0, 1\\]"):
+        unk_dropout(examples, 1.5)
+
+
+@pytest.mark.parametrize("p, trained", [("0", False), ("0.5", True)])
+def test_the_command_trains_the_unk_row_only_with_word_dropout(tmp_path, p, trained):
+    """--unk-dropout 0: <unk> never occurs in the source, so its embedding row keeps its initial values exactly."""
+    from course_lib import training
+    from course_lib.generalisation import fresh_model, unk_row_change
+    out = tmp_path / "m.pt"
+    assert training.main(["--out", str(out), "--tiny", "--max-steps", "3", "--quiet", "--float32", "--unk-dropout", p]) == 0
+    ckpt = load_checkpoint(out)
+    assert ckpt.meta["unk_dropout"] == float(p) and ckpt.meta["steps"] == 3
+    moved = unk_row_change(ckpt.model, fresh_model(ckpt.model.config, 0))
+    assert (moved > 1e-4) if trained else (moved == 0.0), moved
