@@ -195,6 +195,7 @@ class _Block:
     body: list[str] = dataclasses.field(default_factory=list)
 
 
+@functools.cache
 def load_hints(chapter: str) -> dict[str, tuple[str, str, str]]:
     """The graded hints of a chapter, ``{exercise: (idea, approach, near-code)}``, read once from
     ``checks/hints/<chapter>.md`` and checked against the ``@checker`` functions of ``checks/<chapter>.py``.
@@ -207,11 +208,6 @@ def load_hints(chapter: str) -> dict[str, tuple[str, str, str]]:
     or repeated level, a repeated exercise, hints without a checker or a checker without hints raise
     ValueError ``"<file>:<line>: <what is wrong>"``.
     """
-    return _load_hints(chapter)
-
-
-@functools.cache
-def _load_hints(chapter: str) -> dict[str, tuple[str, str, str]]:
     return read_hints(_HERE / "hints" / f"{chapter}.md", _HERE / f"{chapter}.py")
 
 

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 
 from . import call, checker, expect_close, expect_shape, fail, load_hints, ok, randn
 
-__all__ = ["HINTS", "apply_rotary", "grouped_query_attention", "next_token_loss", "rms_norm", "top_p_filter"]
+__all__ = ["HINTS", "apply_rotary", "grouped_query_attention", "next_token_loss", "rms_norm", "temperature_top_k",
+           "top_p_filter"]
 
 HINTS = load_hints("ch09")
 
