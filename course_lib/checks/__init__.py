@@ -6,9 +6,10 @@ expected, what came back, and a hint aimed at the likely mistake.
 
 Conventions for a chapter module ``checks/chNN.py`` (every chapter follows them):
 
-- ``HINTS: dict[str, tuple[str, str, str]]``: exercise name -> (idea, approach, near-code);
-  ``checks.hint("chNN.name")`` prints the next level on each call. Every exercise has hints;
-  formulas the learner should derive live here, not in the statement or the stub.
+- ``HINTS = load_hints("chNN")``: exercise name -> (idea, approach, near-code), written as
+  Markdown in ``checks/hints/chNN.md`` (format: :func:`load_hints`); ``checks.hint("chNN.name")``
+  prints the next level on each call. Every checker has hints and every hint a checker (the loader
+  checks both); formulas the learner should derive live there, not in the statement or the stub.
 - Every public checker is decorated with ``@checker("chNN.name")``, ``name`` being the checker's
   own function name (the one the notebook calls as ``checks.chNN.name(...)``). The decorator runs
   it inside ``torch.random.fork_rng`` (Python's and NumPy's RNG restored too), adds
@@ -26,11 +27,15 @@ functions or small formulas written here, so a bug in the course cannot hide a b
 """
 from __future__ import annotations
 
+import ast
+import dataclasses
 import functools
 import importlib
 import os
 import random
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import numpy as np
@@ -38,7 +43,7 @@ import torch
 
 __all__ = [
     "CheckFailed", "fail", "ok", "call", "expect_close", "expect_shape", "describe",
-    "hint", "hints_for", "checker", "no_trace", "randn", "first_difference",
+    "hint", "hints_for", "load_hints", "read_hints", "HINT_LEVELS", "checker", "no_trace", "randn", "first_difference",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -171,8 +176,151 @@ def no_trace(checker: F) -> F:
 
 
 # --- Hints on demand ------------------------------------------------------------------------
-# Each chapter module defines ``HINTS = {"exercise_name": (idea, approach, near_code), ...}``.
-# ``hint("ch07.noam_lr")`` prints the next level each time it is called.
+# A chapter's hints are text a teacher edits, in ``checks/hints/chNN.md``; the chapter module reads
+# them with ``HINTS = load_hints("chNN")``. ``hint("ch07.noam_lr")`` prints the next level each call.
+
+HINT_LEVELS = ("idea", "approach", "near-code")
+_HERE = Path(__file__).resolve().parent
+_FENCE = re.compile(r"(`{3,})")
+_EXERCISE = re.compile(r"[A-Za-z_]\w*")
+
+
+@dataclasses.dataclass
+class _Block:
+    """One heading of a hints file and the lines under it, up to the next heading."""
+
+    depth: int  # 1 for '#', 2 for '##', ...
+    title: str
+    line: int  # the heading's line number (1-based)
+    body: list[str] = dataclasses.field(default_factory=list)
+
+
+@functools.cache
+def load_hints(chapter: str) -> dict[str, tuple[str, str, str]]:
+    """The graded hints of a chapter, ``{exercise: (idea, approach, near-code)}``, read once from
+    ``checks/hints/<chapter>.md`` and checked against the ``@checker`` functions of ``checks/<chapter>.py``.
+
+    The file (Markdown) is an optional title and preamble, then for each exercise a heading
+    ``## name`` (its checker's name) followed by exactly ``### idea``, ``### approach`` and
+    ``### near-code``, in this order. A level's text is the lines under its heading, verbatim, without
+    the blank lines at its start and end; near-code is one fenced code block (three or more backticks),
+    whose content is the hint, so that ``#`` lines in code are not headings. Any other heading, a missing
+    or repeated level, a repeated exercise, hints without a checker or a checker without hints raise
+    ValueError ``"<file>:<line>: <what is wrong>"``.
+    """
+    return read_hints(_HERE / "hints" / f"{chapter}.md", _HERE / f"{chapter}.py")
+
+
+def read_hints(path: Path, source: Path) -> dict[str, tuple[str, str, str]]:
+    """The hints in the file ``path`` (format: :func:`load_hints`), checked against the checkers in ``source``."""
+    chapter = path.stem
+    exercises = _exercises(path, _blocks(path))
+    checkers = _checker_lines(source, chapter)
+    for name, (line, _) in exercises.items():
+        if name not in checkers:
+            raise ValueError(f"{path}:{line}: hints for {name!r}, but {source.name} has no @checker('{chapter}.{name}')")
+    for name, line in checkers.items():
+        if name not in exercises:
+            raise ValueError(f"{source}:{line}: @checker('{chapter}.{name}') has no hints: add '## {name}' to {path}")
+    return {name: levels for name, (_, levels) in exercises.items()}
+
+
+def _blocks(path: Path) -> list[_Block]:
+    """Split a hints file at its headings; lines inside a fenced code block are never headings."""
+    blocks = [_Block(0, "", 0)]  # the preamble
+    fence, fence_line = "", 0
+    for number, text in enumerate(path.read_text(encoding="utf-8").split("\n"), start=1):
+        opening = _FENCE.match(text)
+        if fence and _closes(text, fence):
+            fence = ""
+        elif not fence and opening:
+            fence, fence_line = opening.group(1), number
+        elif not fence and text.startswith("#"):
+            hashes = len(text) - len(text.lstrip("#"))
+            blocks.append(_Block(hashes, text[hashes:].strip(), number))
+            continue
+        blocks[-1].body.append(text)
+    if fence:
+        raise ValueError(f"{path}:{fence_line}: this code block is never closed (a line of {fence})")
+    return blocks
+
+
+def _exercises(path: Path, blocks: list[_Block]) -> dict[str, tuple[int, tuple[str, str, str]]]:
+    """``{exercise: (line of its heading, (idea, approach, near-code))}`` from a file's blocks."""
+    found: dict[str, tuple[int, tuple[str, str, str]]] = {}
+    heads = [i for i, b in enumerate(blocks) if b.depth == 2]
+    for block in blocks[1:heads[0] if heads else None]:
+        if block.depth != 1:
+            raise ValueError(f"{path}:{block.line}: '{'#' * block.depth} {block.title}' before the first '## exercise'")
+    for start, end in zip(heads, heads[1:] + [len(blocks)]):
+        head = blocks[start]
+        if head.title in found:
+            raise ValueError(f"{path}:{head.line}: exercise {head.title!r} again (first at line {found[head.title][0]})")
+        found[head.title] = (head.line, _levels(path, head, blocks[start + 1:end]))
+    return found
+
+
+def _levels(path: Path, head: _Block, levels: list[_Block]) -> tuple[str, str, str]:
+    """The three hint texts of one exercise: its heading, then its ``###`` blocks."""
+    if not _EXERCISE.fullmatch(head.title):
+        raise ValueError(f"{path}:{head.line}: '## {head.title}' is not an exercise name (a checker's function name)")
+    if any(text.strip() for text in head.body):
+        raise ValueError(f"{path}:{head.line}: text under '## {head.title}' before '### idea'")
+    for i, block in enumerate(levels):
+        wanted = HINT_LEVELS[i] if i < len(HINT_LEVELS) else None
+        if block.depth != 3 or block.title != wanted:
+            expected = f"'### {wanted}'" if wanted else "the next '## exercise'"
+            raise ValueError(f"{path}:{block.line}: unexpected heading '{'#' * block.depth} {block.title}' "
+                             f"in exercise {head.title!r}; expected {expected}")
+    if len(levels) < len(HINT_LEVELS):
+        missing = HINT_LEVELS[len(levels)]
+        raise ValueError(f"{path}:{head.line}: exercise {head.title!r} has no '### {missing}' (each exercise has "
+                         + ", ".join(f"### {level}" for level in HINT_LEVELS) + ")")
+    idea, approach, code = levels
+    return _text(path, idea), _text(path, approach), _code(path, code)
+
+
+def _trimmed(body: list[str]) -> list[str]:
+    """The lines without the blank lines at the start and the end."""
+    filled = [i for i, text in enumerate(body) if text.strip()]
+    return body[filled[0]:filled[-1] + 1] if filled else []
+
+
+def _text(path: Path, block: _Block) -> str:
+    lines = _trimmed(block.body)
+    if not lines:
+        raise ValueError(f"{path}:{block.line}: '### {block.title}' has no text")
+    return "\n".join(lines)
+
+
+def _code(path: Path, block: _Block) -> str:
+    """The content of the one fenced code block under ``### near-code``."""
+    lines = _trimmed(block.body)
+    fence = _FENCE.match(lines[0]) if lines else None
+    ends = [i for i, text in enumerate(lines) if fence and i > 0 and _closes(text, fence.group(1))]
+    if not fence or ends != [len(lines) - 1] or not "".join(lines[1:-1]).strip():
+        raise ValueError(f"{path}:{block.line}: '### {block.title}' must hold one fenced code block (```python ... ```) "
+                         "with code in it, and nothing else")
+    return "\n".join(lines[1:-1])
+
+
+def _closes(text: str, fence: str) -> bool:
+    """Whether a line closes a code block opened by ``fence``: backticks only, at least as many."""
+    line = text.rstrip()
+    return len(line) >= len(fence) and set(line) == {"`"}
+
+
+def _checker_lines(source: Path, chapter: str) -> dict[str, int]:
+    """``{exercise: line}`` for every function of a chapter module decorated ``@checker("<chapter>.exercise")``."""
+    found: dict[str, int] = {}
+    for node in ast.parse(source.read_text(encoding="utf-8")).body:
+        decorators = node.decorator_list if isinstance(node, ast.FunctionDef) else []
+        for deco in decorators:
+            if (isinstance(deco, ast.Call) and isinstance(deco.func, ast.Name) and deco.func.id == "checker"
+                    and deco.args and isinstance(deco.args[0], ast.Constant) and isinstance(deco.args[0].value, str)):
+                found[deco.args[0].value.removeprefix(f"{chapter}.")] = node.lineno
+    return found
+
 
 _shown: dict[str, int] = {}
 
@@ -204,7 +352,7 @@ def hint(name: str, level: int | None = None) -> None:
     if not 1 <= level <= len(levels):
         raise ValueError(f"{name} has hints 1 to {len(levels)}, not {level}")
     _shown[name] = max(_shown.get(name, 0), level)
-    label = ("idea", "approach", "near-code")[level - 1] if len(levels) == 3 else f"{level}/{len(levels)}"
+    label = HINT_LEVELS[level - 1] if len(levels) == len(HINT_LEVELS) else f"{level}/{len(levels)}"
     more = f" (call again for hint {level + 1})" if level < len(levels) else " (the last hint; the solution is in solutions/)"
     print(f"Hint {level} of {len(levels)}, {label}{more}:\n{levels[level - 1]}")
 

@@ -12,70 +12,11 @@ from typing import Any
 
 import torch
 
-from . import CheckFailed, call, checker, describe, fail, ok
+from . import CheckFailed, call, checker, describe, fail, load_hints, ok
 
 __all__ = ["jamo_indices", "choose_particle", "encode", "most_frequent_pair", "merge_pair", "pad_batch"]
 
-HINTS: dict[str, tuple[str, str, str]] = {
-    "jamo_indices": (
-        "Unicode lists the 11 172 syllables 가..힣 in one block, in dictionary order: all syllables with the "
-        "first initial, then the second, ...; inside one initial, by medial; inside one medial, by final. "
-        "So a syllable's position in the block is a number written in a mixed base.",
-        "Take the syllable's offset from the first syllable 가 (ord(ch) - ord('가'), 0xAC00). There are 19 "
-        "initials, 21 medials and 28 finals (final 0 = none). One initial's block holds 21 * 28 syllables, one "
-        "medial's run holds 28: integer division and remainder peel the three indices off. Anything outside "
-        "0 <= offset < 19 * 21 * 28 is not a syllable.",
-        "offset = ord(syllable) - 0xAC00\n"
-        "if not 0 <= offset < 11172: raise ValueError(...)\n"
-        "return offset // 588, (offset // 28) % 21, offset % 28",
-    ),
-    "choose_particle": (
-        "The form depends only on whether the LAST syllable of the noun ends in a consonant (받침), which is "
-        "the final index of exercise 1.",
-        "Compute the final index of word[-1]; non-zero means a final consonant. Then look the form up in two "
-        "small tables (after a consonant / after a vowel), one entry per pair: picking by position in the "
-        "string fails for 와/과, whose vowel form comes first.",
-        "has_final = jamo_indices(word[-1])[2] != 0\n"
-        "after_consonant = {'은/는': '은', '이/가': '이', '을/를': '을', '와/과': '과'}\n"
-        "after_vowel = {'은/는': '는', '이/가': '가', '을/를': '를', '와/과': '와'}",
-    ),
-    "encode": (
-        "Every token becomes exactly one id; a token the vocabulary does not know still takes a place, as "
-        "<unk>. The special tokens are ordinary entries of stoi.",
-        "Build a new list: for each token its id, or the id of '<unk>' when it is missing (dict.get with a "
-        "default). Then put stoi['<bos>'] in front only if add_bos, stoi['<eos>'] at the end only if add_eos.",
-        "ids = [stoi.get(t, stoi['<unk>']) for t in tokens]\n"
-        "return [stoi['<bos>']] * add_bos + ids + [stoi['<eos>']] * add_eos",
-    ),
-    "most_frequent_pair": (
-        "A word that occurs 6 times contributes each of its adjacent pairs 6 times; a pair that occurs twice "
-        "in one word counts twice.",
-        "Walk over the items (word, freq); the adjacent pairs of a word are zip(word, word[1:]); add freq to a "
-        "Counter for every one. Take the highest count, then the smallest pair among those with it (min). No "
-        "pair at all (every word one symbol, or no word) -> None.",
-        "for word, freq in word_freqs.items():\n    for pair in zip(word, word[1:]): counts[pair] += freq\n"
-        "best = max(counts.values()); return min(p for p, c in counts.items() if c == best)",
-    ),
-    "merge_pair": (
-        "Read the symbols left to right, like a person would: when the pair starts here, glue the two symbols "
-        "and continue AFTER both of them, so two merges never share a symbol.",
-        "Use an index i and a while loop (a for loop cannot skip). If symbols[i] and symbols[i + 1] are the "
-        "pair (and i + 1 exists), append the concatenation and move 2; else append symbols[i] and move 1. "
-        "Compare whole symbols, never joined text.",
-        "out, i = [], 0\nwhile i < len(symbols):\n"
-        "    if i + 1 < len(symbols) and (symbols[i], symbols[i + 1]) == tuple(pair): out.append(symbols[i] + symbols[i + 1]); i "
-        "+= 2\n"
-        "    else: out.append(symbols[i]); i += 1",
-    ),
-    "pad_batch": (
-        "A batch is a rectangle: B rows as long as the longest sentence, the shorter rows filled at the END "
-        "with pad_id.",
-        "Find L = the longest length; start from a (B, L) tensor full of pad_id with integer dtype "
-        "(torch.long: ids index an embedding table); copy each list into the start of its row.",
-        "batch = torch.full((len(id_lists), L), pad_id, dtype=torch.long)\n"
-        "for b, ids in enumerate(id_lists): batch[b, :len(ids)] = torch.tensor(ids, dtype=torch.long)",
-    ),
-}
+HINTS = load_hints("ch01")
 
 _ERR = object()  # what a wrong function "returns" when it raises
 

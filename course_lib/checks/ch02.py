@@ -13,46 +13,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from . import CheckFailed, call, checker, describe, expect_close, expect_shape, fail, ok
+from . import CheckFailed, call, checker, describe, expect_close, expect_shape, fail, load_hints, ok
 
 __all__ = ["positional_encoding", "cosine_similarity", "one_hot_lookup", "scaled_embedding"]
 
-HINTS: dict[str, tuple[str, str, str]] = {
-    "positional_encoding": (
-        "Every position gets a vector of sines and cosines at d_model/2 different frequencies, from one "
-        "cycle per 2*pi positions (fast) down to one per 10000 * 2*pi (slow). Columns 2i and 2i+1 are one "
-        "sin/cos PAIR sharing the frequency of pair i.",
-        "Make a column of positions 0..max_len-1 (floats) and a row of pair indices; the angle of (pos, i) is "
-        "pos divided by 10000 ** (2i / d_model). Broadcasting gives the (max_len, d_model/2) table of angles; "
-        "put its sin into the even columns and its cos into the odd columns (slices 0::2 and 1::2).",
-        "pos = torch.arange(max_len, dtype=torch.float32)[:, None]\n"
-        "angle = pos / 10000 ** (torch.arange(0, d_model, 2) / d_model)\n"
-        "pe = torch.zeros(max_len, d_model); pe[:, 0::2] = angle.sin(); pe[:, 1::2] = angle.cos()",
-    ),
-    "cosine_similarity": (
-        "The cosine of two vectors is their dot product once both have length 1: it ignores how long they "
-        "are and keeps only their direction.",
-        "Divide every ROW of a and of b by its own length (the norm over the feature axis, keeping the axis "
-        "to broadcast); then one matrix product of the unit rows of a with the transposed unit rows of b "
-        "gives all N x M cosines at once.",
-        "a_unit = a / a.norm(dim=-1, keepdim=True)\nb_unit = b / b.norm(dim=-1, keepdim=True)\nreturn a_unit @ b_unit.T",
-    ),
-    "one_hot_lookup": (
-        "A one-hot row has a single 1 at position id: multiplying it by the table picks row `id` of the "
-        "table, which is exactly what an embedding lookup does.",
-        "F.one_hot(ids, num_classes) gives (B, T, V) integers; the number of classes must be the table's "
-        "vocabulary size V, not guessed from the largest id in this batch; convert to the table's dtype "
-        "before the product with the (V, D) table.",
-        "one_hot = F.one_hot(ids, num_classes=weight.shape[0]).to(weight.dtype)  # (B, T, V)\nreturn one_hot @ weight",
-    ),
-    "scaled_embedding": (
-        "The paper multiplies the looked-up token vectors by sqrt(d_model), so their size is comparable to "
-        "the positional encoding they are added to.",
-        "Look the rows up (indexing the table with the ids gives (B, T, D)), then multiply by the square root "
-        "of D = the table's second dimension; do it on a new tensor, not on the table in place.",
-        "return weight[ids] * math.sqrt(weight.shape[1])",
-    ),
-}
+HINTS = load_hints("ch02")
 
 
 # --- Exercise 1: the sinusoidal positional encoding ----------------------------------------------

@@ -15,48 +15,11 @@ from typing import Any
 import torch
 from torch.overrides import TorchFunctionMode
 
-from . import CheckFailed, call, checker, describe, expect_close, expect_shape, fail, first_difference, ok, randn
+from . import CheckFailed, call, checker, describe, expect_close, expect_shape, fail, first_difference, load_hints, ok, randn
 
 __all__ = ["softmax", "scaled_dot_product_attention", "causal_mask", "padding_mask"]
 
-HINTS: dict[str, tuple[str, str, str]] = {
-    "softmax": (
-        "softmax(x) does not change when you add the same number c to every entry of a slice: the factor "
-        "exp(c) cancels between the top and the bottom. Choose c so that no exp can overflow.",
-        "Along `dim`, take each slice's own maximum and subtract it (keep the reduced axis so it lines up); "
-        "then the largest entry is exp(0) = 1 and nothing overflows, and an entry of -inf still gives 0. "
-        "Divide by the sum along the same `dim`, again keeping the axis.",
-        "e = torch.exp(x - x.max(dim, keepdim=True).values)\nreturn e / e.sum(dim, keepdim=True)",
-    ),
-    "scaled_dot_product_attention": (
-        "Every query scores every key with a dot product; the scores of one query become weights that sum "
-        "to 1; the output of a query is the weighted average of the values. The batch axes (any number) "
-        "just come along.",
-        "Scores: the matrix product of the queries with the keys transposed on their LAST TWO axes only "
-        "((..., T_k, d_k) -> (..., d_k, T_k)), times the scale (1/sqrt(d_k) when scale is None). Where the "
-        "mask is False, put -inf before the softmax. Softmax over the keys (the last axis) with a stable "
-        "softmax, then multiply by the values.",
-        "scale = 1 / math.sqrt(query.shape[-1]) if scale is None else scale\n"
-        "scores = query @ key.transpose(-2, -1) * scale\n"
-        "if mask is not None: scores = scores.masked_fill(~mask, float('-inf'))\n"
-        "weights = torch.softmax(scores, dim=-1); return weights @ value, weights",
-    ),
-    "causal_mask": (
-        "Row i is the query at position i, column j the key at position j; a decoder may look at itself "
-        "and the past, never the future.",
-        "Allowed means j <= i: that is the lower triangle INCLUDING the diagonal. Build it from a square of "
-        "ones (a triangle function) or by comparing a column of positions with a row of positions; the "
-        "result must be bool.",
-        "torch.ones(n, n, dtype=torch.bool).tril()   # or: i = torch.arange(n); i[None, :] <= i[:, None]",
-    ),
-    "padding_mask": (
-        "A query may attend to every real token of its sentence and to no <pad>; padding can sit anywhere, "
-        "so compare each id with pad_id rather than counting lengths.",
-        "Compare the ids with pad_id elementwise (True at real tokens), then insert an axis of size 1 in "
-        "the MIDDLE so the (B, 1, S) mask broadcasts over the queries of scores (B, T, S).",
-        "(ids != pad_id).unsqueeze(1)   # (B, 1, S)",
-    ),
-}
+HINTS = load_hints("ch03")
 
 
 def _try(fn: Callable[..., Any], *args: Any) -> Any:

@@ -16,39 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import CheckFailed, call, checker, describe, expect_close, expect_shape, fail, ok, randn
+from . import CheckFailed, call, checker, describe, expect_close, expect_shape, fail, load_hints, ok, randn
 
 __all__ = ["split_heads", "merge_heads", "multi_head_attention"]
 
-HINTS: dict[str, tuple[str, str, str]] = {
-    "split_heads": (
-        "Each token's D features are cut into H consecutive groups of Dh; head h sees group h of EVERY token. "
-        "A reshape never moves numbers in memory, so first cut along the feature axis, then reorder axes.",
-        "In memory x is token after token, each token's D features in a row. Reshaping the last axis into "
-        "(H, Dh) keeps every token intact: (B, T, H, Dh). Then swap the token and head axes to get "
-        "(B, H, T, Dh). Reshaping directly to (B, H, T, Dh) has the right shape but cuts across tokens.",
-        "b, t, d = x.shape\nreturn x.reshape(b, t, n_heads, d // n_heads).transpose(1, 2)",
-    ),
-    "merge_heads": (
-        "The exact inverse of split_heads: undo the steps in the opposite order.",
-        "Swap the head and token axes back, (B, H, T, Dh) -> (B, T, H, Dh), so one token's heads sit side "
-        "by side, then flatten the last two axes into D = H * Dh. After a transpose the tensor is not "
-        "contiguous: .view refuses, .reshape copies when it must.",
-        "b, h, t, dh = x.shape\nreturn x.transpose(1, 2).reshape(b, t, h * dh)",
-    ),
-    "multi_head_attention": (
-        "H attentions run side by side, each on its own Dh-wide slice of projected queries, keys and values; "
-        "their outputs are concatenated and mixed by W_O. The mask is the same for every head of a sentence.",
-        "Project with w_q, w_k, w_v and split each into heads (B, H, T, Dh). Scores: q times k transposed on "
-        "its last two axes, scaled by 1/sqrt(Dh), the HEAD size. Give a 3-D mask a head axis of size 1 (it "
-        "then broadcasts over the heads; copying it per head with repeat is easy to get in the wrong order), "
-        "fill -inf where it is False, softmax over the keys, times v, merge the heads, then w_o.",
-        "q, k, v = (split_heads(w(x), self.n_heads) for w, x in ((self.w_q, query), (self.w_k, key), (self.w_v, value)))\n"
-        "scores = q @ k.transpose(-2, -1) / math.sqrt(self.d_k)\n"
-        "if mask is not None: scores = scores.masked_fill(~(mask.unsqueeze(1) if mask.dim() == 3 else mask), float('-inf'))\n"
-        "return self.w_o(merge_heads(torch.softmax(scores, dim=-1) @ v))",
-    ),
-}
+HINTS = load_hints("ch04")
 
 SPLIT_HINT = ("heads split in the wrong order: x.view(B, H, T, Dh) cuts the flat memory of a sentence into H blocks "
               "that mix tokens; view as (B, T, H, Dh) first (each token's D features cut into H groups), then .transpose(1, 2)")

@@ -15,40 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import call, checker, describe, expect_close, expect_shape, fail, ok, randn
+from . import call, checker, describe, expect_close, expect_shape, fail, load_hints, ok, randn
 
 __all__ = ["layer_norm", "feed_forward", "encoder_layer", "HINTS"]
 
-HINTS: dict[str, tuple[str, str, str]] = {
-    "layer_norm": (
-        "Layer norm looks at ONE token vector at a time: it shifts the vector's D features to mean 0 and scales them "
-        "to variance 1, then applies a learned gain (weight) and shift (bias) per feature.",
-        "Take the mean and the variance over the last dimension with keepdim=True. Use the biased variance (divide by "
-        "D, not D - 1). Add eps to the variance before the square root, so a constant vector does not divide by 0.",
-        "mean = x.mean(-1, keepdim=True); var = ((x - mean) ** 2).mean(-1, keepdim=True)\n"
-        "return (x - mean) / torch.sqrt(var + eps) * weight + bias",
-    ),
-    "feed_forward": (
-        "The feed-forward network is the same small two-layer MLP applied to every position on its own: it widens each "
-        "vector to d_ff, applies a non-linearity, and projects back to d_model.",
-        "The paper's non-linearity is ReLU (not GELU). Dropout acts on the hidden activations, between the ReLU and "
-        "the second linear layer; nn.Dropout switches itself off in eval mode.",
-        "__init__: self.linear1 = nn.Linear(d_model, d_ff); self.dropout = nn.Dropout(dropout); "
-        "self.linear2 = nn.Linear(d_ff, d_model)\nforward: return self.linear2(self.dropout(torch.relu(self.linear1(x))))",
-    ),
-    "encoder_layer": (
-        "An encoder layer has two sub-layers, self-attention and the feed-forward network. Each is wrapped the same "
-        "way: a residual connection (the input added back) and its OWN layer norm; dropout sits on the sub-layer's "
-        "output before the residual sum.",
-        "Post-LN (the paper, norm_first=False) normalises the residual sum: norm(x + dropout(sublayer(x))). Pre-LN "
-        "(norm_first=True) normalises the branch's input and leaves the sum alone: x + dropout(sublayer(norm(x))). "
-        "norm1 and dropout1 belong to the attention, norm2 and dropout2 to the feed-forward; pass mask to self_attn.",
-        "post-LN: x = self.norm1(x + self.dropout1(self.self_attn(x, x, x, mask=mask)))\n"
-        "         x = self.norm2(x + self.dropout2(self.ff(x)))\n"
-        "pre-LN:  h = self.norm1(x); x = x + self.dropout1(self.self_attn(h, h, h, mask=mask))\n"
-        "         x = x + self.dropout2(self.ff(self.norm2(x)))",
-    ),
-}
+HINTS = load_hints("ch05")
 
 
 def dropout_problem(dropped: torch.Tensor, before: torch.Tensor, p: float, where: str, fix: str) -> str | None:

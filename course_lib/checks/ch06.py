@@ -15,40 +15,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import CheckFailed, call, checker, expect_close, expect_shape, fail, ok, randn
+from . import CheckFailed, call, checker, expect_close, expect_shape, fail, load_hints, ok, randn
 
 __all__ = ["decoder_layer", "is_causal", "encoder_decoder", "HINTS"]
 
-HINTS: dict[str, tuple[str, str, str]] = {
-    "decoder_layer": (
-        "A decoder layer has three sub-layers, in this order: masked self-attention over the target so far, "
-        "attention to the encoder's output (cross-attention), and the feed-forward network. Each is wrapped like "
-        "the encoder's: dropout on its output, a residual sum, and its own norm after the sum (post-LN).",
-        "Only the SELF-attention is masked with the causal tgt_mask. In cross-attention the queries come from the "
-        "decoder (the self-attention's output) and the keys and values from memory; its mask is memory_mask, which "
-        "hides source padding: every target position may read every real source token.",
-        "x = self.norm1(x + self.dropout1(self.self_attn(x, x, x, mask=tgt_mask)))\n"
-        "x = self.norm2(x + self.dropout2(self.cross_attn(x, memory, memory, mask=memory_mask)))\n"
-        "return self.norm3(x + self.dropout3(self.ff(x)))",
-    ),
-    "is_causal": (
-        "Causal means: the output at position t cannot change when an input at a LATER position changes. Test that "
-        "property directly, by experiment, instead of reading the mask.",
-        "Run the layer once on a random input. Then for every position k, change the input at k only, run again, and "
-        "compare the outputs at positions 0..k-1 (the output at k itself may change) with a tight tolerance.",
-        "before = layer_fn(x)\nfor k in range(1, length):\n    y = x.clone(); y[:, k] += torch.randn(d_model)\n"
-        "    if not torch.allclose(layer_fn(y)[:, :k], before[:, :k], rtol=0, atol=1e-7): return False\nreturn True",
-    ),
-    "encoder_decoder": (
-        "The encoder runs to the end first; its FINAL output is the memory. Then the target goes through the decoder "
-        "layers one after the other, and every one of them reads that same memory.",
-        "Loop over the encoder layers, feeding each the previous one's output and the source mask. Then loop over the "
-        "decoder layers, feeding each the previous decoder output, the memory, tgt_mask and the source mask again "
-        "(as memory_mask). Decoder layer i does NOT read encoder layer i's output.",
-        "memory = src\nfor layer in encoder_layers: memory = layer(memory, src_mask)\n"
-        "y = tgt\nfor layer in decoder_layers: y = layer(y, memory, tgt_mask, src_mask)\nreturn y",
-    ),
-}
+HINTS = load_hints("ch06")
 
 
 def _causal(n: int) -> torch.Tensor:

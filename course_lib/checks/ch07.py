@@ -17,51 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import CheckFailed, call, checker, describe, expect_close, expect_shape, fail, ok, randn
+from . import CheckFailed, call, checker, describe, expect_close, expect_shape, fail, load_hints, ok, randn
 
 __all__ = ["label_smoothing_loss", "noam_lr", "greedy_decode", "beam_step", "ScriptedTranslator", "HINTS"]
 
-HINTS: dict[str, tuple[str, str, str]] = {
-    "label_smoothing_loss": (
-        "Label smoothing trains towards a softened target: most of the probability on the right token, a little "
-        "(epsilon in all) spread over the whole vocabulary. The loss is the cross-entropy between that target "
-        "distribution and the model's, averaged over the real (non-pad) target positions.",
-        "With q = (1 - eps) * one_hot + eps / V (PyTorch's choice: the right token and the pad class get their eps / V "
-        "too), -sum(q * log p) splits into two terms: (1 - eps) times the usual -log p[target], plus eps times the "
-        "MEAN over the V classes of -log p. Mask out positions whose target is ignore_index, in the sum and in the count.",
-        "log_p = F.log_softmax(logits, -1)\nnll = -log_p.gather(-1, target.unsqueeze(-1)).squeeze(-1)\n"
-        "loss = (1 - epsilon) * nll + epsilon * (-log_p.mean(-1))\nkeep = target != ignore_index\n"
-        "return (loss * keep).sum() / keep.sum()",
-    ),
-    "noam_lr": (
-        "The paper's schedule has two phases: during the first `warmup` steps the rate grows in proportion to the "
-        "step; afterwards it shrinks like one over the square root of the step. Wider models (larger d_model) get "
-        "smaller rates throughout.",
-        "Write both phases as powers of step: step * warmup ** -1.5 and step ** -0.5. They are equal exactly at step = "
-        "warmup, and the smaller one is the right phase at any step, so take their min. Scale by d_model ** -0.5 and "
-        "by factor. Steps count from 1: step 1 must get a small POSITIVE rate.",
-        "return factor * d_model ** -0.5 * min(step ** -0.5, step * warmup ** -1.5)",
-    ),
-    "greedy_decode": (
-        "Greedy decoding writes the translation one token at a time: after <bos>, it always takes the single most "
-        "likely next token given the source and everything written so far, until <eos>.",
-        "Encode once (with the source padding mask). Keep a growing prefix ys, starting as a column of <bos>. Each "
-        "step decodes the WHOLE prefix and reads the logits of its LAST position. Rows that have already written <eos> "
-        "get pad_id from then on; stop when every row is done or after max_len tokens; return ys without <bos>.",
-        "src_mask = (src != pad_id).unsqueeze(1); memory = model.encode(src, src_mask)\n"
-        "ys = torch.full((B, 1), bos_id); done = torch.zeros(B, dtype=torch.bool)\n"
-        "for _ in range(max_len):\n    nxt = model.decode(ys, memory, src_mask)[:, -1].argmax(-1).masked_fill(done, pad_id)\n"
-        "    ys = torch.cat([ys, nxt[:, None]], 1); done |= nxt == eos_id\n    if done.all(): break\nreturn ys[:, 1:]",
-    ),
-    "beam_step": (
-        "Each of the K beams can be continued by any of the V tokens: K * V candidates, each scored by its beam's "
-        "running score plus the new token's log-probability. Keep the best beam_size of them, wherever they come from.",
-        "Add the scores as a column to the (K, V) log-probabilities, flatten the (K, V) totals to one row of K * V "
-        "and take its top-k once. An index i of that row belongs to beam i // V and token i % V.",
-        "V = log_probs.shape[-1]\ntotal = scores[:, None] + log_probs  # (K, V)\n"
-        "new_scores, idx = total.reshape(-1).topk(beam_size)\nreturn new_scores, idx // V, idx % V",
-    ),
-}
+HINTS = load_hints("ch07")
 
 
 # --- Exercise 1: label-smoothing loss ---------------------------------------------------------

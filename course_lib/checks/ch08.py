@@ -16,43 +16,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from . import CheckFailed, call, checker, describe, expect_close, expect_shape, fail, ok, randn
+from . import CheckFailed, call, checker, describe, expect_close, expect_shape, fail, load_hints, ok, randn
 
 __all__ = ["attention_step", "attention_flops", "pre_ln_encoder_layer", "HINTS"]
 
-HINTS: dict[str, tuple[str, str, str]] = {
-    "attention_step": (
-        "When one token is appended, the earlier positions' keys and values do not change (the attention is causal), so "
-        "they can be kept. The new position only needs its own query against every key so far, itself included.",
-        "First grow the caches by the new key and value along the positions dimension. Then attend with the one new "
-        "query over all t + 1 cached keys: scaled scores, a softmax over the keys, a weighted sum of the values. "
-        "No mask is needed: every cached position is in the new one's past.",
-        "k_cache = torch.cat([k_cache, k], dim=2); v_cache = torch.cat([v_cache, v], dim=2)  # (B, H, t+1, Dh)\n"
-        "w = torch.softmax(q @ k_cache.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)  # (B, H, 1, t+1)\n"
-        "return w @ v_cache, k_cache, v_cache",
-    ),
-    "attention_flops": (
-        "Only matrix products count (as FlopCounterMode counts them): a product of an (m, k) and a (k, p) matrix is "
-        "m * k * p multiply-adds, and each multiply-add is 2 FLOPs. List every product of the layer, with its shapes.",
-        "There are four projections of n vectors of width d (queries, keys, values, output), and per head two products "
-        "between positions: scores = Q K^T and weights @ V, each (n, Dh) against (Dh, n) or (n, n) against (n, Dh). "
-        "Add the heads up: Dh = d / n_heads, so does the number of heads change the total?",
-        "projections = 4 * 2 * n * d * d\nattention = n_heads * 2 * (2 * n * n * (d // n_heads))  # = 4 * n * n * d\n"
-        "return projections + attention",
-    ),
-    "pre_ln_encoder_layer": (
-        "A pre-LN layer normalises the INPUT of each sub-layer and adds the sub-layer's output to the un-normalised "
-        "stream: x + attention(norm1(x)), then x + ff(norm2(x)). No norm at the end of the layer.",
-        "PyTorch keeps W_q, W_k, W_v stacked in self_attn.in_proj_weight (3D, D) with in_proj_bias (3D,); chunk(3) "
-        "gives them in that order. Split each into heads as view(B, S, H, Dh).transpose(1, 2), attend with scale "
-        "1/sqrt(Dh) and the padding mask on the keys, merge the heads, apply out_proj; the feed-forward is "
-        "linear2(relu(linear1(.))).",
-        "sa = layer.self_attn; h = F.layer_norm(x, (D,), layer.norm1.weight, layer.norm1.bias, layer.norm1.eps)\n"
-        "q, k, v = F.linear(h, sa.in_proj_weight, sa.in_proj_bias).chunk(3, dim=-1)  # (B, S, D) each\n"
-        "... heads, scores masked_fill(~mask[:, None], -inf), softmax, @ v, merge, F.linear(out, sa.out_proj.weight, "
-        "sa.out_proj.bias)\nx = x + attention; x = x + layer.linear2(F.relu(layer.linear1(layer.norm2(x))))",
-    ),
-}
+HINTS = load_hints("ch08")
 
 
 # --- Exercise 1: one step of attention with a key/value cache -----------------------------------

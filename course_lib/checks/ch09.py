@@ -12,57 +12,12 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from . import call, checker, expect_close, expect_shape, fail, ok, randn
+from . import call, checker, expect_close, expect_shape, fail, load_hints, ok, randn
 
-__all__ = ["HINTS", "apply_rotary", "grouped_query_attention", "next_token_loss", "rms_norm", "top_p_filter"]
+__all__ = ["HINTS", "apply_rotary", "grouped_query_attention", "next_token_loss", "rms_norm", "temperature_top_k",
+           "top_p_filter"]
 
-HINTS: dict[str, tuple[str, str, str]] = {
-    "next_token_loss": (
-        "The logits at position t are the model's guess for token t + 1. Line the guesses up with the tokens they "
-        "guess: the last position has nothing to guess, and the first token is guessed by nothing.",
-        "Drop the last position of the logits and the first token of the ids, then take the mean cross-entropy "
-        "over all the remaining (B * (T - 1)) positions.",
-        "F.cross_entropy(logits[:, :-1].reshape(-1, V), ids[:, 1:].reshape(-1))",
-    ),
-    "temperature_top_k": (
-        "Temperature divides the logits (a small temperature makes large differences larger); top-k then keeps "
-        "the k largest of each row and sets the rest to -inf.",
-        "scaled = logits / temperature; find each row's k-th largest value (torch.topk(...).values[:, -1:]) and "
-        "drop the entries strictly below it.",
-        "scaled = logits / temperature; kth = scaled.topk(k, dim=-1).values[:, -1:]; "
-        "return scaled.masked_fill(scaled < kth, float('-inf'))",
-    ),
-    "top_p_filter": (
-        "Sort the probabilities from large to small and keep tokens until their running total first reaches p; the "
-        "token that makes the total reach p is kept too.",
-        "A token is kept when the probability of the tokens ranked ABOVE it is still below p: "
-        "keep = (cumsum - probs) < p. Then put the mask back in vocabulary order and set the others to -inf.",
-        "probs, order = logits.softmax(-1).sort(-1, descending=True); drop = (probs.cumsum(-1) - probs) >= p; "
-        "return logits.masked_fill(drop.scatter(-1, order, drop), float('-inf'))",
-    ),
-    "apply_rotary": (
-        "Pair dimension i with dimension i + Dh/2 (the two halves of the head), and turn each pair by the angle "
-        "position * base^(-2i/Dh), like a point (x_i, x_{i+Dh/2}) in the plane.",
-        "With x1, x2 the two halves and angle (T, Dh/2): x1' = x1 cos - x2 sin, x2' = x2 cos + x1 sin. "
-        "Equivalently x * cos + rotate_half(x) * sin with cos, sin repeated over both halves.",
-        "freq = base ** (-torch.arange(0, Dh, 2) / Dh); angle = positions[:, None] * freq; "
-        "x1, x2 = x.chunk(2, -1); return torch.cat([x1 * c - x2 * s, x2 * c + x1 * s], -1)",
-    ),
-    "rms_norm": (
-        "RMSNorm is LayerNorm without its mean: it only divides by the root mean square of the vector, then "
-        "multiplies by the gain.",
-        "rms = sqrt(mean over the last dimension of x², + eps), keepdim; return x / rms * weight.",
-        "return x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight",
-    ),
-    "grouped_query_attention": (
-        "H query heads share H_kv key/value heads in groups of H / H_kv consecutive heads: query heads 0 and 1 "
-        "read key head 0, heads 2 and 3 read key head 1, and so on.",
-        "Repeat every key/value head H / H_kv times NEXT TO itself (repeat_interleave on the head axis), then run "
-        "ordinary attention with the mask (True = may attend).",
-        "g = q.shape[1] // k.shape[1]; k, v = k.repeat_interleave(g, 1), v.repeat_interleave(g, 1); "
-        "scores = q @ k.transpose(-2, -1) / Dh ** 0.5, masked_fill(~mask, -inf), softmax, @ v",
-    ),
-}
+HINTS = load_hints("ch09")
 
 
 # --- Exercise 1: the shifted next-token loss -------------------------------------------------------
