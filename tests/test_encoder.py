@@ -210,7 +210,7 @@ def test_encoder_layer_return_attention():
     layer = EncoderLayer(16, 4, 32, dropout=0.0).eval()
     x = torch.randn(2, 5, 16)
     pad = torch.tensor([[True] * 5, [True, True, True, False, False]])[:, None, :]  # (2, 1, 5)
-    out, w = layer(x, pad, return_attention=True)
+    out, w = layer.forward_with_weights(x, pad)
     assert torch.equal(out, layer(x, pad))
     assert w.shape == (2, 4, 5, 5)
     assert torch.allclose(w.sum(-1), torch.ones(2, 4, 5))
@@ -292,7 +292,7 @@ def test_encoder_copies_layers_and_final_norm_default():
 def test_encoder_return_attention_gives_one_map_per_layer():
     enc = Encoder(EncoderLayer(8, 2, 16, dropout=0.0), 3).eval()
     x = torch.randn(2, 4, 8)
-    out, weights = enc(x, return_attention=True)
+    out, weights = enc.forward_with_weights(x)
     assert torch.equal(out, enc(x)) and len(weights) == 3 and weights[0].shape == (2, 2, 4, 4)
 
 
