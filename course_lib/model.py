@@ -102,6 +102,7 @@ class Transformer(nn.Module):
         src (B, S) ids, tgt (B, T) ids -> logits (B, T, V_tgt)
         src_mask: bool (B, 1, S), True = real token; None builds ``padding_mask(src, pad_id)``
         tgt_mask: bool (T, T) or (B, T, T); None builds ``causal_mask(T)``
+        ``attention_maps(src, tgt)`` -> AttentionMaps(the same logits and every layer's attention weights)
     """
 
     def __init__(self, config: TransformerConfig) -> None:

@@ -17,7 +17,7 @@ from typing_extensions import NamedTuple  # a generic NamedTuple on Python 3.10 
 from .attention import check_mask, scaled_dot_product_attention
 from .validate import check_dropout, check_int, check_same_dtype
 
-__all__ = ["Attended", "MultiHeadAttention", "split_heads", "merge_heads", "set_fused"]
+__all__ = ["Attended", "MultiHeadAttention", "required_weights", "split_heads", "merge_heads", "set_fused"]
 
 W = TypeVar("W")
 

@@ -22,7 +22,7 @@ from course_lib.attention import causal_mask, padding_mask
 from course_lib.decoder import Decoder, DecoderLayer
 from course_lib.encoder import Encoder, EncoderLayer
 from course_lib.model import AttentionMaps, Transformer, TransformerConfig
-from course_lib.multihead import Attended, MultiHeadAttention, set_fused
+from course_lib.multihead import Attended, MultiHeadAttention, required_weights, set_fused
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -270,3 +270,10 @@ def test_forward_with_weights_never_takes_the_fused_kernel(monkeypatch):
         torch.testing.assert_close(attended.output, module(*args), atol=1e-10, rtol=0)  # forward: fused, same numbers
         assert calls, f"{name}.forward must still use the fused kernel"
         calls.clear()
+
+
+def test_required_weights_refuses_a_run_that_formed_none():
+    w = torch.rand(1, 2, 3, 3)
+    assert required_weights(w) is w
+    with pytest.raises(RuntimeError, match="requested but not formed: only forward\\(\\) may take the fused path"):
+        required_weights(None)

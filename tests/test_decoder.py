@@ -158,7 +158,7 @@ def test_every_decoder_layer_reads_the_final_encoder_output():
     assert len(seen) == 3 and all(k is memory and v is memory for k, v in seen)
 
 
-def test_return_attention_shapes_and_masks():
+def test_forward_with_weights_shapes_and_masks():
     torch.manual_seed(0)
     layer = DecoderLayer(16, 4, 32, dropout=0.0).eval()
     x, memory = torch.randn(2, 4, 16), torch.randn(2, 6, 16)
