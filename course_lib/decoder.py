@@ -12,6 +12,7 @@ Masks follow the course convention: boolean, **True = may attend**.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 from torch import Tensor, nn
 
@@ -25,7 +26,7 @@ from .encoder import (
     layer_from_torch,
     stack_from_torch,
 )
-from .multihead import MultiHeadAttention, split_heads
+from .multihead import Attended, MultiHeadAttention, required_weights, split_heads
 
 __all__ = ["DecoderLayer", "Decoder"]
 
@@ -47,7 +48,8 @@ class DecoderLayer(nn.Module):
         x: (B, T, D) target vectors; memory: (B, S, D) the encoder's final output
         tgt_mask: bool (T, T) or (B, T, T), True = may attend (causal, maybe & target padding)
         memory_mask: bool (B, 1, S), True = a real source token (not padding)
-        returns (B, T, D) [and (self weights (B, H, T, T), cross weights (B, H, T, S))]
+        returns (B, T, D); ``forward_with_weights`` -> Attended(output (B, T, D),
+        weights (self-attention (B, H, T, T), cross-attention (B, H, T, S)))
     """
 
     def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.1, norm_first: bool = False,
@@ -66,31 +68,41 @@ class DecoderLayer(nn.Module):
         self.dropout2 = nn.Dropout(dropout)
         self.dropout3 = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, memory: Tensor, tgt_mask: Tensor | None = None, memory_mask: Tensor | None = None,
-                return_attention: bool = False):
+    def forward(self, x: Tensor, memory: Tensor, tgt_mask: Tensor | None = None,
+                memory_mask: Tensor | None = None) -> Tensor:
+        return self._forward(x, memory, tgt_mask, memory_mask, need_weights=False)[0]  # (B, T, D)
+
+    def forward_with_weights(self, x: Tensor, memory: Tensor, tgt_mask: Tensor | None = None,
+                             memory_mask: Tensor | None = None) -> Attended[tuple[Tensor, Tensor]]:
+        """``forward``'s output and (self-attention weights (B, H, T, T), cross-attention weights (B, H, T, S))."""
+        out, (self_w, cross_w) = self._forward(x, memory, tgt_mask, memory_mask, need_weights=True)
+        return Attended(out, (required_weights(self_w), required_weights(cross_w)))
+
+    def _forward(self, x: Tensor, memory: Tensor, tgt_mask: Tensor | None, memory_mask: Tensor | None,
+                 need_weights: bool) -> tuple[Tensor, tuple[Tensor | None, Tensor | None]]:
         check_input(x, self.d_model, "x", "(B, T, D)")
         check_memory(x, memory, self.d_model)
         if self.norm_first:
-            attended, self_w = self._sa_block(self.norm1(x), tgt_mask, return_attention)
+            attended, self_w = self._sa_block(self.norm1(x), tgt_mask, need_weights)
             x = x + attended  # (B, T, D)
-            crossed, cross_w = self._ca_block(self.norm2(x), memory, memory_mask, return_attention)
+            crossed, cross_w = self._ca_block(self.norm2(x), memory, memory_mask, need_weights)
             x = x + crossed  # (B, T, D)
             x = x + self._ff_block(self.norm3(x))
         else:
-            attended, self_w = self._sa_block(x, tgt_mask, return_attention)
+            attended, self_w = self._sa_block(x, tgt_mask, need_weights)
             x = self.norm1(x + attended)  # (B, T, D)
-            crossed, cross_w = self._ca_block(x, memory, memory_mask, return_attention)
+            crossed, cross_w = self._ca_block(x, memory, memory_mask, need_weights)
             x = self.norm2(x + crossed)  # (B, T, D)
             x = self.norm3(x + self._ff_block(x))
-        return (x, (self_w, cross_w)) if return_attention else x
+        return x, (self_w, cross_w)  # (B, T, D), ((B, H, T, T), (B, H, T, S)) or Nones
 
-    def _sa_block(self, x: Tensor, mask: Tensor | None, return_attention: bool) -> tuple[Tensor, Tensor | None]:
+    def _sa_block(self, x: Tensor, mask: Tensor | None, need_weights: bool) -> tuple[Tensor, Tensor | None]:
         # queries, keys and values all come from the target prefix x; the mask hides the future
-        return attention_branch(self.self_attn, self.dropout1, x, x, mask, return_attention)  # (B, T, D)
+        return attention_branch(self.self_attn, self.dropout1, x, x, mask, need_weights)  # (B, T, D)
 
-    def _ca_block(self, x: Tensor, memory: Tensor, mask: Tensor | None, return_attention: bool) -> tuple[Tensor, Tensor | None]:
+    def _ca_block(self, x: Tensor, memory: Tensor, mask: Tensor | None, need_weights: bool) -> tuple[Tensor, Tensor | None]:
         # queries come from the decoder (x); keys and values from the encoder's output (memory)
-        return attention_branch(self.cross_attn, self.dropout2, x, memory, mask, return_attention)  # (B, T, D)
+        return attention_branch(self.cross_attn, self.dropout2, x, memory, mask, need_weights)  # (B, T, D)
 
     def _ff_block(self, x: Tensor) -> Tensor:
         return self.dropout3(self.ff(x))
@@ -116,9 +128,7 @@ class DecoderLayer(nn.Module):
             keys[:, :, position:position + 1] = split_heads(attn.w_k(h), attn.n_heads)  # write row `position`
             values[:, :, position:position + 1] = split_heads(attn.w_v(h), attn.n_heads)
             seen_k, seen_v = keys[:, :, :position + 1], values[:, :, :position + 1]  # (B, H, position+1, Dh)
-            out = attn.attend(q, seen_k, seen_v)  # (B, 1, D)
-            assert isinstance(out, Tensor)  # no return_attention: a tensor, not a tuple
-            return self.dropout1(out)
+            return self.dropout1(attn.attend(q, seen_k, seen_v))  # (B, 1, D)
 
         return self._sublayer(1, x, branch)
 
@@ -142,9 +152,7 @@ class DecoderLayer(nn.Module):
 
         def branch(h: Tensor) -> Tensor:
             q = split_heads(attn.w_q(h), attn.n_heads)  # (B, H, T, Dh)
-            out = attn.attend(q, keys, values, mask)  # (B, T, D)
-            assert isinstance(out, Tensor)  # no return_attention: a tensor, not a tuple
-            return self.dropout2(out)
+            return self.dropout2(attn.attend(q, keys, values, mask))  # (B, T, D)
 
         return self._sublayer(2, x, branch)
 
@@ -164,8 +172,8 @@ class Decoder(nn.Module):
     ``final_norm=None`` adds a last LayerNorm exactly when the layers are pre-LN.
 
     Shape:
-        x: (B, T, D), memory: (B, S, D), masks as in ``DecoderLayer`` -> (B, T, D)
-        [and a list of n_layers (self weights, cross weights) with return_attention=True]
+        x: (B, T, D), memory: (B, S, D), masks as in ``DecoderLayer`` -> (B, T, D);
+        ``forward_with_weights`` -> Attended(output (B, T, D), weights: n_layers × (self (B, H, T, T), cross (B, H, T, S)))
     """
 
     def __init__(self, layer: DecoderLayer, n_layers: int, final_norm: bool | None = None) -> None:
@@ -177,18 +185,27 @@ class Decoder(nn.Module):
         use_norm = layer.norm_first if final_norm is None else final_norm
         self.norm = LayerNorm(layer.d_model, eps=layer.norm1.eps, bias=layer.norm1.bias is not None) if use_norm else None
 
-    def forward(self, x: Tensor, memory: Tensor, tgt_mask: Tensor | None = None, memory_mask: Tensor | None = None,
-                return_attention: bool = False):
-        weights = []
-        for layer in self.layers:  # the same memory, the encoder's final output, for every layer
-            if return_attention:
-                x, w = layer(x, memory, tgt_mask, memory_mask, return_attention=True)  # (B, T, D)
+    def forward(self, x: Tensor, memory: Tensor, tgt_mask: Tensor | None = None,
+                memory_mask: Tensor | None = None) -> Tensor:
+        return self._forward(x, memory, tgt_mask, memory_mask, need_weights=False).output  # (B, T, D)
+
+    def forward_with_weights(self, x: Tensor, memory: Tensor, tgt_mask: Tensor | None = None,
+                             memory_mask: Tensor | None = None) -> Attended[list[tuple[Tensor, Tensor]]]:
+        """``forward``'s output and each layer's (self (B, H, T, T), cross (B, H, T, S)) weights, layer 0 first."""
+        return self._forward(x, memory, tgt_mask, memory_mask, need_weights=True)
+
+    def _forward(self, x: Tensor, memory: Tensor, tgt_mask: Tensor | None, memory_mask: Tensor | None,
+                 need_weights: bool) -> Attended[list[tuple[Tensor, Tensor]]]:
+        weights: list[tuple[Tensor, Tensor]] = []  # stays empty unless need_weights
+        for layer in cast("list[DecoderLayer]", self.layers):  # every layer reads the same memory
+            if need_weights:
+                x, w = layer.forward_with_weights(x, memory, tgt_mask, memory_mask)  # (B, T, D), (self, cross)
                 weights.append(w)
             else:
                 x = layer(x, memory, tgt_mask, memory_mask)  # (B, T, D)
         if self.norm is not None:
             x = self.norm(x)
-        return (x, weights) if return_attention else x
+        return Attended(x, weights)
 
     @classmethod
     def from_torch(cls, module: nn.TransformerDecoder) -> Decoder:

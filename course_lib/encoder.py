@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .multihead import MultiHeadAttention
+from .multihead import Attended, MultiHeadAttention, required_weights
 from .validate import check_dropout, check_int, check_same_dtype
 
 __all__ = ["LayerNorm", "FeedForward", "EncoderLayer", "Encoder"]
@@ -96,7 +96,7 @@ class EncoderLayer(nn.Module):
 
     Shape:
         x: (B, S, D); mask: bool, True = may attend, (B, 1, S) padding or (B, S, S) / (S, S)
-        returns (B, S, D) [and attention weights (B, H, S, S) with return_attention=True]
+        returns (B, S, D); ``forward_with_weights`` -> Attended(output (B, S, D), weights (B, H, S, S))
     """
 
     def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.1, norm_first: bool = False,
@@ -112,20 +112,28 @@ class EncoderLayer(nn.Module):
         self.dropout1 = nn.Dropout(dropout)  # on the attention branch, before the residual sum
         self.dropout2 = nn.Dropout(dropout)  # on the feed-forward branch
 
-    def forward(self, x: Tensor, mask: Tensor | None = None, return_attention: bool = False):
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        return self._forward(x, mask, need_weights=False)[0]  # (B, S, D)
+
+    def forward_with_weights(self, x: Tensor, mask: Tensor | None = None) -> Attended[Tensor]:
+        """``forward``'s output and the self-attention weights: Attended((B, S, D), (B, H, S, S))."""
+        out, weights = self._forward(x, mask, need_weights=True)
+        return Attended(out, required_weights(weights))
+
+    def _forward(self, x: Tensor, mask: Tensor | None, need_weights: bool) -> tuple[Tensor, Tensor | None]:
         check_input(x, self.d_model, "x", "(B, S, D)")
         if self.norm_first:
-            attended, weights = self._sa_block(self.norm1(x), mask, return_attention)
+            attended, weights = self._sa_block(self.norm1(x), mask, need_weights)
             x = x + attended  # (B, S, D) the residual stream stays un-normalised
             x = x + self._ff_block(self.norm2(x))
         else:
-            attended, weights = self._sa_block(x, mask, return_attention)
+            attended, weights = self._sa_block(x, mask, need_weights)
             x = self.norm1(x + attended)  # (B, S, D)
             x = self.norm2(x + self._ff_block(x))
-        return (x, weights) if return_attention else x
+        return x, weights  # (B, S, D), (B, H, S, S) or None
 
-    def _sa_block(self, x: Tensor, mask: Tensor | None, return_attention: bool) -> tuple[Tensor, Tensor | None]:
-        return attention_branch(self.self_attn, self.dropout1, x, x, mask, return_attention)  # (B, S, D)
+    def _sa_block(self, x: Tensor, mask: Tensor | None, need_weights: bool) -> tuple[Tensor, Tensor | None]:
+        return attention_branch(self.self_attn, self.dropout1, x, x, mask, need_weights)  # (B, S, D)
 
     def _ff_block(self, x: Tensor) -> Tensor:
         return self.dropout2(self.ff(x))
@@ -143,8 +151,8 @@ class Encoder(nn.Module):
     their output is a sum that no norm has touched. Post-LN layers already end with a norm.
 
     Shape:
-        x: (B, S, D), mask as in ``EncoderLayer`` -> (B, S, D)
-        [and a list of n_layers attention weights (B, H, S, S) with return_attention=True]
+        x: (B, S, D), mask as in ``EncoderLayer`` -> (B, S, D);
+        ``forward_with_weights`` -> Attended(output (B, S, D), weights: n_layers × (B, H, S, S))
     """
 
     def __init__(self, layer: EncoderLayer, n_layers: int, final_norm: bool | None = None) -> None:
@@ -156,17 +164,24 @@ class Encoder(nn.Module):
         use_norm = layer.norm_first if final_norm is None else final_norm
         self.norm = LayerNorm(layer.d_model, eps=layer.norm1.eps, bias=layer.norm1.bias is not None) if use_norm else None
 
-    def forward(self, x: Tensor, mask: Tensor | None = None, return_attention: bool = False):
-        weights = []
-        for layer in self.layers:
-            if return_attention:
-                x, w = layer(x, mask, return_attention=True)  # (B, S, D), (B, H, S, S)
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        return self._forward(x, mask, need_weights=False).output  # (B, S, D)
+
+    def forward_with_weights(self, x: Tensor, mask: Tensor | None = None) -> Attended[list[Tensor]]:
+        """``forward``'s output and each layer's self-attention weights, layer 0 first: n_layers × (B, H, S, S)."""
+        return self._forward(x, mask, need_weights=True)
+
+    def _forward(self, x: Tensor, mask: Tensor | None, need_weights: bool) -> Attended[list[Tensor]]:
+        weights: list[Tensor] = []  # stays empty unless need_weights
+        for layer in cast("list[EncoderLayer]", self.layers):  # a ModuleList of EncoderLayers
+            if need_weights:
+                x, w = layer.forward_with_weights(x, mask)  # (B, S, D), (B, H, S, S)
                 weights.append(w)
             else:
                 x = layer(x, mask)  # (B, S, D)
         if self.norm is not None:
             x = self.norm(x)
-        return (x, weights) if return_attention else x
+        return Attended(x, weights)
 
     @classmethod
     def from_torch(cls, module: nn.TransformerEncoder) -> Encoder:
@@ -179,16 +194,16 @@ class Encoder(nn.Module):
 # --- helpers shared with chapter 06 (decoder.py imports them; nothing is pasted twice) ----------
 
 def attention_branch(attn: MultiHeadAttention, dropout: nn.Dropout, x: Tensor, memory: Tensor, mask: Tensor | None,
-                     return_attention: bool) -> tuple[Tensor, Tensor | None]:
+                     need_weights: bool) -> tuple[Tensor, Tensor | None]:
     """One attention sub-layer's branch: queries from ``x``, keys and values from ``memory``, then dropout.
 
     Shape:
-        x (B, L, D), memory (B, M, D) -> (B, L, D) [and weights (B, H, L, M) with return_attention=True]
+        x (B, L, D), memory (B, M, D) -> (B, L, D) and weights (B, H, L, M), or None unless ``need_weights``
     """
-    if return_attention:
-        out, weights = attn(x, memory, memory, mask=mask, return_attention=True)  # (B, L, D), (B, H, L, M)
+    if need_weights:
+        out, weights = attn.forward_with_weights(x, memory, memory, mask)  # (B, L, D), (B, H, L, M)
         return dropout(out), weights
-    return dropout(attn(x, memory, memory, mask=mask)), None
+    return dropout(attn(x, memory, memory, mask=mask)), None  # may take the fused kernel
 
 
 def inner_dropouts(dropout: float, attention_dropout: float | None, ffn_dropout: float | None) -> tuple[float, float]:

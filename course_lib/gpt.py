@@ -102,7 +102,7 @@ def causal_self_attention(attn: MultiHeadAttention, x: Tensor, cache: KVCache | 
         k, v = cache.update(layer, k, v)  # (B, H, T_k, Dh) earlier positions too
     t_q, t_k = q.shape[-2], k.shape[-2]
     mask = causal_mask(t_k, device=x.device)[t_k - t_q:]  # (T_q, T_k)
-    return attn.attend(q, k, v, mask)  # type: ignore[return-value]  # (B, T_q, D)
+    return attn.attend(q, k, v, mask)  # (B, T_q, D)
 
 
 class GELUFeedForward(FeedForward):

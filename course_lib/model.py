@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -21,7 +22,7 @@ from .embeddings import PositionalEncoding, TokenEmbedding
 from .encoder import Encoder, EncoderLayer
 from .validate import check_dropout, check_int
 
-__all__ = ["TransformerConfig", "Transformer", "count_parameters"]
+__all__ = ["TransformerConfig", "Transformer", "AttentionMaps", "count_parameters"]
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,22 @@ class TransformerConfig:
         return asdict(self)
 
 
+class AttentionMaps(NamedTuple):
+    """Every attention map of one forward pass (``Transformer.attention_maps``); layers numbered from 0.
+
+    Shape:
+        logits (B, T, V), equal to ``model(src, tgt)``
+        encoder: n_layers × (B, H, S, S), the encoder's self-attention
+        decoder_self: n_layers × (B, H, T, T), the decoder's masked self-attention
+        cross: n_layers × (B, H, T, S), the decoder's cross-attention (queries: target, keys: source)
+    """
+
+    logits: Tensor
+    encoder: list[Tensor]
+    decoder_self: list[Tensor]
+    cross: list[Tensor]
+
+
 class Transformer(nn.Module):
     """The encoder-decoder Transformer of "Attention Is All You Need".
 
@@ -85,6 +102,7 @@ class Transformer(nn.Module):
         src (B, S) ids, tgt (B, T) ids -> logits (B, T, V_tgt)
         src_mask: bool (B, 1, S), True = real token; None builds ``padding_mask(src, pad_id)``
         tgt_mask: bool (T, T) or (B, T, T); None builds ``causal_mask(T)``
+        ``attention_maps(src, tgt)`` -> AttentionMaps(the same logits and every layer's attention weights)
     """
 
     def __init__(self, config: TransformerConfig) -> None:
@@ -103,35 +121,48 @@ class Transformer(nn.Module):
         if c.tie_output:
             self.generator.weight = self.tgt_embed.weight  # (V, D): one table, used both ways
 
-    def encode(self, src: Tensor, src_mask: Tensor | None = None, return_attention: bool = False):
-        """(B, S) ids -> memory (B, S, D) [and one (B, H, S, S) map per layer]."""
-        self._check_ids(src, self.config.src_vocab_size, "src")
-        src_mask = padding_mask(src, self.config.pad_id) if src_mask is None else src_mask  # (B, 1, S)
-        x = self.pos(self.src_embed(src))  # (B, S, D)
-        return self.encoder(x, src_mask, return_attention=return_attention)
+    def encode(self, src: Tensor, src_mask: Tensor | None = None) -> Tensor:
+        """(B, S) ids -> memory (B, S, D)."""
+        x, src_mask = self._source(src, src_mask)  # (B, S, D), (B, 1, S)
+        return self.encoder(x, src_mask)  # (B, S, D)
 
     def decode(self, tgt: Tensor, memory: Tensor, src_mask: Tensor | None = None, tgt_mask: Tensor | None = None,
-               return_attention: bool = False, src: Tensor | None = None):
-        """Target prefix (B, T) and memory (B, S, D) -> logits (B, T, V) [and per-layer maps].
+               *, src: Tensor | None = None) -> Tensor:
+        """Target prefix (B, T) and memory (B, S, D) -> logits (B, T, V).
 
         ``src_mask`` hides the source padding from cross-attention; pass it (or ``src``, from
         which it is built) whenever the batch is padded.
         """
-        self._check_ids(tgt, self.config.tgt_vocab_size, "tgt")
         if src_mask is None and src is not None:
             src_mask = padding_mask(src, self.config.pad_id)  # (B, 1, S)
-        tgt_mask = causal_mask(tgt.shape[1], tgt.device) if tgt_mask is None else tgt_mask  # (T, T)
-        y = self.pos(self.tgt_embed(tgt))  # (B, T, D)
-        out = self.decoder(y, memory, tgt_mask, src_mask, return_attention=return_attention)
-        if return_attention:
-            hidden, weights = out
-            return self.generator(hidden), weights  # (B, T, V)
-        return self.generator(out)  # (B, T, V)
+        y, tgt_mask = self._target(tgt, tgt_mask)  # (B, T, D), (T, T)
+        return self.generator(self.decoder(y, memory, tgt_mask, src_mask))  # (B, T, V)
 
     def forward(self, src: Tensor, tgt: Tensor, src_mask: Tensor | None = None, tgt_mask: Tensor | None = None) -> Tensor:
         src_mask = padding_mask(src, self.config.pad_id) if src_mask is None else src_mask  # (B, 1, S)
         memory = self.encode(src, src_mask)  # (B, S, D)
         return self.decode(tgt, memory, src_mask, tgt_mask)  # (B, T, V)
+
+    def attention_maps(self, src: Tensor, tgt: Tensor, src_mask: Tensor | None = None,
+                       tgt_mask: Tensor | None = None) -> AttentionMaps:
+        """``forward`` once, keeping every attention map (always the hand-written attention: see ``AttentionMaps``)."""
+        x, src_mask = self._source(src, src_mask)  # (B, S, D), (B, 1, S)
+        memory, encoder = self.encoder.forward_with_weights(x, src_mask)  # (B, S, D), n_layers × (B, H, S, S)
+        y, tgt_mask = self._target(tgt, tgt_mask)  # (B, T, D), (T, T)
+        hidden, decoder = self.decoder.forward_with_weights(y, memory, tgt_mask, src_mask)  # (B, T, D)
+        return AttentionMaps(self.generator(hidden), encoder, [s for s, _ in decoder], [c for _, c in decoder])
+
+    def _source(self, src: Tensor, src_mask: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Source ids (B, S) -> embedded positions (B, S, D) and the mask (B, 1, S), built from the padding if None."""
+        self._check_ids(src, self.config.src_vocab_size, "src")
+        src_mask = padding_mask(src, self.config.pad_id) if src_mask is None else src_mask  # (B, 1, S)
+        return self.pos(self.src_embed(src)), src_mask  # (B, S, D)
+
+    def _target(self, tgt: Tensor, tgt_mask: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Target ids (B, T) -> embedded positions (B, T, D) and the mask, ``causal_mask(T)`` if None."""
+        self._check_ids(tgt, self.config.tgt_vocab_size, "tgt")
+        tgt_mask = causal_mask(tgt.shape[1], tgt.device) if tgt_mask is None else tgt_mask  # (T, T)
+        return self.pos(self.tgt_embed(tgt)), tgt_mask  # (B, T, D)
 
     @staticmethod
     def _check_ids(ids: Tensor, vocab_size: int, name: str) -> None:

@@ -7,14 +7,38 @@ only when switched on explicitly (``fused=True`` or ``set_fused(model, True)``).
 """
 from __future__ import annotations
 
+from typing import Generic, TypeVar
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from typing_extensions import NamedTuple  # a generic NamedTuple on Python 3.10 too
 
 from .attention import check_mask, scaled_dot_product_attention
 from .validate import check_dropout, check_int, check_same_dtype
 
-__all__ = ["MultiHeadAttention", "split_heads", "merge_heads", "set_fused"]
+__all__ = ["Attended", "MultiHeadAttention", "required_weights", "split_heads", "merge_heads", "set_fused"]
+
+W = TypeVar("W")
+
+
+class Attended(NamedTuple, Generic[W]):
+    """What every ``forward_with_weights`` returns: the module's output and the attention weights it used.
+
+    ``output`` equals what ``forward`` returns for the same inputs; ``weights`` holds softmax rows
+    (each sums to 1, a masked key gets 0). Their type and shape are in each method's docstring:
+    one (B, H, T_q, T_k) tensor for one attention, a list with one entry per layer for a stack.
+    """
+
+    output: Tensor
+    weights: W
+
+
+def required_weights(weights: Tensor | None) -> Tensor:
+    """The weights of a run that asked for them (``need_weights=True`` always forms them)."""
+    if weights is None:
+        raise RuntimeError("attention weights were requested but not formed: only forward() may take the fused path")
+    return weights
 
 
 def split_heads(x: Tensor, n_heads: int) -> Tensor:
@@ -51,8 +75,8 @@ class MultiHeadAttention(nn.Module):
             for padding or (T_q, T_k) for causal; the same mask is used by every head. (The
             opposite of ``nn.MultiheadAttention``, where True = blocked.)
     Shape:
-        query (B, T_q, D), key and value (B, T_k, D) -> (B, T_q, D)
-        [and weights (B, H, T_q, T_k) with return_attention=True]
+        query (B, T_q, D), key and value (B, T_k, D) -> (B, T_q, D);
+        ``forward_with_weights`` -> Attended(output (B, T_q, D), weights (B, H, T_q, T_k))
     """
 
     def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True, fused: bool = False) -> None:
@@ -71,35 +95,48 @@ class MultiHeadAttention(nn.Module):
         self.w_v = nn.Linear(d_model, d_model, bias=bias)
         self.w_o = nn.Linear(d_model, d_model, bias=bias)  # mixes the concatenated heads
 
-    def forward(self, query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None = None,
-                return_attention: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+    def forward(self, query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Shape: query (B, T_q, D), key and value (B, T_k, D) -> (B, T_q, D); the fused kernel if ``fused``."""
+        return self._forward(query, key, value, mask, need_weights=False)[0]  # (B, T_q, D)
+
+    def forward_with_weights(self, query: Tensor, key: Tensor, value: Tensor,
+                             mask: Tensor | None = None) -> Attended[Tensor]:
+        """``forward``'s output and every head's weights; always the hand-written path (a fused kernel never forms them).
+
+        Shape:
+            query (B, T_q, D), key and value (B, T_k, D) -> Attended(output (B, T_q, D), weights (B, H, T_q, T_k))
+        """
+        out, weights = self._forward(query, key, value, mask, need_weights=True)
+        return Attended(out, required_weights(weights))
+
+    def _forward(self, query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None,
+                 need_weights: bool) -> tuple[Tensor, Tensor | None]:
         self._check_inputs(query, key, value, mask)
         q = split_heads(self.w_q(query), self.n_heads)  # (B, H, T_q, Dh)
         k = split_heads(self.w_k(key), self.n_heads)  # (B, H, T_k, Dh)
         v = split_heads(self.w_v(value), self.n_heads)  # (B, H, T_k, Dh)
         if mask is not None and mask.dim() == 3:
             mask = mask.unsqueeze(1)  # (B, 1, T_q or 1, T_k): the same mask for every head
-        return self.attend(q, k, v, mask, return_attention)
+        return self._attend(q, k, v, mask, need_weights)
 
-    def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None,
-               return_attention: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
         """Attend with heads already split, then merge them and apply W_O (the KV cache calls this too).
 
         Shape:
-            q (B, H, T_q, Dh), k and v (B, H, T_k, Dh), mask bool broadcastable to (B, H, T_q, T_k)
-            -> (B, T_q, D) [and weights (B, H, T_q, T_k) with return_attention=True]
+            q (B, H, T_q, Dh), k and v (B, H, T_k, Dh), mask bool broadcastable to (B, H, T_q, T_k) -> (B, T_q, D)
         """
+        return self._attend(q, k, v, mask, need_weights=False)[0]  # (B, T_q, D)
+
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None,
+                need_weights: bool) -> tuple[Tensor, Tensor | None]:
+        """(B, T_q, D) and the weights (B, H, T_q, T_k); None only from the fused kernel, used when not ``need_weights``."""
         p = self.dropout if self.training else 0.0
-        if self.fused and not return_attention:
+        weights: Tensor | None = None
+        if self.fused and not need_weights:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, H, T_q, Dh)
-            weights: Tensor | None = None
         else:
-            out, weights = scaled_dot_product_attention(q, k, v, mask, dropout_p=p)  # (B, H, T_q, Dh)
-        out = self.w_o(merge_heads(out))  # (B, T_q, D)
-        if return_attention:
-            assert weights is not None  # the unfused path ran
-            return out, weights
-        return out
+            out, weights = scaled_dot_product_attention(q, k, v, mask, dropout_p=p)  # (B, H, T_q, Dh), (B, H, T_q, T_k)
+        return self.w_o(merge_heads(out)), weights  # (B, T_q, D)
 
     def _check_inputs(self, query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None) -> None:
         for name, t in (("query", query), ("key", key), ("value", value)):

@@ -158,18 +158,18 @@ def test_every_decoder_layer_reads_the_final_encoder_output():
     assert len(seen) == 3 and all(k is memory and v is memory for k, v in seen)
 
 
-def test_return_attention_shapes_and_masks():
+def test_forward_with_weights_shapes_and_masks():
     torch.manual_seed(0)
     layer = DecoderLayer(16, 4, 32, dropout=0.0).eval()
     x, memory = torch.randn(2, 4, 16), torch.randn(2, 6, 16)
     src_pad = torch.tensor([[True] * 6, [True] * 3 + [False] * 3])[:, None, :]  # (2, 1, 6)
-    out, (self_w, cross_w) = layer(x, memory, causal(4), src_pad, return_attention=True)
+    out, (self_w, cross_w) = layer.forward_with_weights(x, memory, causal(4), src_pad)
     assert torch.equal(out, layer(x, memory, causal(4), src_pad))
     assert self_w.shape == (2, 4, 4, 4) and cross_w.shape == (2, 4, 4, 6)
     assert torch.all(self_w.triu(1) == 0), "no weight on future positions"
     assert torch.all(cross_w[1, ..., 3:] == 0), "no weight on source padding"
     dec = Decoder(layer, 2)
-    _, weights = dec(x, memory, causal(4), src_pad, return_attention=True)
+    _, weights = dec.forward_with_weights(x, memory, causal(4), src_pad)
     assert len(weights) == 2 and weights[1][1].shape == (2, 4, 4, 6)
 
 

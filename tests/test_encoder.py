@@ -205,12 +205,12 @@ def test_encoder_layer_matches_torch_values_and_grads(seed, norm_first, dtype):
     assert_same_grads(ours, theirs, TOL[dtype] * 10)
 
 
-def test_encoder_layer_return_attention():
+def test_encoder_layer_forward_with_weights():
     torch.manual_seed(0)
     layer = EncoderLayer(16, 4, 32, dropout=0.0).eval()
     x = torch.randn(2, 5, 16)
     pad = torch.tensor([[True] * 5, [True, True, True, False, False]])[:, None, :]  # (2, 1, 5)
-    out, w = layer(x, pad, return_attention=True)
+    out, w = layer.forward_with_weights(x, pad)
     assert torch.equal(out, layer(x, pad))
     assert w.shape == (2, 4, 5, 5)
     assert torch.allclose(w.sum(-1), torch.ones(2, 4, 5))
@@ -289,10 +289,10 @@ def test_encoder_copies_layers_and_final_norm_default():
     assert sum(p.numel() for p in post.parameters()) == 3 * sum(p.numel() for p in EncoderLayer(8, 2, 16).parameters())
 
 
-def test_encoder_return_attention_gives_one_map_per_layer():
+def test_encoder_forward_with_weights_gives_one_map_per_layer():
     enc = Encoder(EncoderLayer(8, 2, 16, dropout=0.0), 3).eval()
     x = torch.randn(2, 4, 8)
-    out, weights = enc(x, return_attention=True)
+    out, weights = enc.forward_with_weights(x)
     assert torch.equal(out, enc(x)) and len(weights) == 3 and weights[0].shape == (2, 2, 4, 4)
 
 

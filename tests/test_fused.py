@@ -85,22 +85,28 @@ def test_set_fused_false_goes_back():
     assert torch.equal(logits, ref)  # bit for bit: the very same hand-written computation
 
 
-def test_return_attention_still_works_with_fused_on():
+def test_attention_maps_with_fused_on_take_the_hand_written_path(monkeypatch):
     model, src, tgt = model_and_batch(True, torch.float64)
     model.eval()
     with torch.no_grad():
-        memory, enc_ref = model.encode(src, return_attention=True)
-        logits_ref, dec_ref = model.decode(tgt, memory, src=src, return_attention=True)
+        ref = model.attention_maps(src, tgt)
         set_fused(model, True)
-        memory2, enc_w = model.encode(src, return_attention=True)
-        logits, dec_w = model.decode(tgt, memory2, src=src, return_attention=True)
-    assert len(enc_w) == 2 and all(w.shape == (4, 4, 11, 11) for w in enc_w)
-    assert all(torch.allclose(a, b, atol=1e-12) for a, b in zip(enc_w, enc_ref))
-    for (self_w, cross_w), (self_ref, cross_ref) in zip(dec_w, dec_ref):
+        calls = []
+        real = torch.nn.functional.scaled_dot_product_attention
+        monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention",
+                            lambda *a, **k: calls.append(1) or real(*a, **k))
+        maps = model.attention_maps(src, tgt)
+        assert calls == [], "weights were asked for: the fused kernel, which never forms them, must not run"
+        fused_logits = model(src, tgt)
+        assert len(calls) == 6, "forward keeps the fused kernel: 2 encoder + 2 x 2 decoder attentions"
+    assert len(maps.encoder) == 2 and all(w.shape == (4, 4, 11, 11) for w in maps.encoder)
+    assert all(torch.equal(a, b) for a, b in zip(maps.encoder, ref.encoder))
+    for self_w, cross_w, self_ref, cross_ref in zip(maps.decoder_self, maps.cross, ref.decoder_self, ref.cross):
         assert self_w.shape == (4, 4, 8, 8) and cross_w.shape == (4, 4, 8, 11)
-        assert torch.allclose(self_w, self_ref, atol=1e-12) and torch.allclose(cross_w, cross_ref, atol=1e-12)
+        assert torch.equal(self_w, self_ref) and torch.equal(cross_w, cross_ref)
         assert cross_w[3, :, :, 1:].abs().max() == 0  # row 3 has one real source token: padding gets 0
-    assert (logits - logits_ref).abs().max() < 1e-10
+    assert torch.equal(maps.logits, ref.logits)
+    assert (fused_logits - maps.logits).abs().max() < 1e-10
 
 
 def test_fused_flag_on_construction_and_in_repr():

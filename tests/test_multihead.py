@@ -73,7 +73,7 @@ def test_parity_with_torch_values_weights_and_gradients(seed, kind, dtype):
     v = q if self_attention else torch.randn(b, t_k, d_model, generator=g, dtype=torch.float64).to(dtype)
     inputs_a = [t.clone().requires_grad_() for t in (q, k, v)]
     inputs_b = [t.clone().requires_grad_() for t in (q, k, v)]
-    out, weights = ours(*inputs_a, mask=mask, return_attention=True)
+    out, weights = ours.forward_with_weights(*inputs_a, mask=mask)
     ref, ref_weights = theirs(*inputs_b, **torch_kwargs, need_weights=True, average_attn_weights=False)
     tol = TOL[dtype]
     assert out.shape == (b, t_q, d_model) and weights.shape == (b, n_heads, t_q, t_k)
@@ -164,7 +164,7 @@ def test_each_head_is_chapter_03_attention_on_its_own_slice():
     mha = MultiHeadAttention(12, 3).double()
     x = torch.randn(2, 5, 12, dtype=torch.float64)
     mask = causal_mask(5)
-    out, weights = mha(x, x, x, mask=mask, return_attention=True)
+    out, weights = mha.forward_with_weights(x, x, x, mask=mask)
     q, k, v = mha.w_q(x), mha.w_k(x), mha.w_v(x)  # (B, T, D)
     heads = []
     for h in range(3):
@@ -179,10 +179,10 @@ def test_changing_one_heads_query_weights_changes_only_that_heads_map():
     torch.manual_seed(1)
     mha = MultiHeadAttention(16, 4).double()
     x = torch.randn(1, 6, 16, dtype=torch.float64)
-    _, before = mha(x, x, x, return_attention=True)
+    _, before = mha.forward_with_weights(x, x, x)
     with torch.no_grad():
         mha.w_q.weight[8:12] *= 3.0  # rows 8..11 = head 2's W^Q
-    _, after = mha(x, x, x, return_attention=True)
+    _, after = mha.forward_with_weights(x, x, x)
     changed = [(after[:, h] - before[:, h]).abs().max().item() > 1e-6 for h in range(4)]
     assert changed == [False, False, True, False]
 
@@ -192,7 +192,7 @@ def test_weights_rows_sum_to_one_and_masked_keys_get_zero():
     mha = MultiHeadAttention(8, 2)
     x = torch.randn(2, 4, 8)
     pad = padding_mask(torch.tensor([[7, 7, 7, 7], [7, 7, 0, 0]]), 0)  # (B, 1, S)
-    _, w = mha(x, x, x, mask=pad, return_attention=True)  # (B, H, T, S)
+    _, w = mha.forward_with_weights(x, x, x, mask=pad)  # (B, H, T, S)
     torch.testing.assert_close(w.sum(-1), torch.ones(2, 2, 4))
     assert w[1, :, :, 2:].abs().max() == 0
 
@@ -202,7 +202,7 @@ def test_fully_masked_rows_give_zero_attention_not_nan():
     mha = MultiHeadAttention(8, 2).double()
     x = torch.randn(1, 3, 8, dtype=torch.float64)
     mask = torch.tensor([[[True, True, False], [False, False, False], [True, True, True]]])  # (B, T_q, T_k)
-    out, w = mha(x, x, x, mask=mask, return_attention=True)
+    out, w = mha.forward_with_weights(x, x, x, mask=mask)
     assert not out.isnan().any()
     assert w[0, :, 1].abs().max() == 0
     torch.testing.assert_close(out[0, 1], mha.w_o.bias)  # nothing to attend to: only W_O's bias is left
@@ -227,10 +227,10 @@ def test_dropout_acts_in_training_only_and_weights_are_returned_before_dropout()
     mha = MultiHeadAttention(8, 2, dropout=0.5)
     x = torch.randn(2, 5, 8)
     mha.eval()
-    out_eval, w_eval = mha(x, x, x, return_attention=True)
+    out_eval, w_eval = mha.forward_with_weights(x, x, x)
     torch.testing.assert_close(mha(x, x, x), out_eval, atol=0, rtol=0)
     mha.train()
-    out_train, w_train = mha(x, x, x, return_attention=True)
+    out_train, w_train = mha.forward_with_weights(x, x, x)
     assert not torch.allclose(out_train, out_eval, atol=1e-4)
     torch.testing.assert_close(w_train, w_eval)  # the returned map is the one before dropout
 
@@ -263,7 +263,7 @@ def test_default_forward_never_calls_torch_fused_attention(fused_calls):
     for training in (True, False):
         mha.train(training)
         mha(x, x, x, mask=causal_mask(5)).sum().backward()
-        mha(x, memory, memory, mask=torch.ones(2, 1, 7, dtype=torch.bool), return_attention=True)
+        mha.forward_with_weights(x, memory, memory, mask=torch.ones(2, 1, 7, dtype=torch.bool))
         mha(x, x, x)
     assert fused_calls == []
     mha.fused = True
@@ -310,7 +310,7 @@ def test_fused_path_still_returns_weights_when_asked():
     torch.manual_seed(6)
     mha = MultiHeadAttention(8, 2, fused=True)
     x = torch.randn(1, 3, 8)
-    out, w = mha(x, x, x, return_attention=True)
+    out, w = mha.forward_with_weights(x, x, x)
     assert w.shape == (1, 2, 3, 3)
     torch.testing.assert_close(out, mha(x, x, x))
 
