@@ -12,19 +12,17 @@ Masks follow the course convention: boolean, **True = may attend**.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import cast
 
 from torch import Tensor, nn
 
 from .encoder import (
     FeedForward,
     LayerNorm,
+    LayerStack,
     attention_branch,
     check_input,
-    clone_layers,
     inner_dropouts,
     layer_from_torch,
-    stack_from_torch,
 )
 from .multihead import Attended, MultiHeadAttention, required_weights, split_heads
 
@@ -166,24 +164,16 @@ class DecoderLayer(nn.Module):
         return layer_from_torch(cls, module, nn.TransformerDecoderLayer)
 
 
-class Decoder(nn.Module):
-    """``n_layers`` copies of one ``DecoderLayer``; every layer reads the same ``memory``.
-
-    ``final_norm=None`` adds a last LayerNorm exactly when the layers are pre-LN.
+class Decoder(LayerStack):
+    """``n_layers`` copies of one ``DecoderLayer`` (see ``LayerStack``); every layer reads the same ``memory``.
 
     Shape:
         x: (B, T, D), memory: (B, S, D), masks as in ``DecoderLayer`` -> (B, T, D);
         ``forward_with_weights`` -> Attended(output (B, T, D), weights: n_layers × (self (B, H, T, T), cross (B, H, T, S)))
     """
 
-    def __init__(self, layer: DecoderLayer, n_layers: int, final_norm: bool | None = None) -> None:
-        super().__init__()
-        if not isinstance(layer, DecoderLayer):
-            raise TypeError(f"Decoder expects a DecoderLayer to copy, got {type(layer).__name__}")
-        self.layers = clone_layers(layer, n_layers)
-        self.d_model = layer.d_model
-        use_norm = layer.norm_first if final_norm is None else final_norm
-        self.norm = LayerNorm(layer.d_model, eps=layer.norm1.eps, bias=layer.norm1.bias is not None) if use_norm else None
+    layer_type = DecoderLayer
+    torch_type = nn.TransformerDecoder
 
     def forward(self, x: Tensor, memory: Tensor, tgt_mask: Tensor | None = None,
                 memory_mask: Tensor | None = None) -> Tensor:
@@ -196,20 +186,4 @@ class Decoder(nn.Module):
 
     def _forward(self, x: Tensor, memory: Tensor, tgt_mask: Tensor | None, memory_mask: Tensor | None,
                  need_weights: bool) -> Attended[list[tuple[Tensor, Tensor]]]:
-        weights: list[tuple[Tensor, Tensor]] = []  # stays empty unless need_weights
-        for layer in cast("list[DecoderLayer]", self.layers):  # every layer reads the same memory
-            if need_weights:
-                x, w = layer.forward_with_weights(x, memory, tgt_mask, memory_mask)  # (B, T, D), (self, cross)
-                weights.append(w)
-            else:
-                x = layer(x, memory, tgt_mask, memory_mask)  # (B, T, D)
-        if self.norm is not None:
-            x = self.norm(x)
-        return Attended(x, weights)
-
-    @classmethod
-    def from_torch(cls, module: nn.TransformerDecoder) -> Decoder:
-        """Our stack with the same weights as a ``nn.TransformerDecoder`` of batch-first layers."""
-        if not isinstance(module, nn.TransformerDecoder):
-            raise TypeError(f"Decoder.from_torch expects nn.TransformerDecoder, got {type(module).__name__}")
-        return stack_from_torch(cls, DecoderLayer, module)
+        return self._run(x, need_weights, memory, tgt_mask, memory_mask)  # the SAME memory for every layer

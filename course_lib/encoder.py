@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from .multihead import Attended, MultiHeadAttention, required_weights
 from .validate import check_dropout, check_int, check_same_dtype
 
-__all__ = ["LayerNorm", "FeedForward", "EncoderLayer", "Encoder"]
+__all__ = ["LayerNorm", "FeedForward", "EncoderLayer", "LayerStack", "Encoder"]
 
 
 def check_input(x: object, d_model: int, name: str = "x", shape: str = "(B, S, D)") -> None:
@@ -144,25 +144,59 @@ class EncoderLayer(nn.Module):
         return layer_from_torch(cls, module, nn.TransformerEncoderLayer)
 
 
-class Encoder(nn.Module):
-    """``n_layers`` independent copies of one ``EncoderLayer``, applied in order.
+class LayerStack(nn.Module):
+    """``n_layers`` independent copies of one layer, applied in order: ``Encoder`` and ``Decoder`` are the two stacks.
 
     ``final_norm=None`` adds a last LayerNorm exactly when the layers are pre-LN (``norm_first``):
     their output is a sum that no norm has touched. Post-LN layers already end with a norm.
+    A subclass names its layer type and PyTorch's matching stack (for ``from_torch``).
+    """
+
+    layer_type: type[nn.Module]
+    torch_type: type[nn.Module]
+
+    def __init__(self, layer: nn.Module, n_layers: int, final_norm: bool | None = None) -> None:
+        super().__init__()
+        if not isinstance(layer, self.layer_type):
+            raise TypeError(f"{type(self).__name__}(layer, n_layers) copies one {self.layer_type.__name__}; "
+                            f"got {type(layer).__name__}")
+        self.layers = clone_layers(layer, n_layers)
+        self.d_model: int = layer.d_model  # type: ignore[assignment]
+        use_norm = layer.norm_first if final_norm is None else final_norm
+        first = cast(LayerNorm, layer.norm1)
+        self.norm = LayerNorm(self.d_model, eps=first.eps, bias=first.bias is not None) if use_norm else None
+
+    def _run(self, x: Tensor, need_weights: bool, *inputs: Tensor | None) -> Attended[list]:
+        """Each layer reads the previous layer's output and the same ``inputs`` (masks; the decoder's memory)."""
+        weights: list = []  # stays empty unless need_weights
+        for layer in cast("list[Any]", self.layers):  # EncoderLayers or DecoderLayers
+            if need_weights:
+                x, w = layer.forward_with_weights(x, *inputs)  # (B, L, D), this layer's weights
+                weights.append(w)
+            else:
+                x = layer(x, *inputs)  # (B, L, D)
+        if self.norm is not None:
+            x = self.norm(x)
+        return Attended(x, weights)
+
+    @classmethod
+    def from_torch(cls, module: nn.Module) -> Any:
+        """Our stack with the same weights as PyTorch's matching stack (``torch_type``) of batch-first layers."""
+        if not isinstance(module, cls.torch_type):
+            raise TypeError(f"{cls.__name__}.from_torch expects nn.{cls.torch_type.__name__}, got {type(module).__name__}")
+        return stack_from_torch(cls, cls.layer_type, module)
+
+
+class Encoder(LayerStack):
+    """``n_layers`` independent copies of one ``EncoderLayer``, applied in order (see ``LayerStack``).
 
     Shape:
         x: (B, S, D), mask as in ``EncoderLayer`` -> (B, S, D);
         ``forward_with_weights`` -> Attended(output (B, S, D), weights: n_layers × (B, H, S, S))
     """
 
-    def __init__(self, layer: EncoderLayer, n_layers: int, final_norm: bool | None = None) -> None:
-        super().__init__()
-        if not isinstance(layer, EncoderLayer):
-            raise TypeError(f"Encoder expects an EncoderLayer to copy, got {type(layer).__name__}")
-        self.layers = clone_layers(layer, n_layers)
-        self.d_model = layer.d_model
-        use_norm = layer.norm_first if final_norm is None else final_norm
-        self.norm = LayerNorm(layer.d_model, eps=layer.norm1.eps, bias=layer.norm1.bias is not None) if use_norm else None
+    layer_type = EncoderLayer
+    torch_type = nn.TransformerEncoder
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         return self._forward(x, mask, need_weights=False).output  # (B, S, D)
@@ -172,23 +206,7 @@ class Encoder(nn.Module):
         return self._forward(x, mask, need_weights=True)
 
     def _forward(self, x: Tensor, mask: Tensor | None, need_weights: bool) -> Attended[list[Tensor]]:
-        weights: list[Tensor] = []  # stays empty unless need_weights
-        for layer in cast("list[EncoderLayer]", self.layers):  # a ModuleList of EncoderLayers
-            if need_weights:
-                x, w = layer.forward_with_weights(x, mask)  # (B, S, D), (B, H, S, S)
-                weights.append(w)
-            else:
-                x = layer(x, mask)  # (B, S, D)
-        if self.norm is not None:
-            x = self.norm(x)
-        return Attended(x, weights)
-
-    @classmethod
-    def from_torch(cls, module: nn.TransformerEncoder) -> Encoder:
-        """Our stack with the same weights as a ``nn.TransformerEncoder`` of batch-first layers."""
-        if not isinstance(module, nn.TransformerEncoder):
-            raise TypeError(f"Encoder.from_torch expects nn.TransformerEncoder, got {type(module).__name__}")
-        return stack_from_torch(cls, EncoderLayer, module)
+        return self._run(x, need_weights, mask)  # every layer gets the same padding mask
 
 
 # --- helpers shared with chapter 06 (decoder.py imports them; nothing is pasted twice) ----------

@@ -380,7 +380,7 @@ def _train_and_save(args: argparse.Namespace) -> int:
         torch.distributed.all_gather_object(prints, prints[0])
     if rank == 0:
         meta = {"seed": args.seed, "train_config": asdict(config), "note_repeats": args.note_repeats,
-                "unk_dropout": args.unk_dropout, "world_size": world,
+                "unk_dropout": args.unk_dropout, "world_size": world, "threads": torch.get_num_threads(),
                 "torch": torch.__version__, "replica_float32_sha256": prints, "valid_loss": history["valid_loss"],
                 **{k: round(history[k], 1) for k in ("steps", "epochs", "seconds", "tokens_per_s")}}
         save_checkpoint(args.out, model, src_vocab, tgt_vocab, meta, half=not args.float32)

@@ -357,3 +357,13 @@ def test_from_torch_copies_eps_bias_free_and_mode():
     theirs.train()
     x = torch.randn(2, 3, 8)
     assert max_diff(ours.train()(x), theirs(x)) < 1e-5
+
+
+def test_each_stack_names_the_layer_it_copies():
+    from course_lib.decoder import Decoder, DecoderLayer
+    with pytest.raises(TypeError, match=r"^Encoder\(layer, n_layers\) copies one EncoderLayer; got DecoderLayer$"):
+        Encoder(DecoderLayer(8, 2, 16), 2)
+    with pytest.raises(TypeError, match=r"^Decoder\(layer, n_layers\) copies one DecoderLayer; got EncoderLayer$"):
+        Decoder(EncoderLayer(8, 2, 16), 2)
+    with pytest.raises(TypeError, match=r"^Decoder.from_torch expects nn.TransformerDecoder, got TransformerEncoder$"):
+        Decoder.from_torch(nn.TransformerEncoder(nn.TransformerEncoderLayer(8, 2, 16, batch_first=True), 1))
