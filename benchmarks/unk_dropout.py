@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append((seed, p, measure(ckpt, test)))
                 print(table(rows[-1:]).splitlines()[-1], flush=True)
     text = ("Chapter 07's translator with and without word dropout, on chapter 07's test split (1,000 pairs, greedy, "
-            "sacrebleu 13a).\nMade by `python benchmarks/unk_dropout.py " + " ".join(argv or sys.argv[1:]) + "`.\n\n"
+            "sacrebleu 13a).\nMade by `python benchmarks/unk_dropout.py " + " ".join(argv or sys.argv[1:]) + "`"
+            + (" (the 0.05 row of seed 0 is the shipped checkpoint)" if args.use_shipped else "") + ".\n\n"
             + table(rows))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     temporary = args.out.with_name(args.out.name + ".tmp")

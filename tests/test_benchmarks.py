@@ -327,3 +327,24 @@ def test_paper_base_trains_on_the_course_corpus_with_one_vocabulary(tmp_path, mo
     assert {"I", "나는"} <= set(vocab.itos)  # English and Korean in one table
     assert ckpt.model.config == TransformerConfig.paper_base(len(ckpt.src_vocab))
     assert ckpt.meta["steps"] == 1
+
+
+# --- unk_dropout.py (word dropout at chapter 07's size) -------------------------------------------
+
+def test_unk_dropout_script_reuses_the_shipped_run_and_writes_its_table(tmp_path, monkeypatch):
+    script = _load("unk_dropout")
+    monkeypatch.setattr(training, "main", lambda argv: pytest.fail(f"trained although the shipped run fits: {argv}"))
+    shipped = script.trained(0, training.UNK_DROPOUT, tmp_path, use_shipped=True)
+    assert shipped.meta["unk_dropout"] == training.UNK_DROPOUT and shipped.meta["seed"] == 0
+    row = {"bleu": 99.5, "exact": 0.992, "kept": [45, 46, 46], "unk_row": 0.2}
+    assert script.table([(0, 0.05, row)]).splitlines()[-1] == "| 0 | 0.05 | 99.50 | 99.2% | 0.2000 | 45 / 46 / 46 |"
+    monkeypatch.setattr(training, "main", lambda argv: 1)  # a failed training is a clear exit, not a traceback
+    with pytest.raises(SystemExit, match="training seed 1 with --unk-dropout 0.0 failed"):
+        script.trained(1, 0.0, tmp_path, use_shipped=True)
+
+
+def test_the_unk_dropout_table_chapter_10_prints_is_the_shipped_checkpoints():
+    text = (BENCHMARKS / "results" / "unk_dropout.md").read_text(encoding="utf-8")
+    shipped = checkpoint.load_pretrained()
+    assert f"| 0 | {training.UNK_DROPOUT:g} |" in text and shipped.meta["unk_dropout"] == training.UNK_DROPOUT
+    assert "| 0 | 0 |" in text  # the run without word dropout, for comparison

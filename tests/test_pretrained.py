@@ -45,11 +45,11 @@ def test_the_checkpoint_is_small_and_is_the_chapters_model(ckpt, splits):
 
 def test_greedy_decoding_reaches_the_chapters_targets_on_the_test_split(greedy, splits):
     assert len(greedy["hypotheses"]) == len(splits.test) == 1000
-    # measured with the shipped checkpoint: BLEU 99.59, exact 0.993 (993 of 1000), chrF 99.65;
+    # measured with the shipped checkpoint: BLEU 99.52, exact 0.992 (992 of 1000), chrF 99.58;
     # a regression of about half a point (or 4 more wrong sentences) fails
     assert greedy["bleu"] >= 99.0, greedy["bleu"]
-    assert greedy["exact"] >= 0.989, greedy["exact"]
-    assert greedy["chrf"] >= 99.2, greedy["chrf"]
+    assert greedy["exact"] >= 0.988, greedy["exact"]
+    assert greedy["chrf"] >= 99.1, greedy["chrf"]
 
 
 @pytest.mark.slow
@@ -62,3 +62,14 @@ def test_beam_search_is_at_least_as_good(ckpt, splits, greedy):
 def test_the_notes_sentences_translate_correctly(ckpt, beam_size):
     for english, korean in corpus.NOTE_EXAMPLES:
         assert translate(ckpt.model, english, ckpt.src_vocab, ckpt.tgt_vocab, beam_size=beam_size) == korean, english
+
+
+def test_the_shipped_model_translates_around_an_unknown_word(ckpt, splits):
+    """Trained with word dropout, the model has learned <unk>: one unknown noun leaves the rest of the sentence right."""
+    from course_lib.decoding import translate_batch
+    from course_lib.generalisation import fresh_model, kept_other_words, substitution_set, unk_row_change
+    subs = substitution_set(splits.test, ckpt.src_vocab, n=50, seed=0)
+    hyps = translate_batch(ckpt.model, [s.en for s in subs], ckpt.src_vocab, ckpt.tgt_vocab)
+    kept = sum(kept_other_words(h, s) for h, s in zip(hyps, subs))
+    assert kept >= 42, kept  # measured 45 of 50 (46 and 46 with substitution seeds 1 and 2); 30 without word dropout
+    assert unk_row_change(ckpt.model, fresh_model(ckpt.model.config, ckpt.meta["seed"])) > 0.1  # the row was trained
