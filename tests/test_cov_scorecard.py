@@ -69,7 +69,8 @@ def test_a_silent_worker_exit_is_reported_by_its_exit_code(tmp_path, monkeypatch
 
 
 def test_the_overall_time_limit_stops_the_run_and_kills_what_it_started(tmp_path, monkeypatch):
-    """The worker writes its progress, starts a 'kernel' in its own session and hangs: both are killed."""
+    """The worker writes its progress, starts a 'kernel' in its own session and another process in a third
+    session (as a kernel's child may), then hangs: all three are killed."""
     path = _notebook(tmp_path / "ex.ipynb", "a = 1", "checks.ch01.encode(encode)", "checks.ch01.decode(decode)")
     marker = tmp_path / "kernel_pid"
     body = f"""
@@ -78,6 +79,8 @@ copy, progress, timeout, pids = sys.argv[3:7]
 kernel = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'], start_new_session=True)
 open(pids, 'w').write(str(kernel.pid))
 open({str(marker)!r}, 'w').write(str(kernel.pid))
+escapee = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'], start_new_session=True)
+open({str(marker)!r} + '_escapee', 'w').write(str(escapee.pid))  # in no group scorecard knows: found by its mark
 nb = read(copy)
 nb['cells'][2]['outputs'] = [{{'output_type': 'display_data', 'data': {{'text/plain': ''}},
     'metadata': {{'course_check': {{'name': 'ch01.encode', 'token': os.environ['COURSE_CHECK_TOKEN']}}}}}}]
@@ -92,12 +95,12 @@ time.sleep(120)
     assert notes == ["cell 4: stopped at the overall time limit (6 s)"]
     assert [(r.name, r.status) for r in results] == [("ch01.encode", "passed"), ("ch01.decode", "not run")]
     assert results[1].detail == "stopped at the overall time limit (6 s) (cell 4)"
-    kernel = int(marker.read_text())
-    for _ in range(50):  # the kernel's session was SIGKILLed; give the kernel a moment to be reaped by init
-        if not _alive(kernel):
+    left = [int(marker.read_text()), int(Path(f"{marker}_escapee").read_text())]
+    for _ in range(50):  # both were SIGKILLed; give them a moment to be reaped by init
+        if not any(map(_alive, left)):
             break
         time.sleep(0.1)
-    assert not _alive(kernel)
+    assert [pid for pid in left if _alive(pid)] == []
 
 
 def _alive(pid: int) -> bool:
