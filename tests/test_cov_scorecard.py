@@ -310,3 +310,27 @@ def test_format_scorecard_counts_passes_and_shows_notes():
     text = sc.format_scorecard("ex.ipynb", results, ["cell 4 timed out after 5 s"])
     assert text.splitlines()[1] == "  note: cell 4 timed out after 5 s"
     assert "✗ ch01.b" in text and "failed: use pad_id" in text and text.endswith("1/3 exercises passed")
+
+
+def test_the_check_command_prints_the_scorecard_and_fails_unless_all_passed(tmp_path, monkeypatch, capsys):
+    from course_lib import __main__ as cli
+
+    path = _notebook(tmp_path / "ex.ipynb", "checks.ch01.encode(encode)", "checks.ch01.decode(decode)")
+    body = """
+copy, progress, timeout, pids = sys.argv[3:7]
+nb = read(copy)
+token = os.environ['COURSE_CHECK_TOKEN']
+for index, name in ((1, 'ch01.encode'), (2, 'ch01.decode')):
+    if name == 'ch01.encode' or os.environ.get('PASS_ALL'):
+        nb['cells'][index]['outputs'] = [{'output_type': 'display_data', 'data': {'text/plain': ''},
+                                          'metadata': {'course_check': {'name': name, 'token': token}}}]
+open(progress, 'w').write(json.dumps({'notebook': nb, 'stopped': {}, 'running': None}))
+"""
+    monkeypatch.setattr(sc.sys, "executable", str(_fake_python(tmp_path, body)))
+    assert cli.main(["check", str(path), "--timeout", "5", "--time-limit", "30"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"Scorecard for {path} (run on a copy; your file was not changed)"
+    assert out[-1] == "  1/2 exercises passed" and "never reported success" in out[2]
+    monkeypatch.setenv("PASS_ALL", "1")
+    assert cli.main(["check", str(path), "--timeout", "5", "--time-limit", "30"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "  2/2 exercises passed"
