@@ -1,15 +1,16 @@
 """Word dropout at chapter 07's size: the translator trained with and without ``--unk-dropout``.
 
 For each training seed it trains chapter 07's model twice with the course's training command (``--unk-dropout 0``
-and ``--unk-dropout 0.05``, the default), then measures on chapter 07's test split: greedy BLEU and exact match,
+and ``--unk-dropout 0.05``, the default; ``--threads 1`` as the shipped run), then measures on chapter 07's test
+split: greedy BLEU and exact match,
 the largest change of the source ``<unk>`` row since initialisation, and, on three substitution sets of 50 test
 sentences with one noun replaced by an unknown word (``generalisation.substitution_set`` seeds 0, 1, 2), how many
 translations keep every other word right. It writes a Markdown table (chapter 10 shows it).
 
     python benchmarks/unk_dropout.py --seeds 0 --out benchmarks/results/unk_dropout.md [--use-shipped]
 
-``--use-shipped`` takes the shipped checkpoint for (seed 0, the default dropout) when its stored settings say it is
-that run, instead of training it again. Each training takes about two minutes on 2 idle cores.
+``--use-shipped`` takes the shipped checkpoint for the run its stored settings say it is (seed, word dropout, one
+thread) instead of training it again. Each training takes about two minutes on 2 idle cores.
 """
 from __future__ import annotations
 
@@ -28,14 +29,17 @@ from course_lib.generalisation import fresh_model, kept_other_words, substitutio
 SUBSTITUTION_SEEDS = (0, 1, 2)
 
 
-def trained(seed: int, p: float, folder: Path, use_shipped: bool) -> checkpoint.Checkpoint:
-    """Chapter 07's translator for this seed and word-dropout rate (trained by the course's command)."""
-    if use_shipped and seed == 0 and p == training.UNK_DROPOUT:
-        shipped = checkpoint.load_pretrained()
-        if shipped.meta.get("unk_dropout") == p and shipped.meta.get("seed") == 0:
-            return shipped
+def shipped_run(seed: int, p: float) -> checkpoint.Checkpoint | None:
+    """The shipped checkpoint when it is this run (seed, word dropout, one thread), else None."""
+    shipped = checkpoint.load_pretrained()
+    same = (shipped.meta.get("seed"), shipped.meta.get("unk_dropout"), shipped.meta.get("threads")) == (seed, p, 1)
+    return shipped if same else None
+
+
+def trained(seed: int, p: float, folder: Path) -> checkpoint.Checkpoint:
+    """Chapter 07's translator for this seed and word-dropout rate, trained by the course's command."""
     out = folder / f"seed{seed}-p{p}.pt"
-    code = training.main(["--out", str(out), "--seed", str(seed), "--unk-dropout", str(p), "--quiet"])
+    code = training.main(["--out", str(out), "--seed", str(seed), "--unk-dropout", str(p), "--threads", "1", "--quiet"])
     if code != 0:
         raise SystemExit(f"training seed {seed} with --unk-dropout {p} failed (exit code {code})")
     return checkpoint.load_checkpoint(out)
@@ -70,16 +74,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--use-shipped", action="store_true")
     args = parser.parse_args(argv)
     test = corpus.make_splits(0).test
-    rows = []
+    rows, reused = [], []
     with tempfile.TemporaryDirectory() as folder:
         for seed in args.seeds:
             for p in (0.0, training.UNK_DROPOUT):
-                ckpt = trained(seed, p, Path(folder), args.use_shipped)
+                ckpt = shipped_run(seed, p) if args.use_shipped else None
+                reused += [f"the {p:g} row of seed {seed}"] if ckpt is not None else []
+                ckpt = ckpt if ckpt is not None else trained(seed, p, Path(folder))
                 rows.append((seed, p, measure(ckpt, test)))
                 print(table(rows[-1:]).splitlines()[-1], flush=True)
     text = ("Chapter 07's translator with and without word dropout, on chapter 07's test split (1,000 pairs, greedy, "
             "sacrebleu 13a).\nMade by `python benchmarks/unk_dropout.py " + " ".join(argv or sys.argv[1:]) + "`"
-            + (" (the 0.05 row of seed 0 is the shipped checkpoint)" if args.use_shipped else "") + ".\n\n"
+            + (f" ({' and '.join(reused)}: the shipped checkpoint)" if reused else "") + ".\n\n"
             + table(rows))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     temporary = args.out.with_name(args.out.name + ".tmp")

@@ -333,14 +333,14 @@ def test_paper_base_trains_on_the_course_corpus_with_one_vocabulary(tmp_path, mo
 
 def test_unk_dropout_script_reuses_the_shipped_run_and_writes_its_table(tmp_path, monkeypatch):
     script = _load("unk_dropout")
-    monkeypatch.setattr(training, "main", lambda argv: pytest.fail(f"trained although the shipped run fits: {argv}"))
-    shipped = script.trained(0, training.UNK_DROPOUT, tmp_path, use_shipped=True)
-    assert shipped.meta["unk_dropout"] == training.UNK_DROPOUT and shipped.meta["seed"] == 0
+    shipped = script.shipped_run(0, training.UNK_DROPOUT)
+    assert shipped is not None and shipped.meta["threads"] == 1  # the shipped file is the seed-0 run, on one thread
+    assert script.shipped_run(0, 0.0) is None and script.shipped_run(1, training.UNK_DROPOUT) is None
     row = {"bleu": 99.5, "exact": 0.992, "kept": [45, 46, 46], "unk_row": 0.2}
     assert script.table([(0, 0.05, row)]).splitlines()[-1] == "| 0 | 0.05 | 99.50 | 99.2% | 0.2000 | 45 / 46 / 46 |"
     monkeypatch.setattr(training, "main", lambda argv: 1)  # a failed training is a clear exit, not a traceback
     with pytest.raises(SystemExit, match="training seed 1 with --unk-dropout 0.0 failed"):
-        script.trained(1, 0.0, tmp_path, use_shipped=True)
+        script.trained(1, 0.0, tmp_path)
 
 
 def test_the_unk_dropout_table_chapter_10_prints_is_the_shipped_checkpoints():

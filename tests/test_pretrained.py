@@ -1,6 +1,6 @@
 """The translator that ships with the course (course_lib/data/translator_en_ko.pt).
 
-It is made by ``python -m course_lib.training --out course_lib/data/translator_en_ko.pt --seed 0``;
+It is made by ``python -m course_lib.training --out course_lib/data/translator_en_ko.pt --seed 0 --threads 1``;
 these tests check that it loads, that it is the chapter's model trained on the course corpus, and
 that it reaches the chapter's targets on the held-out test split.
 """
@@ -38,6 +38,7 @@ def test_the_checkpoint_is_small_and_is_the_chapters_model(ckpt, splits):
     meta = ckpt.meta
     assert meta["seed"] == 0 and meta["world_size"] == 1 and meta["note_repeats"] == NOTE_REPEATS
     assert meta["unk_dropout"] == UNK_DROPOUT  # trained with word dropout (chapter 10 measures why)
+    assert meta["threads"] == 1  # the last bits depend on the thread count: the documented command fixes it
     expected = {**vars(CHAPTER07_TRAIN), "max_seconds": None}  # the command trains without a time limit
     assert meta["train_config"] == expected
     assert meta["epochs"] == CHAPTER07_TRAIN.epochs and meta["steps"] > 1000
@@ -45,7 +46,7 @@ def test_the_checkpoint_is_small_and_is_the_chapters_model(ckpt, splits):
 
 def test_greedy_decoding_reaches_the_chapters_targets_on_the_test_split(greedy, splits):
     assert len(greedy["hypotheses"]) == len(splits.test) == 1000
-    # measured with the shipped checkpoint: BLEU 99.52, exact 0.992 (992 of 1000), chrF 99.58;
+    # measured with the shipped checkpoint: BLEU 99.53, exact 0.992 (992 of 1000), chrF 99.61;
     # a regression of about half a point (or 4 more wrong sentences) fails
     assert greedy["bleu"] >= 99.0, greedy["bleu"]
     assert greedy["exact"] >= 0.988, greedy["exact"]
@@ -71,5 +72,5 @@ def test_the_shipped_model_translates_around_an_unknown_word(ckpt, splits):
     subs = substitution_set(splits.test, ckpt.src_vocab, n=50, seed=0)
     hyps = translate_batch(ckpt.model, [s.en for s in subs], ckpt.src_vocab, ckpt.tgt_vocab)
     kept = sum(kept_other_words(h, s) for h, s in zip(hyps, subs))
-    assert kept >= 42, kept  # measured 45 of 50 (46 and 46 with substitution seeds 1 and 2); 30 without word dropout
+    assert kept >= 44, kept  # measured 48 of 50 (44 and 47 with substitution seeds 1 and 2); 37 without word dropout
     assert unk_row_change(ckpt.model, fresh_model(ckpt.model.config, ckpt.meta["seed"])) > 0.1  # the row was trained

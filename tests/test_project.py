@@ -31,6 +31,11 @@ MODEL_MODULES = {"tokens", "embeddings", "attention", "multihead", "encoder", "d
                  "objective", "progress", "training", "decoding", "kvcache", "generalisation"}
 
 
+def _package_name(name: str) -> str:
+    """``from course_lib import X``: the module X, or ``__init__`` when X is a function of the package itself."""
+    return name if (PKG / f"{name}.py").exists() or (PKG / name).is_dir() else "__init__"
+
+
 def _course_imports(path: Path) -> set[str]:
     """Names of course_lib modules imported by a file (absolute or relative imports)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
@@ -44,9 +49,9 @@ def _course_imports(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             parts = (node.module or "").split(".")
             if node.level == 0 and parts[0] == "course_lib":
-                found.update([parts[1]] if len(parts) > 1 else [a.name for a in node.names])
+                found.update([parts[1]] if len(parts) > 1 else [_package_name(a.name) for a in node.names])
             elif node.level == 1 and path.parent == PKG:
-                found.update([parts[0]] if parts[0] else [a.name for a in node.names])
+                found.update([parts[0]] if parts[0] else [_package_name(a.name) for a in node.names])
             elif node.level >= 1 and path.parent.name == "checks":
                 if node.level == 2:
                     found.update([parts[0]] if parts[0] else [a.name for a in node.names])
