@@ -401,6 +401,7 @@ def _train_and_save(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    threads = torch.get_num_threads()  # restored afterwards: a caller in Python (a notebook, a test) keeps its own
     try:
         return _train_and_save(args)
     except (TrainingError, CheckpointError) as err:
@@ -409,6 +410,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; nothing was saved (during training, a single Ctrl-C saves the progress)", file=sys.stderr)
         return 130
+    finally:
+        torch.set_num_threads(threads)
 
 
 if __name__ == "__main__":

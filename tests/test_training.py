@@ -355,6 +355,18 @@ def test_the_command_trains_the_unk_row_only_with_word_dropout(tmp_path, p, trai
     out = tmp_path / "m.pt"
     assert training.main(["--out", str(out), "--tiny", "--max-steps", "3", "--quiet", "--float32", "--unk-dropout", p]) == 0
     ckpt = load_checkpoint(out)
-    assert ckpt.meta["unk_dropout"] == float(p) and ckpt.meta["steps"] == 3
+    assert ckpt.meta["unk_dropout"] == float(p) and ckpt.meta["steps"] == 3 and ckpt.meta["threads"] >= 1
     moved = unk_row_change(ckpt.model, fresh_model(ckpt.model.config, 0))
     assert (moved > 1e-4) if trained else (moved == 0.0), moved
+
+
+def test_the_command_sets_its_threads_and_gives_the_callers_back(tmp_path):
+    from course_lib import training
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert training.main(["--out", str(tmp_path / "m.pt"), "--tiny", "--max-steps", "1", "--quiet", "--threads", "2"]) == 0
+        assert load_checkpoint(tmp_path / "m.pt").meta["threads"] == 2  # the command trained on the threads it was given
+        assert torch.get_num_threads() == 1  # and the caller's setting is back
+    finally:
+        torch.set_num_threads(before)
