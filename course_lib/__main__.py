@@ -22,13 +22,20 @@ def _check(args: argparse.Namespace) -> int:
     return 0 if results and all(r.status == "passed" for r in results) else 1
 
 
+def _reason(err: OSError) -> str:
+    """An OSError in one line, without the ``[Errno N]`` prefix."""
+    if err.errno is None or not err.strerror:
+        return str(err)
+    return f"{err.strerror}: {err.filename}" if err.filename else err.strerror
+
+
 def _make_exercises(args: argparse.Namespace) -> int:
     from .exercises import write_exercises
 
     try:
         lines = write_exercises(Path(args.solutions), Path(args.exercises), force=args.force)
-    except FileNotFoundError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except OSError as err:  # no solutions, --exercises a file or unwritable, a disk that filled up
+        print(f"error: {_reason(err)}", file=sys.stderr)
         return 2
     for line in lines:
         print(line)
@@ -42,13 +49,16 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .exercises import number
+
     parser = argparse.ArgumentParser(prog="python -m course_lib", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     check = sub.add_parser("check", help="run a copy of an exercise notebook and print a scorecard")
     check.add_argument("notebook", help="e.g. exercises/03_attention.ipynb (never modified)")
-    check.add_argument("--timeout", type=int, default=600, help="seconds allowed per cell (then it is interrupted)")
-    check.add_argument("--time-limit", type=int, default=3600, help="seconds allowed for the whole notebook")
+    seconds = number(int, 1, "a whole number of seconds >= 1")
+    check.add_argument("--timeout", type=seconds, default=600, help="seconds allowed per cell (then it is interrupted)")
+    check.add_argument("--time-limit", type=seconds, default=3600, help="seconds allowed for the whole notebook")
     check.set_defaults(func=_check)
 
     make = sub.add_parser("make-exercises", help="generate exercises/ from solutions/ (keeps edited notebooks)")

@@ -12,10 +12,13 @@ padding. Here such a row gets weights of zero and an output of zero, on purpose 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from .validate import check_int, check_number
 
 __all__ = ["scaled_dot_product_attention", "causal_mask", "padding_mask", "check_mask"]
 
@@ -62,13 +65,17 @@ def _check_qkv(query: Tensor, key: Tensor, value: Tensor) -> None:
 
 
 def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None = None,
-                                 scale: float | None = None, dropout_p: float = 0.0) -> tuple[Tensor, Tensor]:
+                                 scale: float | None = None, dropout_p: float = 0.0, *,
+                                 on_scores: Callable[[Tensor], Tensor] | None = None,
+                                 on_weights: Callable[[Tensor], Tensor] | None = None) -> tuple[Tensor, Tensor]:
     """Attend from every query to every key and average the values by the attention weights.
 
     Args:
         mask: bool, True = may attend, broadcastable to (..., T_q, T_k).
         scale: multiplies the scores; None means 1/sqrt(d_k), 1.0 means unscaled.
         dropout_p: dropout on the weights before they average the values (training only).
+        on_scores, on_weights: called with the masked scores and with the weights, their result used
+            instead (chapter 11's hook points pass through here; None = leave them as they are).
     Shape:
         query (..., T_q, d_k), key (..., T_k, d_k), value (..., T_k, d_v)
         -> output (..., T_q, d_v), weights (..., T_q, T_k) (before dropout)
@@ -76,14 +83,19 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, mask
     _check_qkv(query, key, value)
     if not 0.0 <= dropout_p <= 1.0:
         raise ValueError(f"dropout_p is a probability in [0, 1], got {dropout_p!r}")
-    scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
+    scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else check_number(scale, "scale", 0.0, above=True,
+                                                                               hint="None means 1/sqrt(d_k)")
     scores = (query @ key.transpose(-2, -1)) * scale  # (..., T_q, T_k)
     if mask is not None:
         check_mask(mask, scores.shape, "(..., T_q, T_k)")
         scores = scores.masked_fill(~mask, float("-inf"))  # (..., T_q, T_k)
+    if on_scores is not None:
+        scores = on_scores(scores)
     weights = torch.softmax(scores, dim=-1)  # (..., T_q, T_k) each row sums to 1
     if mask is not None:
         weights = weights.masked_fill(~mask.any(dim=-1, keepdim=True), 0.0)  # fully masked rows: 0, not NaN
+    if on_weights is not None:
+        weights = on_weights(weights)
     attend = F.dropout(weights, dropout_p) if dropout_p > 0 else weights
     return attend @ value, weights  # (..., T_q, d_v), (..., T_q, T_k)
 
@@ -104,4 +116,5 @@ def padding_mask(ids: Tensor, pad_id: int) -> Tensor:
     if not isinstance(ids, Tensor) or ids.dim() != 2 or ids.is_floating_point():
         got = f"{ids.dtype} {tuple(ids.shape)}" if isinstance(ids, Tensor) else type(ids).__name__
         raise TypeError(f"padding_mask expects integer token ids of shape (B, S), got {got}")
+    check_int(pad_id, "pad_id", minimum=0)
     return (ids != pad_id).unsqueeze(1)  # (B, 1, S)

@@ -14,13 +14,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 
+from .exercises import atomic_write
 from .model import Transformer, TransformerConfig
 from .tokens import Vocab
 
@@ -62,7 +61,11 @@ def _plain(value: object, where: str = "meta") -> object:
     if isinstance(value, (list, tuple)):
         return [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, dict):
-        return {str(k): _plain(v, f"{where}[{k!r}]") for k, v in value.items()}
+        keys = [k for k in value if not isinstance(k, str)]
+        if keys:  # str(k) would merge 1 and "1" into one entry
+            raise TypeError(f"{where} has the key {keys[0]!r} ({type(keys[0]).__name__}): checkpoint meta keys "
+                            "must be str (write str(key) yourself if that is what you mean)")
+        return {k: _plain(v, f"{where}[{k!r}]") for k, v in value.items()}
     raise TypeError(f"{where} is a {type(value).__name__}: checkpoint meta may hold only str, numbers, None, "
                     "tensors, lists and dicts (it must load with weights_only=True)")
 
@@ -102,29 +105,11 @@ def content_digest(payload: dict) -> str:
 
 
 def atomic_save(obj: object, path: str | Path) -> Path:
-    """``torch.save(obj, path)`` that never leaves a half-written ``path``: write a temporary file in the
-    same folder (a unique name), flush and fsync it, then ``os.replace`` it over ``path``. A kill at
-    any moment leaves the old file or the new one; two writers leave one writer's whole file."""
-    path = Path(path)
-    mode = path.stat().st_mode & 0o777 if path.is_file() else 0o644  # mkstemp's 0o600 would hide the file from others
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, mode)
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX)
-        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    return path
+    """``torch.save(obj, path)`` that never leaves a half-written ``path`` (``exercises.atomic_write``: a temporary
+    file in the same folder, flushed and fsynced, then renamed over ``path``; Ctrl-C waits for the rename). A kill
+    at any moment leaves the old file or the new one; two writers leave one writer's whole file; a full disk is
+    an OSError saying so."""
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def verified_load(path: str | Path, what: str = "checkpoint") -> dict:
@@ -286,12 +271,36 @@ def _check_shapes(state: dict, model: Transformer) -> None:
                               f"unexpected {unexpected[:3]}, differently shaped {reshaped[:3]}")
 
 
+def _check_finite(state: dict) -> None:
+    """Refuse weights that are NaN or infinite (a run that diverged, or a damaged file with a recomputed digest)."""
+    bad = {k: int((~torch.isfinite(v)).sum()) for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()}
+    if bad:
+        name, count = next(iter(bad.items()))
+        raise CheckpointError(f"the saved weights are not all finite: {len(bad)} tensors hold NaN or inf, e.g. {name} "
+                              f"({count:,} of {state[name].numel():,} values); such a model can only output nonsense")
+
+
+def _device(device: object) -> torch.device:
+    """``device`` as a torch.device this machine has (None: the CPU), checked before anything is read."""
+    if device is not None and (isinstance(device, bool) or not isinstance(device, (str, int, torch.device))):
+        raise TypeError(f"device must be a torch.device, a name such as 'cpu' or 'cuda', or None, "
+                        f"got {type(device).__name__} {device!r:.60}")
+    try:
+        dev = torch.device("cpu" if device is None else device)
+    except RuntimeError:
+        raise ValueError(f"device={device!r:.60} is not a device name; expected e.g. 'cpu', 'cuda' or 'cuda:0'") from None
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        raise ValueError(f"device={device!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s); "
+                         "use device='cpu' (or None)")
+    return dev
+
+
 def load_checkpoint(path: str | Path, device: torch.device | str | None = None) -> Checkpoint:
     """Rebuild the model (in eval mode, float32) and the vocabularies saved by ``save_checkpoint``.
 
-    ``device=None`` loads on the CPU.
+    ``device=None`` loads on the CPU. Weights that are NaN or infinite are refused (``CheckpointError``).
     """
-    path, device = Path(path), torch.device(device or "cpu")
+    path, device = Path(path), _device(device)
     data = _read(path)
     try:
         config = _check_config(data["config"])
@@ -299,6 +308,7 @@ def load_checkpoint(path: str | Path, device: torch.device | str | None = None) 
         _check_size(data["state_dict"], config)  # now building the model allocates about what the file holds
         model = Transformer(config)
         _check_shapes(data["state_dict"], model)
+        _check_finite(data["state_dict"])
     except CheckpointError as err:
         raise CheckpointError(f"{path}: {err}") from None
     state = {k: v.float() if v.is_floating_point() else v for k, v in data["state_dict"].items()}

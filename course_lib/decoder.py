@@ -24,6 +24,7 @@ from .encoder import (
     inner_dropouts,
     layer_from_torch,
 )
+from .hooks import HookPoint
 from .multihead import Attended, MultiHeadAttention, required_weights, split_heads
 
 __all__ = ["DecoderLayer", "Decoder"]
@@ -65,6 +66,10 @@ class DecoderLayer(nn.Module):
         self.dropout1 = nn.Dropout(dropout)
         self.dropout2 = nn.Dropout(dropout)
         self.dropout3 = nn.Dropout(dropout)
+        # chapter 11's hook points, (B, T, D) each; resid_mid2 sits between cross-attention and the feed-forward
+        self.hook_resid_pre, self.hook_attn_out, self.hook_resid_mid = HookPoint(), HookPoint(), HookPoint()
+        self.hook_cross_attn_out, self.hook_resid_mid2 = HookPoint(), HookPoint()
+        self.hook_mlp_out, self.hook_resid_post = HookPoint(), HookPoint()
 
     def forward(self, x: Tensor, memory: Tensor, tgt_mask: Tensor | None = None,
                 memory_mask: Tensor | None = None) -> Tensor:
@@ -80,30 +85,33 @@ class DecoderLayer(nn.Module):
                  need_weights: bool) -> tuple[Tensor, tuple[Tensor | None, Tensor | None]]:
         check_input(x, self.d_model, "x", "(B, T, D)")
         check_memory(x, memory, self.d_model)
+        x = self.hook_resid_pre(x)
         if self.norm_first:
             attended, self_w = self._sa_block(self.norm1(x), tgt_mask, need_weights)
-            x = x + attended  # (B, T, D)
+            x = self.hook_resid_mid(x + attended)  # (B, T, D)
             crossed, cross_w = self._ca_block(self.norm2(x), memory, memory_mask, need_weights)
-            x = x + crossed  # (B, T, D)
+            x = self.hook_resid_mid2(x + crossed)  # (B, T, D)
             x = x + self._ff_block(self.norm3(x))
         else:
             attended, self_w = self._sa_block(x, tgt_mask, need_weights)
-            x = self.norm1(x + attended)  # (B, T, D)
+            x = self.hook_resid_mid(self.norm1(x + attended))  # (B, T, D)
             crossed, cross_w = self._ca_block(x, memory, memory_mask, need_weights)
-            x = self.norm2(x + crossed)  # (B, T, D)
+            x = self.hook_resid_mid2(self.norm2(x + crossed))  # (B, T, D)
             x = self.norm3(x + self._ff_block(x))
-        return x, (self_w, cross_w)  # (B, T, D), ((B, H, T, T), (B, H, T, S)) or Nones
+        return self.hook_resid_post(x), (self_w, cross_w)  # (B, T, D), ((B, H, T, T), (B, H, T, S)) or Nones
 
     def _sa_block(self, x: Tensor, mask: Tensor | None, need_weights: bool) -> tuple[Tensor, Tensor | None]:
         # queries, keys and values all come from the target prefix x; the mask hides the future
-        return attention_branch(self.self_attn, self.dropout1, x, x, mask, need_weights)  # (B, T, D)
+        attended, weights = attention_branch(self.self_attn, self.dropout1, x, x, mask, need_weights)
+        return self.hook_attn_out(attended), weights  # (B, T, D)
 
     def _ca_block(self, x: Tensor, memory: Tensor, mask: Tensor | None, need_weights: bool) -> tuple[Tensor, Tensor | None]:
         # queries come from the decoder (x); keys and values from the encoder's output (memory)
-        return attention_branch(self.cross_attn, self.dropout2, x, memory, mask, need_weights)  # (B, T, D)
+        crossed, weights = attention_branch(self.cross_attn, self.dropout2, x, memory, mask, need_weights)
+        return self.hook_cross_attn_out(crossed), weights  # (B, T, D)
 
     def _ff_block(self, x: Tensor) -> Tensor:
-        return self.dropout3(self.ff(x))
+        return self.hook_mlp_out(self.dropout3(self.ff(x)))
 
     # --- one incremental step (chapter 08's key/value cache): the same sub-layers, one new position ---
 

@@ -18,11 +18,11 @@ from .attention import padding_mask
 from .corpus import pair_text
 from .model import Transformer, inference
 from .tokens import Tokenize, Vocab, detokenize, word_tokenize
-from .validate import check_int, nfc
+from .validate import check_int, check_number, nfc
 
 __all__ = ["inference", "check_src", "decode_limits", "greedy_loop", "greedy_decode", "beam_step", "length_penalty",
            "beam_search", "translate", "translate_batch", "evaluate", "unknown_words", "source_tokens",
-           "UntranslatableError", "TruncatedInputWarning"]
+           "UntranslatableError", "TruncatedInputWarning", "UnknownWordWarning"]
 
 
 class UntranslatableError(ValueError):
@@ -31,6 +31,13 @@ class UntranslatableError(ValueError):
 
 class TruncatedInputWarning(UserWarning):
     """A sentence longer than the model's table of positions: only its beginning is translated."""
+
+
+_ALPHA_HINT = "the length penalty's exponent; 0: none, the paper: 0.6"
+
+
+class UnknownWordWarning(UserWarning):
+    """Words the source vocabulary never saw: each is read as <unk>, and the model may invent a word in its place."""
 
 
 def check_src(model: Transformer, src: object) -> Tensor:
@@ -124,6 +131,7 @@ def beam_step(log_probs: Tensor, scores: Tensor, beam_size: int) -> tuple[Tensor
 
 def length_penalty(length: Tensor | int, alpha: float = 0.6) -> Tensor | float:
     """GNMT's lp(Y) = ((5 + |Y|) / 6) ** alpha; a hypothesis is ranked by log P(Y) / lp(Y)."""
+    check_number(alpha, "alpha", 0.0, hint=_ALPHA_HINT)
     return ((5 + length) / 6) ** alpha
 
 
@@ -142,8 +150,7 @@ def beam_search(model: Transformer, src: Tensor, beam_size: int = 4, alpha: floa
     src = check_src(model, src)
     if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
         raise ValueError(f"beam_size must be a positive int, got {beam_size!r}")
-    if alpha < 0:
-        raise ValueError(f"the length penalty's alpha must be >= 0 (0: none, the paper: 0.6), got {alpha!r}")
+    check_number(alpha, "alpha", 0.0, hint=_ALPHA_HINT)
     B, K, pad_id, dev = src.shape[0], beam_size, model.config.pad_id, src.device
     with inference(model):
         src_k = src.repeat_interleave(K, dim=0)  # (B*K, S): every beam reads its sentence
@@ -194,6 +201,13 @@ def source_tokens(sentence: str, src_vocab: Vocab, tokenize: Tokenize = word_tok
     "seoul" as "Seoul"; a token none of these finds stays as typed (and becomes <unk>).
     """
     tokens = tokenize(sentence)
+    if not isinstance(tokens, (list, tuple)):
+        raise TypeError(f"tokenize must return a list of str tokens, got {type(tokens).__name__} {tokens!r:.60} "
+                        f"for {sentence!r:.60}")
+    for i, tok in enumerate(tokens):
+        if not isinstance(tok, str):
+            raise TypeError(f"tokenize must return a list of str tokens, got {type(tok).__name__} {tok!r:.40} at position {i} "
+                            f"for {sentence!r:.60}")
     return [next((f for f in (tok, tok.lower(), tok.capitalize(), tok.upper()) if f in src_vocab), tok) for tok in tokens]
 
 
@@ -204,7 +218,27 @@ def unknown_words(sentence: str, src_vocab: Vocab, tokenize: Tokenize = word_tok
     """
     if not isinstance(sentence, str):
         raise TypeError(f"unknown_words expects one sentence (str), got {type(sentence).__name__}")
-    return list(dict.fromkeys(tok for tok in source_tokens(sentence, src_vocab, tokenize) if tok not in src_vocab))
+    return _unknown(source_tokens(sentence, src_vocab, tokenize), src_vocab)
+
+
+def _unknown(tokens: list[str], src_vocab: Vocab) -> list[str]:
+    """The tokens ``src_vocab`` does not hold, each once, in order."""
+    return list(dict.fromkeys(tok for tok in tokens if tok not in src_vocab))
+
+
+def _check_translator(where: str, model: object, src_vocab: object, tgt_vocab: object, tokenize: object,
+                      detokenize: object) -> None:
+    """Raise a TypeError naming the argument unless each of translate's parts is of the kind it needs."""
+    if not isinstance(model, Transformer):
+        raise TypeError(f"{where} expects model: a course_lib.model.Transformer, got {type(model).__name__}")
+    for name, vocab in (("src_vocab", src_vocab), ("tgt_vocab", tgt_vocab)):
+        if not isinstance(vocab, Vocab):
+            raise TypeError(f"{name} must be a course_lib.tokens.Vocab (training.build_vocabs makes both; a checkpoint "
+                            f"holds them), got {type(vocab).__name__}")
+    for name, fn in (("tokenize", tokenize), ("detokenize", detokenize)):
+        if not callable(fn):
+            raise TypeError(f"{name} must be a function ({'text -> list of tokens' if name == 'tokenize' else 'tokens -> text'}"
+                            f"), got {type(fn).__name__}")
 
 
 def _knows_a_word(tokens: list[str], src_vocab: Vocab) -> bool:
@@ -229,7 +263,10 @@ def translate_batch(model: Transformer, sentences: Sequence[str], src_vocab: Voc
     """
     if isinstance(sentences, str):
         raise TypeError("translate_batch expects a list of sentences; use translate() for one str")
+    _check_translator("translate_batch", model, src_vocab, tgt_vocab, tokenize, detokenize)
     check_int(batch_size, "batch_size")
+    check_int(beam_size, "beam_size")
+    check_number(alpha, "alpha", 0.0, hint=_ALPHA_HINT)
     sentences = list(sentences)
     for i, s in enumerate(sentences):
         if not isinstance(s, str):
@@ -242,6 +279,14 @@ def translate_batch(model: Transformer, sentences: Sequence[str], src_vocab: Voc
         raise UntranslatableError(f"refusing to translate: the source vocabulary ({len(src_vocab)} tokens, from the "
                                   f"training corpus) knows no word of {len(hopeless)} sentence(s), so any Korean would "
                                   f"be made up: {shown}")
+    unknown = [(i, words) for i, toks in enumerate(tokens) if (words := _unknown(toks, src_vocab))]
+    if unknown:
+        shown = "; ".join(f"sentence {i} {sentences[i]!r:.60} ({', '.join(words)})" for i, words in unknown[:3])
+        warnings.warn(f"{len(unknown)} of {len(sentences)} sentence{'s' * (len(sentences) != 1)} "
+                      f"hold{'s' * (len(unknown) == 1)} words the source "
+                      f"vocabulary never saw; each is read as <unk> and the model may invent a word in its place "
+                      f"(decoding.unknown_words lists them): {shown}{'; ...' if len(unknown) > 3 else ''}",
+                      UnknownWordWarning, stacklevel=2)
     limit = model.config.max_len
     for i, toks in enumerate(tokens):
         if len(toks) > limit:
@@ -273,6 +318,7 @@ def translate(model: Transformer, sentence: str, src_vocab: Vocab, tgt_vocab: Vo
     """
     if not isinstance(sentence, str):
         raise TypeError(f"translate expects one sentence (str), got {type(sentence).__name__}")
+    _check_translator("translate", model, src_vocab, tgt_vocab, tokenize, detokenize)
     return translate_batch(model, [sentence], src_vocab, tgt_vocab, beam_size, alpha, max_len, 1, tokenize, detokenize)[0]
 
 

@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .hooks import HookPoint
 from .multihead import Attended, MultiHeadAttention, required_weights
-from .validate import check_dropout, check_int, check_same_dtype
+from .validate import check_dropout, check_features, check_int, check_number, check_same_dtype
 
 __all__ = ["LayerNorm", "FeedForward", "EncoderLayer", "LayerStack", "Encoder"]
 
@@ -48,15 +49,12 @@ class LayerNorm(nn.Module):
 
     def __init__(self, d_model: int, eps: float = 1e-5, bias: bool = True) -> None:
         super().__init__()
-        self.d_model, self.eps = check_int(d_model, "d_model"), eps
+        self.d_model, self.eps = check_int(d_model, "d_model"), check_number(eps, "eps", 0.0)
         self.weight = nn.Parameter(torch.ones(d_model))  # (D,) gain, starts at 1
         self.bias = nn.Parameter(torch.zeros(d_model)) if bias else None  # (D,) shift, starts at 0
 
     def forward(self, x: Tensor) -> Tensor:
-        if not x.is_floating_point():
-            raise TypeError(f"LayerNorm expects floating-point token vectors (..., D), got dtype {x.dtype}")
-        if x.shape[-1:] != (self.d_model,):
-            raise ValueError(f"LayerNorm expects (..., D) with D = {self.d_model}, got {tuple(x.shape)}")
+        check_features(x, self.d_model, "LayerNorm")
         check_same_dtype(x, self.weight.dtype, "x", "LayerNorm's weight dtype")
         return F.layer_norm(x, (self.d_model,), self.weight, self.bias, self.eps)  # (..., D)
 
@@ -111,6 +109,9 @@ class EncoderLayer(nn.Module):
         self.norm2 = LayerNorm(d_model, eps=eps, bias=bias)
         self.dropout1 = nn.Dropout(dropout)  # on the attention branch, before the residual sum
         self.dropout2 = nn.Dropout(dropout)  # on the feed-forward branch
+        # chapter 11's hook points, (B, S, D) each; post-LN: resid_mid/post are the normalised streams (hooks.py)
+        self.hook_resid_pre, self.hook_attn_out, self.hook_resid_mid = HookPoint(), HookPoint(), HookPoint()
+        self.hook_mlp_out, self.hook_resid_post = HookPoint(), HookPoint()
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         return self._forward(x, mask, need_weights=False)[0]  # (B, S, D)
@@ -122,21 +123,23 @@ class EncoderLayer(nn.Module):
 
     def _forward(self, x: Tensor, mask: Tensor | None, need_weights: bool) -> tuple[Tensor, Tensor | None]:
         check_input(x, self.d_model, "x", "(B, S, D)")
+        x = self.hook_resid_pre(x)
         if self.norm_first:
             attended, weights = self._sa_block(self.norm1(x), mask, need_weights)
-            x = x + attended  # (B, S, D) the residual stream stays un-normalised
+            x = self.hook_resid_mid(x + attended)  # (B, S, D) the residual stream stays un-normalised
             x = x + self._ff_block(self.norm2(x))
         else:
             attended, weights = self._sa_block(x, mask, need_weights)
-            x = self.norm1(x + attended)  # (B, S, D)
+            x = self.hook_resid_mid(self.norm1(x + attended))  # (B, S, D)
             x = self.norm2(x + self._ff_block(x))
-        return x, weights  # (B, S, D), (B, H, S, S) or None
+        return self.hook_resid_post(x), weights  # (B, S, D), (B, H, S, S) or None
 
     def _sa_block(self, x: Tensor, mask: Tensor | None, need_weights: bool) -> tuple[Tensor, Tensor | None]:
-        return attention_branch(self.self_attn, self.dropout1, x, x, mask, need_weights)  # (B, S, D)
+        attended, weights = attention_branch(self.self_attn, self.dropout1, x, x, mask, need_weights)
+        return self.hook_attn_out(attended), weights  # (B, S, D)
 
     def _ff_block(self, x: Tensor) -> Tensor:
-        return self.dropout2(self.ff(x))
+        return self.hook_mlp_out(self.dropout2(self.ff(x)))
 
     @classmethod
     def from_torch(cls, module: nn.TransformerEncoderLayer) -> EncoderLayer:
@@ -165,6 +168,7 @@ class LayerStack(nn.Module):
         use_norm = layer.norm_first if final_norm is None else final_norm
         first = cast(LayerNorm, layer.norm1)
         self.norm = LayerNorm(self.d_model, eps=first.eps, bias=first.bias is not None) if use_norm else None
+        self.hook_normalized = HookPoint("ln_final.hook_normalized") if use_norm else None  # chapter 11
 
     def _run(self, x: Tensor, need_weights: bool, *inputs: Tensor | None) -> Attended[list]:
         """Each layer reads the previous layer's output and the same ``inputs`` (masks; the decoder's memory)."""
@@ -176,7 +180,7 @@ class LayerStack(nn.Module):
             else:
                 x = layer(x, *inputs)  # (B, L, D)
         if self.norm is not None:
-            x = self.norm(x)
+            x = self.norm(x) if self.hook_normalized is None else self.hook_normalized(self.norm(x))  # (B, L, D)
         return Attended(x, weights)
 
     @classmethod

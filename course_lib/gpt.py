@@ -11,6 +11,7 @@ without an encoder; it is passed in explicitly and never stored on the model.
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,8 +21,10 @@ from torch import Tensor, nn
 
 from .attention import causal_mask
 from .encoder import FeedForward, LayerNorm
+from .hooks import HookPoint
 from .multihead import MultiHeadAttention, split_heads
-from .validate import check_int
+from .validate import check_ids as check_id_values
+from .validate import check_int, check_model_size, check_number
 
 __all__ = [
     "GPT",
@@ -29,9 +32,14 @@ __all__ = [
     "GPTBlock",
     "GPTConfig",
     "KVCache",
+    "NoTargetsError",
     "causal_self_attention",
     "next_token_loss",
 ]
+
+
+class NoTargetsError(ValueError):
+    """A loss with nothing to average: every target is ignored (the mean of no terms would be NaN)."""
 
 
 def next_token_loss(logits: Tensor, ids: Tensor, ignore_index: int | None = None) -> Tensor:
@@ -43,15 +51,23 @@ def next_token_loss(logits: Tensor, ids: Tensor, ignore_index: int | None = None
     Shape:
         logits (B, T, V) from the model run on ids (B, T) -> a scalar
     """
+    if not isinstance(logits, Tensor) or not logits.is_floating_point():
+        got = f"dtype {logits.dtype}" if isinstance(logits, Tensor) else type(logits).__name__
+        raise TypeError(f"next_token_loss: logits must be a floating tensor (B, T, V), got {got}")
+    ignore = -100 if ignore_index is None else check_int(ignore_index, "ignore_index", minimum=-(2**63))  # -100: torch's
+    if logits.dim() == 3:
+        ids = check_id_values(ids, logits.shape[-1], "next_token_loss", ignore_index=ignore)  # ids in 0..V-1 or ignored
     if logits.dim() != 3 or ids.shape != logits.shape[:2]:
         raise ValueError(f"next_token_loss expects logits (B, T, V) and the ids (B, T) they were computed from, "
-                         f"got {tuple(logits.shape)} and {tuple(ids.shape)}")
+                         f"got {tuple(logits.shape)} and {tuple(getattr(ids, 'shape', ()))}")
     if ids.shape[1] < 2:
         raise ValueError("next_token_loss needs sequences of at least 2 tokens: one to read, one to predict")
     predictions = logits[:, :-1]  # (B, T-1, V): position t predicts token t+1
     targets = ids[:, 1:]  # (B, T-1)
-    return F.cross_entropy(predictions.reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                           ignore_index=-100 if ignore_index is None else ignore_index)
+    if not (targets != ignore).any():
+        raise NoTargetsError(f"next_token_loss has nothing to average: every target (ids[:, 1:], {targets.numel()} of them) "
+                             f"equals ignore_index = {ignore}, so the mean would be NaN; is the batch all padding or prompt?")
+    return F.cross_entropy(predictions.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=ignore)
 
 
 class KVCache:
@@ -63,6 +79,34 @@ class KVCache:
     def __init__(self) -> None:
         self.keys: list[Tensor] = []
         self.values: list[Tensor] = []
+        self.owner: weakref.ref[nn.Module] | None = None  # the model whose keys these are, set by its first call
+
+    @staticmethod
+    def start_of(cache: object, model: nn.Module, ids: object) -> int:
+        """The position of the first of ``ids``: 0 without a cache, else ``cache.start(model, ids)``."""
+        if cache is None:
+            return 0
+        if not isinstance(cache, KVCache):
+            raise TypeError(f"cache must be a KVCache (or None), got {type(cache).__name__}")
+        return cache.start(model, ids)
+
+    def start(self, model: nn.Module, ids: object) -> int:
+        """The position of the first of ``ids``, once this cache is known to be ``model``'s and of this batch.
+
+        A cache belongs to one model and one batch (a re-run notebook cell that keeps an old cache would
+        otherwise extend another model's keys): anything else is refused before the model does any work.
+        """
+        if self.owner is None:
+            self.owner = weakref.ref(model)
+        elif self.owner() is not model:
+            raise ValueError(f"this KVCache holds another model's keys and values ({self.length} positions): "
+                             "a cache belongs to one model; make a new KVCache() for this one")
+        batch = ids.shape[0] if isinstance(ids, Tensor) and ids.dim() == 2 else None
+        if self.keys and batch is not None and batch != self.keys[0].shape[0]:
+            rows = self.keys[0].shape[0]
+            raise ValueError(f"this KVCache holds keys for a batch of {rows} row{'s' * (rows != 1)}, but ids has {batch}: "
+                             "a cache belongs to one batch of prompts; make a new KVCache() for a new batch")
+        return self.length
 
     @property
     def length(self) -> int:
@@ -75,6 +119,11 @@ class KVCache:
             self.keys.append(k)
             self.values.append(v)
         elif layer < len(self.keys):
+            held = self.keys[layer]
+            if any(t.shape[:-2] + t.shape[-1:] != held.shape[:-2] + held.shape[-1:] or t.dtype != held.dtype for t in (k, v)):
+                raise ValueError(f"KVCache.update: layer {layer} holds keys of shape {tuple(held.shape)} (B, H_kv, T, Dh), "
+                                 f"{held.dtype}, but got {tuple(k.shape)} {k.dtype} and {tuple(v.shape)}: a cache belongs "
+                                 "to one model and one batch; make a new KVCache()")
             self.keys[layer] = torch.cat([self.keys[layer], k], dim=-2)  # (B, H_kv, T_so_far, Dh)
             self.values[layer] = torch.cat([self.values[layer], v], dim=-2)
         else:
@@ -95,9 +144,9 @@ def causal_self_attention(attn: MultiHeadAttention, x: Tensor, cache: KVCache | 
     Shape:
         x (B, T_q, D) -> (B, T_q, D)
     """
-    q = split_heads(attn.w_q(x), attn.n_heads)  # (B, H, T_q, Dh)
-    k = split_heads(attn.w_k(x), attn.n_heads)  # (B, H, T_q, Dh)
-    v = split_heads(attn.w_v(x), attn.n_heads)
+    q = split_heads(attn.w_q(x), attn.n_heads, attn.hook_q)  # (B, H, T_q, Dh)
+    k = split_heads(attn.w_k(x), attn.n_heads, attn.hook_k)  # (B, H, T_q, Dh)
+    v = split_heads(attn.w_v(x), attn.n_heads, attn.hook_v)
     if cache is not None:
         k, v = cache.update(layer, k, v)  # (B, H, T_k, Dh) earlier positions too
     t_q, t_k = q.shape[-2], k.shape[-2]
@@ -136,6 +185,12 @@ class GPTConfig:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         if self.d_ff is None:
             object.__setattr__(self, "d_ff", 4 * self.d_model)
+        check_positive_ints(self, ("d_ff",))
+        check_number(self.eps, "GPTConfig.eps", 0.0)
+        v, d, n, f, t = self.vocab_size, self.d_model, self.n_layers, self.d_ff or 0, self.max_len
+        check_model_size("GPTConfig", {f"vocab_size = {v} × d_model = {d}": v * d, f"max_len = {t} × d_model = {d}": t * d,
+                                       f"n_layers = {n} × 4 d_model² (d_model = {d})": 4 * n * d * d,
+                                       f"n_layers = {n} × 2 d_model × d_ff = {f}": 2 * n * d * f})
 
 
 class GPTBlock(nn.Module):
@@ -154,10 +209,15 @@ class GPTBlock(nn.Module):
         self.ln_2 = LayerNorm(d_model, eps=eps)
         self.mlp = GELUFeedForward(d_model, d_ff, dropout=0.0)
         self.dropout = nn.Dropout(dropout)  # on each branch, before the residual sum
+        # chapter 11's hook points, (B, T, D) each
+        self.hook_resid_pre, self.hook_attn_out, self.hook_resid_mid = HookPoint(), HookPoint(), HookPoint()
+        self.hook_mlp_out, self.hook_resid_post = HookPoint(), HookPoint()
 
     def forward(self, x: Tensor, cache: KVCache | None = None, layer: int = 0) -> Tensor:
-        x = x + self.dropout(causal_self_attention(self.attn, self.ln_1(x), cache, layer))  # (B, T, D)
-        return x + self.dropout(self.mlp(self.ln_2(x)))  # (B, T, D)
+        x = self.hook_resid_pre(x)
+        attended = self.hook_attn_out(self.dropout(causal_self_attention(self.attn, self.ln_1(x), cache, layer)))
+        x = self.hook_resid_mid(x + attended)  # (B, T, D)
+        return self.hook_resid_post(x + self.hook_mlp_out(self.dropout(self.mlp(self.ln_2(x)))))  # (B, T, D)
 
 
 class GPT(nn.Module):
@@ -180,16 +240,19 @@ class GPT(nn.Module):
         self.ln_f = LayerNorm(c.d_model, eps=c.eps)  # pre-LN stacks end with one more norm
         self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
         self.lm_head.weight = self.tok.weight  # tied: the output layer is the embedding table
+        self.hook_embed, self.hook_pos_embed = HookPoint(), HookPoint()  # chapter 11: (B, T, D) each
+        self.hook_normalized = HookPoint("ln_final.hook_normalized")  # ln_f's output, what lm_head reads
         self.apply(_init_weights)
 
     def forward(self, ids: Tensor, cache: KVCache | None = None) -> Tensor:
-        start = cache.length if cache is not None else 0
+        start = KVCache.start_of(cache, self, ids)  # 0 without a cache
         check_ids(ids, self.config.vocab_size, self.config.max_len, start)
         positions = torch.arange(start, start + ids.shape[1], device=ids.device)  # (T,)
-        x = self.drop(self.tok(ids) + self.pos(positions))  # (B, T, D)
+        tok = self.hook_embed(self.tok(ids))  # (B, T, D)
+        x = self.drop(tok + self.hook_pos_embed(self.pos(positions).expand_as(tok)))  # (B, T, D)
         for i, block in enumerate(self.blocks):
             x = block(x, cache, i)  # (B, T, D)
-        return self.lm_head(self.ln_f(x))  # (B, T, V)
+        return self.lm_head(self.hook_normalized(self.ln_f(x)))  # (B, T, V)
 
     @classmethod
     def from_hf(cls, model: Any) -> GPT:
@@ -220,14 +283,12 @@ class GPT(nn.Module):
         return ours.train(model.training)
 
 
-def check_ids(ids: object, vocab_size: int, max_len: int | None, start: int = 0) -> None:
+def check_ids(ids: object, vocab_size: int, max_len: int | None, start: int = 0, name: str = "ids") -> None:
     """Raise a clear error unless ``ids`` is a (B, T) integer tensor of valid ids that fits the positions."""
     if not isinstance(ids, Tensor) or ids.dim() != 2 or ids.is_floating_point() or ids.dtype == torch.bool:
         got = f"{ids.dtype} {tuple(ids.shape)}" if isinstance(ids, Tensor) else type(ids).__name__
-        raise TypeError(f"expected token ids: an integer tensor of shape (B, T), got {got}")
-    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
-        raise IndexError(f"token ids must lie in 0..{vocab_size - 1} (vocab_size {vocab_size}), "
-                         f"got min {int(ids.min())}, max {int(ids.max())}")
+        raise TypeError(f"{name} must be token ids: an integer tensor of shape (B, T), got {got}")
+    check_id_values(ids, vocab_size, name)  # TokenIdError (an IndexError too) for an id outside 0..V-1
     if max_len is not None and start + ids.shape[1] > max_len:
         raise ValueError(f"{start} cached + {ids.shape[1]} new tokens exceed max_len = {max_len} positions")
 

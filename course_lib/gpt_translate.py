@@ -97,6 +97,12 @@ def train_lm(model: nn.Module, batches: list[tuple[Tensor, Tensor]], epochs: int
 
 def translate_lm(model: GPT | Llama, sentences: Sequence[str], vocab: Vocab, max_new_tokens: int | None = None) -> list[str]:
     """Greedy translation by generation after the arrow; prompts of equal length share a batch (no padding)."""
+    if not isinstance(model, (GPT, Llama)):
+        raise TypeError(f"translate_lm expects model: a course_lib GPT or Llama, got {type(model).__name__}")
+    if not isinstance(vocab, Vocab):
+        raise TypeError(f"vocab must be a course_lib.tokens.Vocab (lm_vocab makes it), got {type(vocab).__name__}")
+    if isinstance(sentences, str) or not all(isinstance(s, str) for s in sentences):
+        raise TypeError("translate_lm expects a list of English sentences (str); wrap one sentence in a list")
     prompts = [encode_lm(s, vocab)[0] for s in sentences]
     out = [""] * len(prompts)
     by_length: dict[int, list[int]] = {}

@@ -16,12 +16,14 @@ with the same rules, so the two differ only in how a step's logits are computed.
 """
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from .attention import padding_mask
 from .decoder import DecoderLayer
 from .decoding import check_src, decode_limits, greedy_loop  # the same loop and rules as decoding.greedy_decode
 from .model import Transformer, inference
+from .validate import check_int
 
 __all__ = ["IncrementalDecoder", "greedy_decode_cached", "cache_bytes"]
 
@@ -65,6 +67,10 @@ class IncrementalDecoder:
     def step(self, tokens: Tensor) -> Tensor:
         """Feed one token per row at position ``self.length``; return next-token logits (B, V)."""
         m = self.model
+        if not isinstance(tokens, Tensor) or tokens.is_floating_point() or tokens.dtype == torch.bool:
+            got = f"dtype {tokens.dtype}" if isinstance(tokens, Tensor) else type(tokens).__name__
+            raise TypeError(f"step expects one token id per row: an integer tensor of shape (B,) = ({self.keys.shape[1]},), "
+                            f"got {got}")
         if tokens.dim() != 1 or tokens.shape[0] != self.keys.shape[1]:
             raise ValueError(f"step expects one token id per row, shape (B,) = ({self.keys.shape[1]},), "
                              f"got {tuple(tokens.shape)}")
@@ -84,6 +90,10 @@ class IncrementalDecoder:
 
 def cache_bytes(model: Transformer, batch: int, length: int) -> int:
     """Bytes of the self-attention cache for ``length`` tokens: keys and values, every layer."""
+    if not isinstance(model, Transformer):
+        raise TypeError(f"cache_bytes needs a course_lib.model.Transformer, got {type(model).__name__}")
+    check_int(batch, "batch", minimum=0)
+    check_int(length, "length", minimum=0)
     c, size = model.config, next(model.parameters()).element_size()
     return 2 * c.n_layers * batch * length * c.d_model * size
 

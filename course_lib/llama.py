@@ -8,6 +8,7 @@ copies the weights of a Hugging Face ``LlamaForCausalLM`` so that the tests can 
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,9 @@ from torch import Tensor, nn
 
 from .attention import causal_mask, scaled_dot_product_attention
 from .gpt import KVCache, check_ids, check_positive_ints
+from .hooks import HookPoint
 from .multihead import merge_heads, split_heads
+from .validate import check_features, check_int, check_model_size, check_number
 
 __all__ = [
     "GroupedQueryAttention",
@@ -37,19 +40,21 @@ __all__ = [
 class RMSNorm(nn.Module):
     """``x / sqrt(mean(x²) + eps) * weight``: LayerNorm without the mean and without the bias.
 
+    For float16 and bfloat16 inputs the statistic is computed in float32 and the result cast back before
+    the gain, as ``transformers``' ``LlamaRMSNorm`` does: x = 300 squared is 90,000, beyond float16's 65,504.
     Shape: (..., D) -> (..., D)
     """
 
     def __init__(self, d_model: int, eps: float = 1e-6) -> None:
         super().__init__()
-        self.d_model, self.eps = d_model, eps
+        self.d_model, self.eps = check_int(d_model, "d_model"), check_number(eps, "eps", 0.0)
         self.weight = nn.Parameter(torch.ones(d_model))  # (D,) gain
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.shape[-1:] != (self.d_model,):
-            raise ValueError(f"RMSNorm expects (..., D) with D = {self.d_model}, got {tuple(x.shape)}")
-        rms = torch.sqrt(x.pow(2).mean(dim=-1, keepdim=True) + self.eps)  # (..., 1)
-        return x / rms * self.weight  # (..., D)
+        check_features(x, self.d_model, "RMSNorm")
+        h = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x  # (..., D) float32, float64 stays float64
+        normed = h * torch.rsqrt(h.pow(2).mean(dim=-1, keepdim=True) + self.eps)  # (..., D) divided by the RMS
+        return self.weight * normed.to(x.dtype)  # (..., D)
 
     def extra_repr(self) -> str:
         return f"{self.d_model}, eps={self.eps}"
@@ -65,6 +70,11 @@ def rotary_cos_sin(positions: Tensor, head_dim: int, base: float = 10000.0, dtyp
     Shape:
         positions (T,) -> cos, sin (T, Dh)
     """
+    if not isinstance(positions, Tensor) or positions.dim() != 1:
+        got = f"shape {tuple(positions.shape)}" if isinstance(positions, Tensor) else type(positions).__name__
+        raise (ValueError if isinstance(positions, Tensor) else TypeError)(
+            f"positions must be a 1-D tensor (T,) of token positions, e.g. torch.arange(T), got {got}")
+    check_int(head_dim, "head_dim", minimum=2)
     if head_dim % 2:
         raise ValueError(f"rotary embeddings rotate pairs of dimensions: head_dim must be even, got {head_dim}")
     inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=positions.device) / head_dim))
@@ -116,8 +126,12 @@ def repeat_kv(x: Tensor, groups: int) -> Tensor:
     return x.repeat_interleave(groups, dim=1)  # (B, H, T, Dh)
 
 
-def grouped_query_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def grouped_query_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, *,
+                            on_scores: Callable[[Tensor], Tensor] | None = None,
+                            on_weights: Callable[[Tensor], Tensor] | None = None) -> tuple[Tensor, Tensor]:
     """Chapter 03's attention with H query heads and H_kv key/value heads (H a multiple of H_kv).
+
+    ``on_scores`` / ``on_weights`` go to ``scaled_dot_product_attention`` (chapter 11's hook points).
 
     Shape: q (B, H, T_q, Dh), k and v (B, H_kv, T_k, Dh) -> output (B, H, T_q, Dh), weights (B, H, T_q, T_k)
     """
@@ -125,7 +139,8 @@ def grouped_query_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None
     if h % h_kv or v.shape[1] != h_kv:
         raise ValueError(f"grouped-query attention needs H = {h} query heads to be a multiple of H_kv = {h_kv} "
                          f"key/value heads (k and v alike; v has {v.shape[1]})")
-    return scaled_dot_product_attention(q, repeat_kv(k, h // h_kv), repeat_kv(v, h // h_kv), mask)
+    return scaled_dot_product_attention(q, repeat_kv(k, h // h_kv), repeat_kv(v, h // h_kv), mask,
+                                        on_scores=on_scores, on_weights=on_weights)
 
 
 class GroupedQueryAttention(nn.Module):
@@ -138,6 +153,10 @@ class GroupedQueryAttention(nn.Module):
     def __init__(self, d_model: int, n_heads: int, n_kv_heads: int, head_dim: int | None = None,
                  bias: bool = False) -> None:
         super().__init__()
+        for name, value in (("d_model", d_model), ("n_heads", n_heads), ("n_kv_heads", n_kv_heads)):
+            check_int(value, name)
+        if head_dim is not None:
+            check_int(head_dim, "head_dim")
         if n_heads % n_kv_heads:
             raise ValueError(f"n_heads ({n_heads}) must be a multiple of n_kv_heads ({n_kv_heads})")
         self.n_heads, self.n_kv_heads = n_heads, n_kv_heads
@@ -146,16 +165,24 @@ class GroupedQueryAttention(nn.Module):
         self.w_k = nn.Linear(d_model, n_kv_heads * self.head_dim, bias=bias)  # H_kv heads only
         self.w_v = nn.Linear(d_model, n_kv_heads * self.head_dim, bias=bias)
         self.w_o = nn.Linear(n_heads * self.head_dim, d_model, bias=bias)
+        # chapter 11's hook points: q (B, T, H, Dh), k and v (B, T, H_kv, Dh), rot_q/rot_k after the rotation,
+        # scores and pattern (B, H, T_q, T_k), z (B, T_q, H, Dh) before W_O
+        self.hook_q, self.hook_k, self.hook_v = HookPoint(), HookPoint(), HookPoint()
+        self.hook_rot_q, self.hook_rot_k = HookPoint(), HookPoint()
+        self.hook_attn_scores, self.hook_pattern, self.hook_z = HookPoint(), HookPoint(), HookPoint()
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache | None = None, layer: int = 0) -> Tensor:
-        q = apply_rotary(split_heads(self.w_q(x), self.n_heads), cos, sin)  # (B, H, T_q, Dh)
-        k = apply_rotary(split_heads(self.w_k(x), self.n_kv_heads), cos, sin)  # (B, H_kv, T_q, Dh)
-        v = split_heads(self.w_v(x), self.n_kv_heads)  # (B, H_kv, T_q, Dh)
+        q = split_heads(self.w_q(x), self.n_heads, self.hook_q)  # (B, H, T_q, Dh)
+        k = split_heads(self.w_k(x), self.n_kv_heads, self.hook_k)  # (B, H_kv, T_q, Dh)
+        v = split_heads(self.w_v(x), self.n_kv_heads, self.hook_v)  # (B, H_kv, T_q, Dh)
+        q = self.hook_rot_q(apply_rotary(q, cos, sin).transpose(1, 2)).transpose(1, 2)  # hook sees (B, T_q, H, Dh)
+        k = self.hook_rot_k(apply_rotary(k, cos, sin).transpose(1, 2)).transpose(1, 2)  # (B, H_kv, T_q, Dh)
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, H_kv, T_k, Dh): the cache holds H_kv heads, not H
         t_q, t_k = q.shape[-2], k.shape[-2]
-        out, _ = grouped_query_attention(q, k, v, causal_mask(t_k, device=x.device)[t_k - t_q:])  # (B, H, T_q, Dh)
-        return self.w_o(merge_heads(out))  # (B, T_q, D)
+        out, _ = grouped_query_attention(q, k, v, causal_mask(t_k, device=x.device)[t_k - t_q:],
+                                         on_scores=self.hook_attn_scores, on_weights=self.hook_pattern)  # (B, H, T_q, Dh)
+        return self.w_o(merge_heads(out, self.hook_z))  # (B, T_q, D)
 
 
 @dataclass(frozen=True)
@@ -180,6 +207,15 @@ class LlamaStyleConfig:
             raise ValueError(f"n_heads ({self.n_heads}) must be a multiple of n_kv_heads ({self.n_kv_heads})")
         if self.head_dim is None:
             object.__setattr__(self, "head_dim", self.d_model // self.n_heads)
+        check_positive_ints(self, ("head_dim",))
+        check_number(self.eps, "LlamaStyleConfig.eps", 0.0)
+        check_number(self.rope_base, "LlamaStyleConfig.rope_base", 0.0, above=True)
+        v, d, n, f = self.vocab_size, self.d_model, self.n_layers, self.d_ff
+        heads = (2 * self.n_heads + 2 * self.n_kv_heads) * (self.head_dim or 0)  # W_q, W_o (H heads), W_k, W_v (H_kv heads)
+        check_model_size("LlamaStyleConfig", {
+            f"vocab_size = {v} × d_model = {d}": (1 if self.tie_embeddings else 2) * v * d,
+            f"n_layers = {n} × d_model = {d} × (2 n_heads + 2 n_kv_heads) × head_dim = {self.head_dim}": n * d * heads,
+            f"n_layers = {n} × 3 d_model × d_ff = {f}": 3 * n * d * f})
 
 
 class LlamaLayer(nn.Module):
@@ -191,10 +227,14 @@ class LlamaLayer(nn.Module):
         self.attn = GroupedQueryAttention(c.d_model, c.n_heads, c.n_kv_heads, c.head_dim)
         self.mlp_norm = RMSNorm(c.d_model, c.eps)
         self.mlp = SwiGLU(c.d_model, c.d_ff)
+        # chapter 11's hook points, (B, T, D) each
+        self.hook_resid_pre, self.hook_attn_out, self.hook_resid_mid = HookPoint(), HookPoint(), HookPoint()
+        self.hook_mlp_out, self.hook_resid_post = HookPoint(), HookPoint()
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache | None = None, layer: int = 0) -> Tensor:
-        x = x + self.attn(self.attn_norm(x), cos, sin, cache, layer)  # (B, T, D)
-        return x + self.mlp(self.mlp_norm(x))  # (B, T, D)
+        x = self.hook_resid_pre(x)
+        x = self.hook_resid_mid(x + self.hook_attn_out(self.attn(self.attn_norm(x), cos, sin, cache, layer)))  # (B, T, D)
+        return self.hook_resid_post(x + self.hook_mlp_out(self.mlp(self.mlp_norm(x))))  # (B, T, D)
 
 
 class Llama(nn.Module):
@@ -213,19 +253,20 @@ class Llama(nn.Module):
         self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
         if c.tie_embeddings:
             self.lm_head.weight = self.tok.weight
+        self.hook_embed, self.hook_normalized = HookPoint(), HookPoint("ln_final.hook_normalized")  # chapter 11
         for m in self.modules():
             if isinstance(m, (nn.Linear, nn.Embedding)):
                 nn.init.normal_(m.weight, std=0.02)
 
     def forward(self, ids: Tensor, cache: KVCache | None = None) -> Tensor:
-        start = cache.length if cache is not None else 0
+        start = KVCache.start_of(cache, self, ids)  # 0 without a cache
         check_ids(ids, self.config.vocab_size, self.config.max_len, start)
         positions = torch.arange(start, start + ids.shape[1], device=ids.device)  # (T,)
-        x = self.tok(ids)  # (B, T, D)
+        x = self.hook_embed(self.tok(ids))  # (B, T, D)
         cos, sin = rotary_cos_sin(positions, self.attn_head_dim, self.config.rope_base, x.dtype)  # (T, Dh)
         for i, layer in enumerate(self.layers):
             x = layer(x, cos, sin, cache, i)  # (B, T, D)
-        return self.lm_head(self.norm(x))  # (B, T, V)
+        return self.lm_head(self.hook_normalized(self.norm(x)))  # (B, T, V)
 
     @classmethod
     def from_hf(cls, model: Any) -> Llama:

@@ -20,7 +20,8 @@ from .attention import causal_mask, padding_mask
 from .decoder import Decoder, DecoderLayer
 from .embeddings import PositionalEncoding, TokenEmbedding
 from .encoder import Encoder, EncoderLayer
-from .validate import check_dropout, check_int
+from .hooks import HookPoint
+from .validate import check_dropout, check_int, check_model_size
 
 __all__ = ["TransformerConfig", "Transformer", "AttentionMaps", "count_parameters"]
 
@@ -61,6 +62,17 @@ class TransformerConfig:
         for name in ("attention_dropout", "ffn_dropout"):
             if getattr(self, name) is not None:
                 check_dropout(getattr(self, name), f"TransformerConfig.{name}")
+        check_model_size("TransformerConfig", self._sizes())
+
+    def _sizes(self) -> dict[str, int]:
+        """The numbers the model will hold, by part, each named with the fields it comes from."""
+        s, t, d, f, n, m = self.src_vocab_size, self.tgt_vocab_size, self.d_model, self.d_ff, self.n_layers, self.max_len
+        tables = 1 + (not self.share_embeddings) + (not self.tie_output)  # source, target, output projection
+        return {f"src_vocab_size = {s} × d_model = {d}": s * d,
+                f"tgt_vocab_size = {t} × d_model = {d}": (tables - 1) * t * d,
+                f"max_len = {m} × d_model = {d} (the positional table)": m * d,
+                f"n_layers = {n} × 12 d_model² (attention, d_model = {d})": 12 * n * d * d,
+                f"n_layers = {n} × 4 d_model × d_ff = {f} (feed-forward)": 4 * n * d * f}
 
     @classmethod
     def tiny(cls, src_vocab_size: int = 64, tgt_vocab_size: int = 64, **changes) -> TransformerConfig:
@@ -120,6 +132,8 @@ class Transformer(nn.Module):
         self.generator = nn.Linear(c.d_model, c.tgt_vocab_size, bias=False)  # the pre-softmax projection
         if c.tie_output:
             self.generator.weight = self.tgt_embed.weight  # (V, D): one table, used both ways
+        # chapter 11: the token vectors (times sqrt(D)) before the positions are added, (B, S, D) and (B, T, D)
+        self.hook_src_embed, self.hook_tgt_embed = HookPoint("encoder.hook_embed"), HookPoint("decoder.hook_embed")
 
     def encode(self, src: Tensor, src_mask: Tensor | None = None) -> Tensor:
         """(B, S) ids -> memory (B, S, D)."""
@@ -156,13 +170,13 @@ class Transformer(nn.Module):
         """Source ids (B, S) -> embedded positions (B, S, D) and the mask (B, 1, S), built from the padding if None."""
         self._check_ids(src, self.config.src_vocab_size, "src")
         src_mask = padding_mask(src, self.config.pad_id) if src_mask is None else src_mask  # (B, 1, S)
-        return self.pos(self.src_embed(src)), src_mask  # (B, S, D)
+        return self.pos(self.hook_src_embed(self.src_embed(src))), src_mask  # (B, S, D)
 
     def _target(self, tgt: Tensor, tgt_mask: Tensor | None) -> tuple[Tensor, Tensor]:
         """Target ids (B, T) -> embedded positions (B, T, D) and the mask, ``causal_mask(T)`` if None."""
         self._check_ids(tgt, self.config.tgt_vocab_size, "tgt")
         tgt_mask = causal_mask(tgt.shape[1], tgt.device) if tgt_mask is None else tgt_mask  # (T, T)
-        return self.pos(self.tgt_embed(tgt)), tgt_mask  # (B, T, D)
+        return self.pos(self.hook_tgt_embed(self.tgt_embed(tgt))), tgt_mask  # (B, T, D)
 
     @staticmethod
     def _check_ids(ids: Tensor, vocab_size: int, name: str) -> None:

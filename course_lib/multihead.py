@@ -7,6 +7,7 @@ only when switched on explicitly (``fused=True`` or ``set_fused(model, True)``).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 import torch
@@ -15,6 +16,7 @@ from torch import Tensor, nn
 from typing_extensions import NamedTuple  # a generic NamedTuple on Python 3.10 too
 
 from .attention import check_mask, scaled_dot_product_attention
+from .hooks import HookPoint
 from .validate import check_dropout, check_int, check_same_dtype
 
 __all__ = ["Attended", "MultiHeadAttention", "required_weights", "split_heads", "merge_heads", "set_fused"]
@@ -41,20 +43,33 @@ def required_weights(weights: Tensor | None) -> Tensor:
     return weights
 
 
-def split_heads(x: Tensor, n_heads: int) -> Tensor:
-    """(B, T, D) -> (B, H, T, Dh): head h gets features h*Dh .. (h+1)*Dh - 1 of every token."""
+def split_heads(x: Tensor, n_heads: int, hook: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+    """(B, T, D) -> (B, H, T, Dh): head h gets features h*Dh .. (h+1)*Dh - 1 of every token.
+
+    ``hook`` (chapter 11's hook point) sees the heads as (B, T, H, Dh), before the transpose.
+    """
     _check_dims(x, 3, "split_heads", "x (B, T, D)")
+    check_int(n_heads, "n_heads")
     b, t, d = x.shape
     if d % n_heads != 0:
         raise ValueError(f"split_heads: the last dimension D = {d} of x (B, T, D) must be divisible by n_heads = {n_heads}")
-    return x.view(b, t, n_heads, d // n_heads).transpose(1, 2)  # (B, T, H, Dh) -> (B, H, T, Dh)
+    heads = x.view(b, t, n_heads, d // n_heads)  # (B, T, H, Dh)
+    if hook is not None:
+        heads = hook(heads)
+    return heads.transpose(1, 2)  # (B, H, T, Dh)
 
 
-def merge_heads(x: Tensor) -> Tensor:
-    """(B, H, T, Dh) -> (B, T, D): concatenate the heads' outputs back into one vector per token."""
+def merge_heads(x: Tensor, hook: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+    """(B, H, T, Dh) -> (B, T, D): concatenate the heads' outputs back into one vector per token.
+
+    ``hook`` (chapter 11's hook point) sees the heads' outputs as (B, T, H, Dh), before they are joined.
+    """
     _check_dims(x, 4, "merge_heads", "x (B, H, T, Dh)")
     b, h, t, dh = x.shape
-    return x.transpose(1, 2).reshape(b, t, h * dh)  # (B, T, D)
+    heads = x.transpose(1, 2)  # (B, T, H, Dh)
+    if hook is not None:
+        heads = hook(heads)
+    return heads.reshape(b, t, h * dh)  # (B, T, D)
 
 
 def _check_dims(x: object, dims: int, where: str, expected: str) -> None:
@@ -70,7 +85,9 @@ class MultiHeadAttention(nn.Module):
     Args:
         d_model: width D of every token vector; n_heads: H, which must divide D (Dh = d_k = D / H).
         dropout: on the attention weights, in training only. bias: for all four projections.
-        fused: use ``F.scaled_dot_product_attention`` for the attention step (off by default).
+        fused: use ``F.scaled_dot_product_attention`` for the attention step (off by default). That kernel
+            never forms the scores or the weights, so the hook points ``hook_attn_scores`` and ``hook_pattern``
+            (chapter 11, ``hooks.py``) do not run on it; ``hook_q/k/v`` and ``hook_z`` do.
         mask (forward): bool, True = may attend, broadcastable to (B, T_q, T_k), e.g. (B, 1, T_k)
             for padding or (T_q, T_k) for causal; the same mask is used by every head. (The
             opposite of ``nn.MultiheadAttention``, where True = blocked.)
@@ -94,6 +111,10 @@ class MultiHeadAttention(nn.Module):
         self.w_k = nn.Linear(d_model, d_model, bias=bias)
         self.w_v = nn.Linear(d_model, d_model, bias=bias)
         self.w_o = nn.Linear(d_model, d_model, bias=bias)  # mixes the concatenated heads
+        # chapter 11's hook points (identities unless a hook is registered; the fused kernel skips scores and pattern)
+        self.hook_q, self.hook_k, self.hook_v = HookPoint(), HookPoint(), HookPoint()  # (B, T, H, Dh)
+        self.hook_attn_scores, self.hook_pattern = HookPoint(), HookPoint()  # (B, H, T_q, T_k)
+        self.hook_z = HookPoint()  # (B, T_q, H, Dh): each head's output before W_O
 
     def forward(self, query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None = None) -> Tensor:
         """Shape: query (B, T_q, D), key and value (B, T_k, D) -> (B, T_q, D); the fused kernel if ``fused``."""
@@ -112,9 +133,9 @@ class MultiHeadAttention(nn.Module):
     def _forward(self, query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None,
                  need_weights: bool) -> tuple[Tensor, Tensor | None]:
         self._check_inputs(query, key, value, mask)
-        q = split_heads(self.w_q(query), self.n_heads)  # (B, H, T_q, Dh)
-        k = split_heads(self.w_k(key), self.n_heads)  # (B, H, T_k, Dh)
-        v = split_heads(self.w_v(value), self.n_heads)  # (B, H, T_k, Dh)
+        q = split_heads(self.w_q(query), self.n_heads, self.hook_q)  # (B, H, T_q, Dh)
+        k = split_heads(self.w_k(key), self.n_heads, self.hook_k)  # (B, H, T_k, Dh)
+        v = split_heads(self.w_v(value), self.n_heads, self.hook_v)  # (B, H, T_k, Dh)
         if mask is not None and mask.dim() == 3:
             mask = mask.unsqueeze(1)  # (B, 1, T_q or 1, T_k): the same mask for every head
         return self._attend(q, k, v, mask, need_weights)
@@ -135,8 +156,9 @@ class MultiHeadAttention(nn.Module):
         if self.fused and not need_weights:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, H, T_q, Dh)
         else:
-            out, weights = scaled_dot_product_attention(q, k, v, mask, dropout_p=p)  # (B, H, T_q, Dh), (B, H, T_q, T_k)
-        return self.w_o(merge_heads(out)), weights  # (B, T_q, D)
+            out, weights = scaled_dot_product_attention(q, k, v, mask, dropout_p=p, on_scores=self.hook_attn_scores,
+                                                        on_weights=self.hook_pattern)  # (B, H, T_q, Dh), (B, H, T_q, T_k)
+        return self.w_o(merge_heads(out, self.hook_z)), weights  # (B, T_q, D)
 
     def _check_inputs(self, query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None) -> None:
         for name, t in (("query", query), ("key", key), ("value", value)):

@@ -6,20 +6,19 @@ beside the output (written atomically, with a SHA-256 of its content), and a res
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import signal
 import sys
 import tempfile
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
 from .checkpoint import CheckpointError, atomic_save, content_digest, verified_load
+from .exercises import name_max, number, temp_prefix  # number: re-exported
 
 __all__ = ["TrainingInterrupted", "StopOnCtrlC", "progress_path", "save_progress", "load_progress", "unwritable",
-           "OneLineParser", "number"]
+           "OneLineParser", "number", "output_file"]
 
 PROGRESS_FORMAT = "course_lib.training-progress/1"
 
@@ -60,10 +59,25 @@ class StopOnCtrlC:
             signal.signal(signal.SIGINT, self._previous)
 
 
+PROGRESS_SUFFIX = ".progress.pt"
+
+
 def progress_path(out: str | Path) -> Path:
     """Where Ctrl-C saves an interrupted run of ``--out out``: beside it, never over it."""
     out = Path(out)
-    return out.with_name(out.name + ".progress.pt")
+    return out.with_name(out.name + PROGRESS_SUFFIX)
+
+
+def output_file(text: str) -> Path:
+    """An argparse type: the path of a file to write, whose name (and its ``.progress.pt`` twin) the folder allows."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected the path of a file to write, e.g. translator.pt, got an empty string")
+    path = Path(text)
+    limit = name_max(path.parent) - len(PROGRESS_SUFFIX)
+    if len(path.name.encode()) > limit:
+        raise argparse.ArgumentTypeError(f"the file name is {len(path.name.encode())} bytes long; this folder allows "
+                                         f"{limit} (its limit, less room for {PROGRESS_SUFFIX})")
+    return path
 
 
 def unwritable(out: Path) -> str | None:
@@ -75,7 +89,7 @@ def unwritable(out: Path) -> str | None:
         kind = "is a file, not a folder" if folder.exists() or any(p.is_file() for p in folder.parents) else "does not exist"
         return f"--out {out}: the folder {folder} {kind}"
     try:  # the real test: create (and remove) a file where the checkpoint will go
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=f".{out.name}.", suffix=".probe")
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=temp_prefix(out), suffix=".probe")
         os.close(fd)
         os.unlink(probe)
     except OSError as err:
@@ -105,17 +119,3 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def number(kind: type, low: float, what: str, high: float = math.inf) -> Callable[[str], int | float]:
-    """An argparse type: ``kind(text)``, finite and in [``low``, ``high``]; else an error saying ``what`` was expected."""
-
-    def parse(text: str) -> int | float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if not (math.isfinite(value) and low <= value <= high):
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text}")
-        return value
-    return parse

@@ -1,14 +1,22 @@
 """``python -m course_lib check``: run a COPY of an exercise notebook in a sandbox, grade it honestly.
 
 The notebook is copied into a fresh temporary folder and run there by a worker process in its own
-session; the kernel gets a per-run token in ``COURSE_CHECK_TOKEN``. A checker decorated with
+session (the kernel's working directory and ``PWD`` are the copy's folder); the grader's own files sit in
+another temporary folder. Every process the run starts is ended with it: on Linux the worker adopts the
+orphans of the kernel's children (a child subreaper), and the grader kills every descendant of the worker,
+including those seen during the run that left its tree. A per-run token goes to the worker on its stdin and
+to the kernel in a silent request before the first cell, which puts it in ``os.environ`` only while it
+imports ``course_lib.checks`` (which takes it out): no process's initial environment, command line or
+file holds it. A checker decorated with
 ``@checks.checker`` that succeeds emits a display_data output whose metadata is
 ``{"course_check": {"name": "chNN.exercise", "token": TOKEN}}``; only such an output counts as a
 pass (a printed "✓" does not). The token keeps honest mistakes (a check call left in a comment, a
-stray print) from counting; it does not stop someone determined to fool their own scorecard.
+stray print, a cell that copies the environment) from counting; it does not stop someone determined to
+fool their own scorecard: code in the learner's kernel can always reach the checker's internals.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -19,13 +27,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
 
-from .exercises import unreadable_reason
+from .exercises import atomic_write, unreadable_reason
+from .validate import check_int
 
 _CHECK_CALL = re.compile(r"checks\.(ch\d\d)\.(\w+)\(")
 
@@ -115,10 +125,13 @@ def scorecard(path: str | Path, timeout: int = 600, time_limit: int = 1800) -> t
     """Run a COPY of an exercise notebook in a temporary folder and grade every checker cell.
 
     The learner's file and folder are only read. ``timeout`` bounds one cell (it is interrupted and
-    the run goes on), ``time_limit`` the whole run (then everything still running is killed). No
-    process is left behind. Returns the results and notes about what stopped the run early.
-    Raises FileNotFoundError or ValueError for a bad path.
+    the run goes on), ``time_limit`` the whole run (then everything still running is killed), both in
+    seconds >= 1. No process is left behind, and whatever the notebook does (even deleting its own
+    folder) the result is a scorecard. Returns the results and notes about what stopped the run early.
+    Raises FileNotFoundError or ValueError for a bad path, TypeError or ValueError for a bad limit.
     """
+    check_int(timeout, "timeout")
+    check_int(time_limit, "time_limit")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such notebook: {path}")
@@ -126,23 +139,24 @@ def scorecard(path: str | Path, timeout: int = 600, time_limit: int = 1800) -> t
     if why is not None:
         raise ValueError(f"{path} is not a Jupyter notebook (.ipynb JSON): {why}")
     token = secrets.token_hex(16)
-    with tempfile.TemporaryDirectory(prefix="course-check-") as tmp:
-        work = Path(tmp) / "sandbox" / "run"  # the grader's own files sit two levels above the copy
+    with tempfile.TemporaryDirectory(prefix="course-check-", ignore_cleanup_errors=True) as sandbox, \
+            tempfile.TemporaryDirectory(prefix="course-grader-", ignore_cleanup_errors=True) as grader:
+        work = Path(sandbox) / "sandbox" / "run"
         work.mkdir(parents=True)
         copy = work / path.name
         shutil.copyfile(path, copy)
-        state_dir = Path(tmp) / "state"
-        state_dir.mkdir()
-        progress = state_dir / "progress.json"
-        notes = _run_worker(copy, progress, token, timeout, time_limit, state_dir)
-        state = json.loads(progress.read_text(encoding="utf-8")) if progress.exists() else None
+        progress = Path(grader) / "progress.json"
+        notes = _run_worker(copy, progress, token, timeout, time_limit, Path(grader))
+        state = _read_state(progress)
     if state is None:
         nb = nbformat.read(path, as_version=4)
         for cell in nb.cells:
             if cell.cell_type == "code":
                 cell.outputs = []
         first = next((i for i, c in enumerate(nb.cells) if c.cell_type == "code"), 0)
-        return grade(nb, token, {first: notes[0] if notes else "the run did not start"}), notes
+        if not notes:
+            notes.append("the run left no record of its cells (were the grader's files deleted?)")
+        return grade(nb, token, {first: notes[0]}), notes
     nb = nbformat.from_dict(state["notebook"])
     stopped = {int(k): v for k, v in state["stopped"].items()}
     running = state.get("running")
@@ -153,44 +167,133 @@ def scorecard(path: str | Path, timeout: int = 600, time_limit: int = 1800) -> t
     return grade(nb, token, stopped), notes
 
 
-RUN_ENV = "COURSE_CHECK_RUN"  # marks every process of one run (kept, unlike the token): killed at the end
+def _read_state(progress: Path) -> dict | None:
+    """The worker's last saved state, or None if there is none (never started, deleted, or not readable)."""
+    try:
+        state = json.loads(progress.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(state, dict) and isinstance(state.get("stopped"), dict) and isinstance(state.get("notebook"), dict)
+    return state if ok and isinstance(state["notebook"].get("cells"), list) else None
 
 
-def _kernel_env(token: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env[TOKEN_ENV] = token
+RUN_ENV = "COURSE_CHECK_RUN"  # marks every process of one run: killed at the end (where /proc is missing)
+
+
+def _kernel_env(work: Path) -> dict[str, str]:
+    """The environment of the worker and its kernel: the grader's, without the run token, with ``PWD`` the copy's
+    folder (not the learner's), a run mark, and this course_lib first on the path."""
+    env = {k: v for k, v in os.environ.items() if k not in (TOKEN_ENV, "OLDPWD")}
+    env["PWD"] = str(work)
     env[RUN_ENV] = secrets.token_hex(8)
     here = str(Path(__file__).resolve().parents[1])  # the course_lib this grader is, for the copy's kernel
     env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH", "")) if p)
     return env
 
 
+def _last_line(log: Path, code: int) -> str:
+    try:
+        text = log.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        text = ""
+    lines = [ln for ln in text.splitlines() if ln.strip() and "without encryption" not in ln]
+    return lines[-1] if lines else f"exit code {code}"
+
+
 def _run_worker(copy: Path, progress: Path, token: str, timeout: int, time_limit: int, tmp: Path) -> list[str]:
-    """Run the worker in its own session; kill it and its kernel at the end, whatever happened."""
+    """Run the worker in its own session (the token on its stdin); end it and everything it started, whatever happened."""
     log = tmp / "worker.log"
     pids = tmp / "kernel.pid"
     cmd = [sys.executable, "-m", "course_lib.scorecard", str(copy), str(progress), str(timeout), str(pids)]
     notes = []
-    env = _kernel_env(token)
+    env = _kernel_env(copy.parent)
+    seen: dict[int, str] = {}  # every descendant of the worker seen during the run: pid -> its start time
     with open(log, "wb") as err:
-        worker = subprocess.Popen(cmd, cwd=copy.parent, env=env, stdin=subprocess.DEVNULL,
+        worker = subprocess.Popen(cmd, cwd=copy.parent, env=env, stdin=subprocess.PIPE,
                                   stdout=err, stderr=err, start_new_session=True)
         try:
-            code = worker.wait(timeout=time_limit)
-            if code != 0:
-                text = log.read_text(encoding="utf-8", errors="replace")
-                lines = [ln for ln in text.splitlines() if ln.strip() and "without encryption" not in ln]
-                notes.append(f"the run failed: {lines[-1] if lines else f'exit code {code}'}")
-        except subprocess.TimeoutExpired:
-            notes.append(f"stopped at the overall time limit ({time_limit} s)")
+            with contextlib.suppress(OSError):
+                worker.stdin.write(f"{token}\n".encode())  # type: ignore[union-attr]
+                worker.stdin.close()  # type: ignore[union-attr]
+            code = _wait(worker, time.monotonic() + time_limit, seen)
+            if code is None:
+                notes.append(f"stopped at the overall time limit ({time_limit} s)")
+            elif code != 0:
+                notes.append(f"the run failed: {_last_line(log, code)}")
         finally:
-            _kill_group(worker.pid)
-            worker.wait()
+            _end_run(worker, seen)
             if pids.exists():
-                for pid in pids.read_text().split():
-                    _kill_group(int(pid))
+                with contextlib.suppress(OSError, ValueError):
+                    for pid in pids.read_text().split():
+                        _kill_group(int(pid))
             _kill_marked(env[RUN_ENV])
     return notes
+
+
+def _wait(worker: subprocess.Popen, deadline: float, seen: dict[int, str]) -> int | None:
+    """The worker's exit code, or None at the deadline; meanwhile note every process it started (``seen``)."""
+    while True:
+        seen.update(_descendants([worker.pid], _process_table()))
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        try:
+            return worker.wait(timeout=min(left, 0.5))
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _process_table() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, start time) of every live process, from /proc (empty where there is none)."""
+    table = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2:].split()  # after "pid (name) ": state, ppid, ..., starttime (22nd field)
+        if fields[0] not in ("Z", "X"):
+            table[int(stat.parent.name)] = (int(fields[1]), fields[19])
+    return table
+
+
+def _descendants(roots: Iterable[int], table: dict[int, tuple[int, str]]) -> dict[int, str]:
+    """Every live descendant of ``roots`` (not the roots themselves): pid -> start time."""
+    children = defaultdict(list)
+    for pid, (parent, _) in table.items():
+        children[parent].append(pid)
+    found: dict[int, str] = {}
+    todo = list(roots)
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found[child] = table[child][1]
+                todo.append(child)
+    return found
+
+
+def _kill_tree(root: int, seen: dict[int, str]) -> None:
+    """SIGKILL every descendant of ``root``, and every process in ``seen`` that is still the same process (same
+    start time) with its descendants, until none is left (``seen`` grows with what was killed)."""
+    for _ in range(50):  # a process may fork while we kill: look again until nothing is left
+        table = _process_table()
+        same = [pid for pid, start in seen.items() if table.get(pid, (0, ""))[1] == start]
+        targets = _descendants([root, *same], table) | {pid: seen[pid] for pid in same}
+        targets.pop(os.getpid(), None)
+        if not targets:
+            return
+        seen.update(targets)
+        for pid in targets:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.02)
+
+
+def _end_run(worker: subprocess.Popen, seen: dict[int, str]) -> None:
+    """End the run: every process the worker started (``_kill_tree``), then the worker's session."""
+    _kill_tree(worker.pid, seen)
+    _kill_group(worker.pid)
+    worker.wait()
 
 
 def _kill_marked(run_id: str) -> None:
@@ -225,18 +328,37 @@ def _kill_group(pid: int) -> None:
 
 def _save_progress(path: Path, nb: nbformat.NotebookNode, stopped: dict[int, str], running: int | None) -> None:
     state = {"notebook": nb, "stopped": {str(k): v for k, v in stopped.items()}, "running": running}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: f.write(json.dumps(state, ensure_ascii=False).encode("utf-8")))
 
 
-def _worker(copy: Path, progress: Path, timeout: int, pid_file: Path) -> int:
+# Run silently in the kernel before the first cell: the token exists in its os.environ only while
+# course_lib.checks is imported (which takes it out), so no cell can read it there, nor in /proc/PID/environ.
+_TOKEN_SETUP = """try:
+    __import__("os").environ[{env!r}] = {token!r}
+    __import__("course_lib.checks")
+finally:
+    __import__("os").environ.pop({env!r}, None)
+"""
+
+
+def _become_subreaper() -> None:
+    """Linux: the orphans of the kernel's children become this process's children (not init's), so that
+    every process of the run stays a descendant of the worker until it is ended."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            import ctypes
+
+            ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+
+
+def _worker(copy: Path, progress: Path, timeout: int, pid_file: Path, token: str = "") -> int:
     """Execute the copy cell by cell, saving the outputs after each cell (the parent grades them)."""
     import logging
 
     from nbclient import NotebookClient
 
     logging.disable(logging.CRITICAL)  # nbclient's "Timeout waiting for execute reply" lines
+    _become_subreaper()
     nb = nbformat.read(copy, as_version=4)
     for cell in nb.cells:
         if cell.cell_type == "code":
@@ -248,15 +370,21 @@ def _worker(copy: Path, progress: Path, timeout: int, pid_file: Path) -> int:
                             resources={"metadata": {"path": str(copy.parent)}})
     stopped: dict[int, str] = {}
     _save_progress(progress, nb, stopped, None)
-    with client.setup_kernel():
-        process = getattr(getattr(client.km, "provisioner", None), "process", None)
-        if process is not None:
-            pid_file.write_text(str(process.pid))
-        try:
-            _execute_cells(client, nb, progress, stopped, timeout)
-        finally:
+    try:
+        with client.setup_kernel():
+            process = getattr(getattr(client.km, "provisioner", None), "process", None)
             if process is not None:
-                _kill_group(process.pid)  # the kernel's session: the kernel and whatever it started
+                pid_file.write_text(str(process.pid))
+            try:
+                if token and client.kc is not None:
+                    client.wait_for_reply(client.kc.execute(_TOKEN_SETUP.format(env=TOKEN_ENV, token=token),
+                                                            silent=True, store_history=False))
+                _execute_cells(client, nb, progress, stopped, timeout)
+            finally:
+                if process is not None:
+                    _kill_group(process.pid)  # the kernel's session: the kernel and whatever it started
+    finally:
+        _kill_tree(os.getpid(), {})  # and whatever left that session: never exit with a process of the run alive
     return 0
 
 
@@ -298,4 +426,5 @@ def format_scorecard(path: str | Path, results: list[Result], notes: Sequence[st
 
 
 if __name__ == "__main__":  # the worker of ``scorecard``: python -m course_lib.scorecard COPY PROGRESS TIMEOUT PIDFILE
-    sys.exit(_worker(Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])))
+    sys.exit(_worker(Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4]),
+                     token=sys.stdin.readline().strip()))  # the token comes on stdin, never in argv or the environment

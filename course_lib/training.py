@@ -6,7 +6,8 @@ chapter's model on ``corpus.make_splits(seed)`` (with ``UNK_DROPOUT`` of the sou
 checkpoint that ships with the course. It runs unchanged under
 ``torchrun --nproc_per_node=N -m course_lib.training ...`` (DistributedDataParallel).
 Its options are checked before anything runs (one-line errors); Ctrl-C saves the progress to
-``OUT.progress.pt`` and ``--resume`` continues it to the same weights as an uninterrupted run.
+``OUT.progress.pt`` (a second Ctrl-C during that save is held until the file is whole) and ``--resume``
+continues it to the same weights as an uninterrupted run.
 ``--config paper_base --bf16`` trains the paper's base model on the course corpus (one shared vocabulary) in
 bf16 autocast on a GPU.
 """
@@ -21,7 +22,6 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -31,6 +31,7 @@ from . import set_threads
 from .batches import Batch, build_vocabs, collate, encode_pairs, make_batches, unk_dropout  # re-exported
 from .checkpoint import CheckpointError, average_state_dicts, save_checkpoint, weights_fingerprint
 from .corpus import make_splits, pair_text
+from .exercises import hold_ctrl_c
 from .model import Transformer, TransformerConfig, inference
 from .objective import TrainConfig, label_smoothing_loss, make_optimizer, noam_lr
 from .progress import (
@@ -39,6 +40,7 @@ from .progress import (
     TrainingInterrupted,
     load_progress,
     number,
+    output_file,
     progress_path,
     save_progress,
     unwritable,
@@ -300,22 +302,27 @@ def _init_distributed() -> tuple[int, int]:
 
 
 PROG = "python -m course_lib.training"
+MAX_SEED = 2**32 - 1  # the range every seeded generator here accepts (torch, random, numpy)
+MAX_NOTE_REPEATS = 1000  # 7 sentences x 1000: already far more than the corpus itself
+MAX_THREADS = 512  # torch's thread pool fails far above any real core count
 # a resumed run repeats these
 RUN_KEYS = ("seed", "epochs", "batch_size", "max_steps", "note_repeats", "unk_dropout", "tiny", "config", "bf16")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Every option of the training command (each checked as it is parsed)."""
-    positive, count = number(int, 1, "an integer >= 1"), number(int, 0, "an integer >= 0")
+    positive = number(int, 1, "an integer >= 1")
     parser = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", required=True, type=Path, help="where to write the checkpoint (.pt)")
-    parser.add_argument("--seed", type=count, default=0, help="seeds the corpus splits, the weights and the batch order")
+    parser.add_argument("--out", required=True, type=output_file, help="where to write the checkpoint (.pt)")
+    parser.add_argument("--seed", type=number(int, 0, f"an integer in 0..{MAX_SEED}", MAX_SEED), default=0,
+                        help="seeds the corpus splits, the weights and the batch order")
     parser.add_argument("--epochs", type=positive, default=CHAPTER07_TRAIN.epochs)
     parser.add_argument("--batch-size", type=positive, default=CHAPTER07_TRAIN.batch_size)
     parser.add_argument("--max-seconds", type=number(float, 1e-9, "a number of seconds > 0"), default=None,
                         help="stop early after this long (not reproducible)")
     parser.add_argument("--max-steps", type=positive, default=None)
-    parser.add_argument("--note-repeats", type=count, default=NOTE_REPEATS, help="extra copies of the note's sentences")
+    parser.add_argument("--note-repeats", type=number(int, 0, f"an integer in 0..{MAX_NOTE_REPEATS}", MAX_NOTE_REPEATS),
+                        default=NOTE_REPEATS, help="extra copies of the note's sentences")
     parser.add_argument("--unk-dropout", type=number(float, 0.0, "a probability in [0, 1]", high=1.0),
                         default=UNK_DROPOUT, help="share of training source words replaced by <unk> (0 turns it off)")
     parser.add_argument("--tiny", action="store_true", help="TransformerConfig.tiny sizes (for quick tests; = --config tiny)")
@@ -323,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="model size: the chapter's, tiny, or the paper's base model with one shared vocabulary")
     parser.add_argument("--bf16", action="store_true", help="train in bf16 autocast (needs a CUDA GPU)")
     parser.add_argument("--float32", action="store_true", help="store float32 weights (default: float16)")
-    parser.add_argument("--threads", type=positive, default=None,
+    parser.add_argument("--threads", type=number(int, 1, f"an integer in 1..{MAX_THREADS}", MAX_THREADS), default=None,
                         help="CPU threads (default: the course's policy, set_threads('training'): 2 only when about 2 "
                              "cores are free); the result's last bits depend on it, so the shipped run fixes it at 1")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -341,7 +348,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.tiny and args.config != "chapter07":
         parser.error(f"--tiny and --config {args.config} name two model sizes; give one")
     problem = unwritable(args.out)
-    saved = progress_path(args.out)
+    saved = progress_path(args.out) if problem is None else args.out
     if problem is None and args.resume and not saved.is_file():
         problem = f"--resume: no interrupted run to continue ({saved} does not exist)"
     if problem is None and not args.resume and saved.exists():
@@ -378,7 +385,9 @@ def _train_and_save(args: argparse.Namespace) -> int:
             history = train(model, train_batches, valid_batches, config, progress=not args.quiet, resume=resume,
                             interruptible=world == 1)
     except TrainingInterrupted as stopped:
-        save_progress(saved, run, stopped.progress)
+        # a second Ctrl-C now would cut the save short: it is held (and said so) until the progress is on disk
+        with hold_ctrl_c("Ctrl-C again: the progress is being saved, which ends in a moment", deliver=False):
+            save_progress(saved, run, stopped.progress)
         steps = stopped.progress["history"]["steps"]
         print(f"interrupted after step {steps}: progress saved to {saved}; add --resume to the same command to "
               "continue", flush=True)

@@ -85,7 +85,7 @@ escapee = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'
 open({str(marker)!r} + '_escapee', 'w').write(str(escapee.pid))  # in no group scorecard knows: found by its mark
 nb = read(copy)
 nb['cells'][2]['outputs'] = [{{'output_type': 'display_data', 'data': {{'text/plain': ''}},
-    'metadata': {{'course_check': {{'name': 'ch01.encode', 'token': os.environ['COURSE_CHECK_TOKEN']}}}}}}]
+    'metadata': {{'course_check': {{'name': 'ch01.encode', 'token': sys.stdin.readline().strip()}}}}}}]
 state = {{'notebook': nb, 'stopped': {{}}, 'running': 3}}
 open(progress, 'w').write(json.dumps(state))
 time.sleep(120)
@@ -126,7 +126,7 @@ def test_a_forged_token_and_a_stub_are_told_apart_from_a_pass(tmp_path, monkeypa
     body = """
 copy, progress, timeout, pids = sys.argv[3:7]
 nb = read(copy)
-token = os.environ['COURSE_CHECK_TOKEN']
+token = sys.stdin.readline().strip()  # the run's token comes on stdin
 mark = lambda name, tok: {'output_type': 'display_data', 'data': {'text/plain': ''},
                           'metadata': {'course_check': {'name': name, 'token': tok}}}
 nb['cells'][1]['outputs'] = [{'output_type': 'error', 'ename': 'NotImplementedError', 'evalue': '', 'traceback': []}]
@@ -143,13 +143,37 @@ open(progress, 'w').write(json.dumps({'notebook': nb, 'stopped': {}, 'running': 
     assert "never reported success" in results[1].detail
 
 
-def test_the_kernel_gets_a_token_a_run_mark_and_this_course_lib_first_on_its_path(monkeypatch):
+def test_the_kernel_gets_no_token_and_no_learners_folder_but_a_run_mark_and_this_course_lib_first(monkeypatch, tmp_path):
     monkeypatch.setenv("PYTHONPATH", "/somewhere/else")
-    env = sc._kernel_env("abc")
-    assert env[sc.TOKEN_ENV] == "abc" and len(env[sc.RUN_ENV]) == 16
+    monkeypatch.setenv(sc.TOKEN_ENV, "a token of an outer run")
+    monkeypatch.setenv("PWD", "/home/learner/course/exercises")
+    monkeypatch.setenv("OLDPWD", "/home/learner")
+    env = sc._kernel_env(tmp_path)
+    assert sc.TOKEN_ENV not in env and "OLDPWD" not in env and env["PWD"] == str(tmp_path)
+    assert "/home/learner" not in "".join(env.values())
+    assert len(env[sc.RUN_ENV]) == 16
     here = str(Path(sc.__file__).resolve().parents[1])
     assert env["PYTHONPATH"].split(os.pathsep) == [here, "/somewhere/else"]
-    assert sc._kernel_env("abc")[sc.RUN_ENV] != env[sc.RUN_ENV]  # a fresh mark for every run
+    assert sc._kernel_env(tmp_path)[sc.RUN_ENV] != env[sc.RUN_ENV]  # a fresh mark for every run
+
+
+def test_the_worker_gets_the_token_on_stdin_never_in_its_arguments_or_environment(tmp_path, monkeypatch):
+    path = _notebook(tmp_path / "ex.ipynb", "checks.ch01.encode(encode)")
+    body = """
+copy, progress, timeout, pids = sys.argv[3:7]
+token = sys.stdin.readline().strip()
+seen = {'argv': ' '.join(sys.argv), 'env': ' '.join(f'{k}={v}' for k, v in os.environ.items()), 'token': token}
+open(os.path.join(os.path.dirname(sys.argv[0]), 'seen.json'), 'w').write(json.dumps(seen))
+nb = read(copy)
+nb['cells'][1]['outputs'] = [{'output_type': 'display_data', 'data': {'text/plain': ''},
+                              'metadata': {'course_check': {'name': 'ch01.encode', 'token': token}}}]
+open(progress, 'w').write(json.dumps({'notebook': nb, 'stopped': {}, 'running': None}))
+"""
+    monkeypatch.setattr(sc.sys, "executable", str(_fake_python(tmp_path, body)))
+    results, notes = sc.scorecard(path, timeout=5, time_limit=30)
+    assert [(r.name, r.status) for r in results] == [("ch01.encode", "passed")] and notes == []
+    seen = json.loads((tmp_path / "seen.json").read_text())
+    assert len(seen["token"]) == 32 and seen["token"] not in seen["argv"] + seen["env"]
 
 
 def test_killing_a_group_that_is_gone_is_quiet():
@@ -327,7 +351,7 @@ def test_the_check_command_prints_the_scorecard_and_fails_unless_all_passed(tmp_
     body = """
 copy, progress, timeout, pids = sys.argv[3:7]
 nb = read(copy)
-token = os.environ['COURSE_CHECK_TOKEN']
+token = sys.stdin.readline().strip()  # the run's token comes on stdin
 for index, name in ((1, 'ch01.encode'), (2, 'ch01.decode')):
     if name == 'ch01.encode' or os.environ.get('PASS_ALL'):
         nb['cells'][index]['outputs'] = [{'output_type': 'display_data', 'data': {'text/plain': ''},
@@ -342,3 +366,105 @@ open(progress, 'w').write(json.dumps({'notebook': nb, 'stopped': {}, 'running': 
     monkeypatch.setenv("PASS_ALL", "1")
     assert cli.main(["check", str(path), "--timeout", "5", "--time-limit", "30"]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == "  2/2 exercises passed"
+
+
+# --- issue 24: limits, a run that deletes its folders, processes that leave the kernel's tree ----------
+
+@pytest.mark.parametrize("option", ["--timeout", "--time-limit"])
+@pytest.mark.parametrize("value", ["0", "-1", "-5", "1.5", "soon"])
+def test_check_refuses_a_limit_below_one_second_in_the_parser(tmp_path, capsys, option, value):
+    from course_lib import __main__ as cli
+
+    path = _notebook(tmp_path / "ex.ipynb", "x = 1")
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["check", str(path), option, value])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2
+    assert f"error: argument {option}: expected a whole number of seconds >= 1, got " in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("name,value,error", [("timeout", 0, ValueError), ("time_limit", -5, ValueError),
+                                              ("timeout", True, TypeError), ("time_limit", "60", TypeError)])
+def test_scorecard_refuses_a_bad_limit_before_running_anything(tmp_path, monkeypatch, name, value, error):
+    path = _notebook(tmp_path / "ex.ipynb", "x = 1")
+    monkeypatch.setattr(sc.subprocess, "Popen", lambda *a, **k: pytest.fail("a run started"))
+    with pytest.raises(error, match=rf"{name} must be an int >= 1"):
+        sc.scorecard(path, **{name: value})
+
+
+def test_a_run_that_deletes_its_own_folders_still_gives_a_scorecard(tmp_path, monkeypatch, capsys):
+    """The worker (as a notebook might) deletes the sandbox and then the grader's folder: a scorecard, exit 1."""
+    from course_lib import __main__ as cli
+
+    path = _notebook(tmp_path / "ex.ipynb", "checks.ch01.encode(encode)")
+    body = """
+import shutil
+copy, progress, timeout, pids = sys.argv[3:7]
+shutil.rmtree(os.path.dirname(os.path.dirname(os.path.dirname(copy))))  # course-check-*/sandbox/run/ex.ipynb
+shutil.rmtree(os.path.dirname(progress))
+"""
+    monkeypatch.setattr(sc.sys, "executable", str(_fake_python(tmp_path, body)))
+    assert cli.main(["check", str(path), "--timeout", "5", "--time-limit", "30"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("Scorecard for") and out[-1] == "  0/1 exercises passed", out
+    assert "note: the run left no record of its cells (were the grader's files deleted?)" in out[1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ex.ipynb", "fake_python"]
+
+
+def test_a_corrupt_record_of_the_run_is_no_record(tmp_path):
+    (tmp_path / "p.json").write_text('{"notebook": [1, 2]', encoding="utf-8")
+    assert sc._read_state(tmp_path / "p.json") is None and sc._read_state(tmp_path / "missing.json") is None
+    (tmp_path / "p.json").write_text('{"notebook": 3, "stopped": {}}', encoding="utf-8")
+    assert sc._read_state(tmp_path / "p.json") is None
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_processes_that_leave_the_worker_before_it_exits_are_ended_too(tmp_path, monkeypatch):
+    """A child in a new session with an empty environment (no run mark) and a double-forked daemon (adopted by the
+    worker, a subreaper, as the real one is); then the worker dies: they are no longer its descendants at the end,
+    but were seen during the run."""
+    path = _notebook(tmp_path / "ex.ipynb", "x = 1")
+    pids = tmp_path / "pids"
+    body = f"""
+import subprocess
+from course_lib.scorecard import _become_subreaper
+_become_subreaper()
+copy, progress, timeout, pidfile = sys.argv[3:7]
+a = subprocess.Popen(['sleep', '300'], start_new_session=True, env={{}})
+b = subprocess.Popen(['sh', '-c', 'setsid sleep 301 & echo $!'], stdout=subprocess.PIPE, env={{}})
+open({str(pids)!r}, 'w').write(f"{{a.pid}} {{b.stdout.readline().decode().strip()}}")
+b.wait()
+time.sleep(1.5)  # the grader looks every half second
+os._exit(0)  # a worker that ends abruptly: its children are adopted by init
+"""
+    monkeypatch.setattr(sc.sys, "executable", str(_fake_python(tmp_path, body)))
+    sc.scorecard(path, timeout=5, time_limit=30)
+    left = [int(pid) for pid in pids.read_text().split()]
+    assert len(left) == 2
+    for _ in range(50):
+        if not any(map(_alive, left)):
+            break
+        time.sleep(0.1)
+    assert [pid for pid in left if _alive(pid)] == []
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_the_process_table_finds_every_descendant_and_kill_tree_ends_them():
+    parent = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time\n"
+                               "subprocess.Popen(['sleep', '60'], start_new_session=True)\n"
+                               "print('ready', flush=True)\ntime.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout.readline() == "ready\n"
+        found = sc._descendants([os.getpid()], sc._process_table())
+        assert parent.pid in found
+        children = sc._descendants([parent.pid], sc._process_table())
+        assert len(children) == 1  # the sleep, in its own session
+        sc._kill_tree(parent.pid, {})
+        for _ in range(50):
+            if not any(map(_alive, children)):
+                break
+            time.sleep(0.1)
+        assert not any(map(_alive, children)) and parent.poll() is None  # the root itself is spared
+    finally:
+        parent.kill()
+        parent.wait()

@@ -333,7 +333,7 @@ def test_a_second_ctrl_c_stops_at_once(vocabs, monkeypatch):
 
 def _cli(tmp_path: Path, name: str, *extra: str) -> list[str]:
     return ["--out", str(tmp_path / name), "--tiny", "--max-steps", "12", "--batch-size", "256", "--quiet",
-            "--float32", *extra]
+            "--float32", "--threads", "1", *extra]  # one thread: the default policy follows the load, and the last bits too
 
 
 @pytest.mark.slow
@@ -422,8 +422,8 @@ def _cases(tmp_path: Path) -> list[tuple[list[str], str]]:
         (out + ["--max-seconds", "0"], "--max-seconds: expected a number of seconds > 0"),
         (out + ["--max-seconds", "nan"], "--max-seconds"),
         (out + ["--max-seconds", "inf"], "--max-seconds"),
-        (out + ["--note-repeats", "-1"], "--note-repeats: expected an integer >= 0"),
-        (out + ["--seed", "-1"], "--seed: expected an integer >= 0"),
+        (out + ["--note-repeats", "-1"], "--note-repeats: expected an integer in 0..1000"),
+        (out + ["--seed", "-1"], "--seed: expected an integer in 0..4294967295"),
         (out + ["--unk-dropout", "1.5"], "--unk-dropout: expected a probability in [0, 1], got 1.5"),
         (out + ["--unk-dropout", "-0.1"], "--unk-dropout: expected a probability in [0, 1]"),
         (out + ["--unk-dropout", "nan"], "--unk-dropout: expected a probability in [0, 1]"),
@@ -433,6 +433,16 @@ def _cases(tmp_path: Path) -> list[tuple[list[str], str]]:
         (["--out", str(tmp_path / "nowhere" / "m.pt")], "does not exist"),
         (["--out", "/proc/course_lib_test.pt"], "cannot write in /proc"),
         (out + ["--resume"], "--resume: no interrupted run to continue"),
+        # issue 24: out of range values are refused by the parser, before any work
+        (["--out", ""], "--out: expected the path of a file to write, e.g. translator.pt, got an empty string"),
+        (["--out", "  "], "--out: expected the path of a file to write"),
+        (["--out", str(tmp_path / ("m" * 250 + ".pt"))], "--out: the file name is 253 bytes long; this folder allows 243"),
+        (out + ["--seed", str(2**64)], f"--seed: expected an integer in 0..4294967295, got {2**64}"),
+        (out + ["--seed", str(2**32)], "--seed: expected an integer in 0..4294967295"),
+        (out + ["--note-repeats", "1000000000"], "--note-repeats: expected an integer in 0..1000, got 1000000000"),
+        (out + ["--note-repeats", "1e9"], "--note-repeats: expected an integer in 0..1000, got '1e9'"),
+        (out + ["--threads", "100000"], "--threads: expected an integer in 1..512, got 100000"),
+        (out + ["--threads", "0"], "--threads: expected an integer in 1..512, got 0"),
         (["--out", str(tmp_path / "old.pt")], "holds an interrupted run: add --resume"),
     ]
 
@@ -455,3 +465,251 @@ def test_a_bad_argument_in_a_real_process_prints_one_line_and_no_traceback(tmp_p
     assert run.returncode == 2 and run.stdout == ""
     assert run.stderr.splitlines() == ["python -m course_lib.training: error: argument --epochs: "
                                        "expected an integer >= 1, got 0 (see --help)"]
+
+
+# --- 7. issue 24: the edges of saving and loading, and of the training command ------------------------
+
+def test_weights_that_are_nan_or_inf_are_refused_at_load_even_with_a_recomputed_digest(tmp_path, vocabs):
+    for poison, count in ((float("nan"), "all"), (float("inf"), "one")):
+        data = checkpoint_payload(model_of(vocabs), *vocabs)
+        for name, tensor in data["state_dict"].items():
+            if tensor.is_floating_point() and (count == "all" or name == "generator.weight"):
+                tensor.view(-1)[0 if count == "one" else slice(None)] = poison
+        data["sha256"] = content_digest(data)  # the file is what it says it is: only the values are wrong
+        torch.save(data, tmp_path / "bad.pt")
+        with pytest.raises(CheckpointError, match="not all finite.*NaN or inf") as err:
+            load_checkpoint(tmp_path / "bad.pt")
+        if count == "one":
+            assert "1 tensors hold NaN or inf, e.g. generator.weight (1 of" in str(err.value)
+
+
+def test_meta_keys_must_be_strings_so_that_no_entry_is_lost(tmp_path, vocabs):
+    for meta, key in (({1: "int", "1": "str"}, "1"), ({"runs": {2.5: "x"}}, "2.5"), ({("a",): 1}, r"\('a',\)")):
+        with pytest.raises(TypeError, match=rf"meta.* has the key {key} \(\w+\): checkpoint meta keys must be str"):
+            save_checkpoint(tmp_path / "m.pt", model_of(vocabs), *vocabs, meta=meta)
+    assert list(tmp_path.iterdir()) == []  # refused before anything was written
+    assert load_checkpoint(save_checkpoint(tmp_path / "m.pt", model_of(vocabs), *vocabs, meta={"1": 1})).meta == {"1": 1}
+
+
+def test_a_device_that_does_not_exist_is_one_clear_error_before_the_file_is_read(tmp_path):
+    missing = tmp_path / "missing.pt"  # not even read: the device is checked first
+    with pytest.raises(ValueError, match=r"device='nonsense' is not a device name; expected e.g. 'cpu'") as err:
+        load_checkpoint(missing, device="nonsense")
+    assert err.value.__cause__ is None and err.value.__suppress_context__  # no torch traceback chained to it
+    with pytest.raises(TypeError, match="device must be a torch.device, a name .* got float 3.5"):
+        load_checkpoint(missing, device=3.5)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match=r"device='cuda:0': this machine has 0 CUDA GPU\(s\)"):
+            load_checkpoint(missing, device="cuda:0")
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
+        load_checkpoint(missing, device=torch.device("cpu"))
+
+
+def _full_disk_after(limit: int, monkeypatch) -> None:
+    """Make torch.save write through a file that fails with ENOSPC after ``limit`` bytes, as a full disk does."""
+    import errno
+    real = torch.save
+
+    class Full:
+        def __init__(self, f):
+            self.f, self.written = f, 0
+
+        def write(self, data):
+            self.written += len(data)
+            if self.written > limit:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.f.write(data)
+
+        def flush(self):
+            self.f.flush()
+
+    monkeypatch.setattr(torch, "save", lambda obj, f: real(obj, Full(f)))
+
+
+def test_a_full_disk_during_a_save_names_the_cause_in_one_line(tmp_path, vocabs, monkeypatch):
+    import errno
+    path = save_checkpoint(tmp_path / "m.pt", model_of(vocabs, 1), *vocabs)
+    before = path.read_bytes()
+    _full_disk_after(5000, monkeypatch)
+    with pytest.raises(OSError) as err:
+        save_checkpoint(path, model_of(vocabs, 2), *vocabs)
+    text = str(err.value)
+    assert err.value.errno == errno.ENOSPC and "\n" not in text, text
+    assert f"could not write {path}: No space left on device (free some space)" in text and "unexpected pos" not in text
+    assert isinstance(err.value.__cause__, RuntimeError) and "unexpected pos" in str(err.value.__cause__)  # what torch said
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["m.pt"]
+
+
+def test_a_file_size_limit_during_a_save_is_named_in_a_real_process(tmp_path):
+    """RLIMIT_FSIZE makes the kernel refuse the write itself (EFBIG), as a too-small quota or file system does."""
+    resource = pytest.importorskip("resource")
+    if not hasattr(signal, "SIGXFSZ"):
+        pytest.skip("no SIGXFSZ here")
+    script = f"""
+import resource, signal, torch
+from course_lib.checkpoint import atomic_save
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # else the process is killed; ignored, the write fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+try:
+    atomic_save({{"w": torch.zeros(100_000)}}, {str(tmp_path / "big.pt")!r})
+except OSError as err:
+    print(err.errno, err)
+"""
+    run = subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr
+    assert run.stdout.startswith(f"27 [Errno 27] could not write {tmp_path / 'big.pt'}: File too large;"), run.stdout
+    assert list(tmp_path.iterdir()) == [] and resource  # no temporary file left, no half file
+
+
+def test_a_file_name_near_the_limit_saves_and_its_temporary_name_fits(tmp_path, vocabs):
+    from course_lib.exercises import name_max, temp_prefix
+    limit = name_max(tmp_path)
+    for name in ("m" * (limit - 3) + ".pt", "모" * ((limit - 3) // 3) + ".pt"):  # ASCII, and 3-byte UTF-8 characters
+        path = tmp_path / name
+        assert len(name.encode()) <= limit
+        assert len(temp_prefix(path).encode()) + 8 + 1 + 8 + len(".tmp") <= limit  # pid, mkstemp's part, suffix
+        assert load_checkpoint(save_checkpoint(path, model_of(vocabs), *vocabs)).model is not None
+        assert [p.name for p in tmp_path.iterdir()] == [name]
+        path.unlink()
+    assert temp_prefix(tmp_path / "m.pt") == ".m.pt."  # short names are kept as they are
+
+
+def test_the_temporaries_of_killed_saves_are_removed_by_the_next_save_and_no_others(tmp_path, vocabs):
+    from course_lib.exercises import STALE_AFTER
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        old = time.time() - STALE_AFTER - 60
+        files = {  # name: removed?
+            f".m.pt.{dead.pid}.abcd1234.tmp": True,  # its writer is gone
+            f".m.pt.{live.pid}.abcd1234.tmp": False,  # a save in progress in another process
+            f".m.pt.{live.pid}.old_5678.tmp": True,  # ... but unchanged for longer than any save takes
+            ".m.pt.k2j4h5g6.tmp": False,  # no pid in its name (an older course_lib) and recent: maybe writing
+            ".m.pt.z9y8x7w6.tmp": True,  # no pid, and old
+            f".m.pt.{dead.pid}.abcd1234.tmp.keep": False, f".other.pt.{dead.pid}.abcd1234.tmp": False,  # not ours
+            f"m.pt.{dead.pid}.abcd1234.tmp": False, f".m.pt.{dead.pid}.ABCD1234.tmp": False,
+            f".m.pt.{10**30}.abcd1234.tmp": False,  # no real pid: left alone (until it is old), and no crash
+        }
+        for name in files:
+            (tmp_path / name).write_bytes(b"half a checkpoint")
+        for name in (f".m.pt.{live.pid}.old_5678.tmp", ".m.pt.z9y8x7w6.tmp"):
+            os.utime(tmp_path / name, (old, old))
+        save_checkpoint(tmp_path / "m.pt", model_of(vocabs), *vocabs)
+        left = {p.name for p in tmp_path.iterdir()}
+        assert left == {"m.pt"} | {name for name, removed in files.items() if not removed}
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_a_save_after_sigkilled_saves_leaves_no_temporary_file(tmp_path, vocabs):
+    path = tmp_path / "model.pt"
+    payload = checkpoint_payload(model_of(vocabs, 0, d_model=64, d_ff=1024), *vocabs)
+    rng, killed_mid_save = random.Random(5), 0
+    for _ in range(12):
+        pid = _fork(lambda: [atomic_save(payload, path) for _ in range(10**6)])
+        time.sleep(rng.uniform(0.02, 0.3))
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        killed_mid_save += bool(list(tmp_path.glob(".model.pt.*.tmp")))
+        if killed_mid_save >= 2:
+            break
+    assert killed_mid_save >= 1, "no kill landed inside a save: the test did not exercise the window"
+    atomic_save(payload, path)
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
+
+
+def test_a_second_ctrl_c_during_the_progress_save_is_held_until_the_file_is_whole(tmp_path, monkeypatch, capsys):
+    """Deterministic: the second SIGINT arrives inside torch.save of the progress file."""
+    out = tmp_path / "run.pt"
+    out.write_bytes(b"the learner's previous checkpoint")
+    _interrupt_at(monkeypatch, 2)
+    real = torch.save
+    presses = []
+
+    def save_hit_by_ctrl_c(obj, f):
+        if isinstance(obj, dict) and obj.get("format") == "course_lib.training-progress/1":
+            presses.append(1)
+            os.kill(os.getpid(), signal.SIGINT)  # the second Ctrl-C, while the file is being written
+        return real(obj, f)
+
+    monkeypatch.setattr(torch, "save", save_hit_by_ctrl_c)
+    threads = torch.get_num_threads()
+    try:
+        code = training.main(_cli(tmp_path, "run.pt"))
+    finally:
+        torch.set_num_threads(threads)
+    captured = capsys.readouterr()
+    assert code == 130 and presses == [1], captured
+    assert "Ctrl-C again: the progress is being saved" in captured.err and "progress saved to" in captured.out
+    assert out.read_bytes() == b"the learner's previous checkpoint"
+    assert verified_load(training.progress_path(out))["progress"]["history"]["steps"] == 2  # whole, and readable
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.pt", "run.pt.progress.pt"]
+
+
+def test_hold_ctrl_c_delivers_a_held_press_after_the_block_and_nests():
+    from course_lib.exercises import hold_ctrl_c
+    with pytest.raises(KeyboardInterrupt):
+        with hold_ctrl_c(message=None) as held:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.01)  # a handler runs between bytecodes: the press is held, the block goes on
+            finished = True
+    assert finished and held == [signal.SIGINT]
+    with hold_ctrl_c(message=None, deliver=False) as outer:
+        with hold_ctrl_c(message=None) as inner:  # inside another hold: the outer one holds it
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.01)
+    assert outer == [signal.SIGINT] and inner == []
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+SLOW_SAVE = """
+import sys, time, torch
+from course_lib import training
+real = torch.save
+def slow_save(obj, f):  # the progress save takes a second: long enough to be hit
+    print('saving', file=sys.stderr, flush=True)
+    time.sleep(1.0)
+    return real(obj, f)
+torch.save = slow_save
+sys.exit(training.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_in_a_real_process_always_ends_with_130_and_the_old_out_untouched(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    rng = random.Random(24)
+    for trial, when in enumerate(["during the save", "during the save", "at once"]):
+        out = tmp_path / f"run{trial}.pt"
+        out.write_bytes(b"previous")
+        argv = _cli(tmp_path, out.name)
+        argv[argv.index("12")] = "100000"  # long enough to be interrupted
+        proc = subprocess.Popen([sys.executable, "-c", SLOW_SAVE, *argv], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            assert "Ctrl-C" in proc.stderr.readline()  # training has started
+            proc.send_signal(signal.SIGINT)
+            if when == "during the save":
+                lines = [proc.stderr.readline()]  # "Ctrl-C: stopping after this step ...", then "saving"
+                while "saving" not in lines[-1] and lines[-1] and len(lines) < 10:
+                    lines.append(proc.stderr.readline())
+                assert "saving" in lines[-1], lines
+                time.sleep(rng.uniform(0.0, 0.8))
+            proc.send_signal(signal.SIGINT)
+            stdout, stderr = proc.communicate(timeout=120)
+        finally:
+            proc.kill()
+        assert proc.returncode == 130 and "Traceback" not in stderr, (when, stdout, stderr)
+        assert out.read_bytes() == b"previous"
+        saved = training.progress_path(out)
+        if when == "during the save":
+            assert "progress is being saved" in stderr and "progress saved to" in stdout
+        if saved.exists():  # complete, never half
+            assert verified_load(saved)["progress"]["history"]["steps"] >= 1
+        else:
+            assert "nothing was saved" in stderr
+        assert not list(tmp_path.glob(".*.tmp"))

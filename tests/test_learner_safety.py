@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import subprocess
 import sys
@@ -134,6 +135,50 @@ def test_force_backs_up_the_edited_notebook_first(course_dir):
     assert f"-> exercises/{backups[0].name}" in lines[backed]
     assert lines[backed + 1] == "written    exercises/00_squares.ipynb"  # written only after the backup
     assert is_untouched(target) and "# mine!" not in target.read_text(encoding="utf-8")
+
+
+def test_force_keeps_the_mode_of_the_notebook_it_rewrites(course_dir):
+    target = course_dir / "exercises" / "00_squares.ipynb"
+    for mode in (0o644, 0o640):
+        learner_edits(target)
+        target.chmod(mode)
+        proc = course("make-exercises", "--force", cwd=course_dir)
+        assert proc.returncode == 0 and "written    exercises/00_squares.ipynb" in proc.stdout, proc.stdout + proc.stderr
+        assert target.stat().st_mode & 0o777 == mode, oct(target.stat().st_mode)
+    (course_dir / "exercises" / "00_squares.ipynb").unlink()  # a new notebook: readable by others, as a text editor makes it
+    assert course("make-exercises", cwd=course_dir).returncode == 0
+    assert target.stat().st_mode & 0o777 == 0o644
+
+
+def _unwritable_folder(tmp_path: Path) -> Path:
+    """A folder this user cannot create files in (root ignores permission bits: a read-only kernel folder then)."""
+    import tempfile
+
+    folder = tmp_path / "read_only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    for candidate in (folder, Path("/sys/kernel")):
+        try:
+            fd, probe = tempfile.mkstemp(dir=candidate)
+        except OSError:
+            return candidate
+        os.close(fd)
+        os.unlink(probe)
+    pytest.skip("no folder here that this user cannot write in")
+
+
+def test_make_exercises_into_a_file_or_an_unwritable_folder_is_one_line_and_exit_2(course_dir, tmp_path):
+    (course_dir / "a_file.txt").write_text("mine", encoding="utf-8")
+    cases = [("a_file.txt", "error: --exercises a_file.txt is a file, not a folder"),
+             (str(_unwritable_folder(tmp_path)), "error: cannot write in --exercises "),
+             ("a_file.txt/sub", "error: cannot write in --exercises a_file.txt/sub: ")]
+    for folder, message in cases:
+        for new_process in (False, True):
+            proc = course("make-exercises", "--exercises", folder, cwd=course_dir, new_process=new_process)
+            assert proc.returncode == 2 and proc.stdout == "", (folder, proc.stdout, proc.stderr)
+            assert proc.stderr.startswith(message) and proc.stderr.count("\n") == 1, proc.stderr
+            assert "Traceback" not in proc.stderr and "[Errno" not in proc.stderr
+    assert (course_dir / "a_file.txt").read_text(encoding="utf-8") == "mine"
 
 
 def test_an_untouched_exercise_is_regenerated_silently(course_dir):
@@ -298,6 +343,68 @@ def test_check_is_a_sandbox_with_an_honest_scorecard(tmp_path):
     assert "without encryption" not in out + proc.stderr and "Traceback" not in out + proc.stderr
     time.sleep(0.5)
     assert _processes_with(marker) == [], "check left processes running"
+
+
+ESCAPING = [  # issue 24: what a notebook can do to its grader; {report} and {pids} are files outside the learner's folder
+    "import json, os, shutil, subprocess, sys, torch",
+    # 1. where am I, and can I see the run's token?
+    "parent = f'/proc/{{os.getppid()}}/environ'\n"
+    "json.dump({{'cwd': os.getcwd(), 'env': dict(os.environ), 'token': os.environ.get('COURSE_CHECK_TOKEN'),\n"
+    "           'proc': [open(p, 'rb').read().decode(errors='replace') for p in ('/proc/self/environ', parent)\n"
+    "                    if os.path.exists(p)]}}, open({report!r}, 'w'))",
+    # 2. a forged pass with the token from the environment (the check itself in a comment)
+    "from IPython.display import display\n"
+    "display({{'text/plain': ''}}, raw=True, metadata={{'course_check': {{'name': 'ch01.encode',\n"
+    "        'token': os.environ.get('COURSE_CHECK_TOKEN', '')}}}})\n# checks.ch01.encode(encode)",
+    # 3. processes that leave the kernel: a new session without the environment, and a double-forked daemon
+    "a = subprocess.Popen(['sleep', '300'], start_new_session=True, env={{}})\n"
+    "b = subprocess.Popen(['sh', '-c', 'setsid sleep 301 & echo $!'], stdout=subprocess.PIPE, env={{}})\n"
+    "open({pids!r}, 'w').write(f'{{a.pid}} {{b.stdout.readline().decode().strip()}}')",
+    # 4. deletes the temporary folder it runs in
+    "shutil.rmtree(os.path.dirname(os.path.dirname(os.getcwd())))",
+    # 5. and a real check still passes after all that
+    "from course_lib import checks\n"
+    "def pad_batch(id_lists, pad_id):\n    L = max(map(len, id_lists))\n"
+    "    return torch.tensor([x + [pad_id] * (L - len(x)) for x in id_lists])\n"
+    "checks.ch01.pad_batch(pad_batch)",
+]
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads /proc")
+def test_check_hides_the_token_and_the_learners_folder_ends_every_process_and_survives_a_deleted_folder(tmp_path):
+    folder = tmp_path / "learner" / "exercises"
+    folder.mkdir(parents=True)
+    report, pids = tmp_path / "report.json", tmp_path / "pids"
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(src.format(report=str(report), pids=str(pids))) for src in ESCAPING]
+    path = folder / "01_tokens.ipynb"
+    nbformat.write(nb, path)
+    proc = subprocess.run([sys.executable, "-m", "course_lib", "check", path.name, "--timeout", "60", "--time-limit", "240"],
+                          capture_output=True, text=True, timeout=300, cwd=folder, env=dict(os.environ, PWD=str(folder)))
+    out = proc.stdout
+    assert proc.returncode == 1 and out.startswith("Scorecard for 01_tokens.ipynb"), out + proc.stderr
+    assert "error: the checker never reported success" in out and "✓ ch01.pad_batch" in out
+    assert out.rstrip().endswith("1/2 exercises passed") and "Traceback" not in out + proc.stderr
+    seen = json.loads(report.read_text())
+    assert seen["token"] is None and not any("COURSE_CHECK_TOKEN" in text for text in seen["proc"])
+    assert str(tmp_path / "learner") not in seen["cwd"] + json.dumps(seen["env"]), (seen["cwd"], seen["env"].get("PWD"))
+    assert seen["env"]["PWD"] == seen["cwd"]
+    left = [int(pid) for pid in pids.read_text().split()]
+    assert len(left) == 2
+    for _ in range(50):
+        if not any(map(_running, left)):
+            break
+        time.sleep(0.1)
+    assert [pid for pid in left if _running(pid)] == [], "check left processes running"
+
+
+def _running(pid: int) -> bool:
+    """Is ``pid`` a live process (a zombie waiting to be reaped counts as ended)?"""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1] not in ("Z", "X")
+    except OSError:
+        return False
 
 
 # --- make-exercises keeps the promise ---------------------------------------------------------------
