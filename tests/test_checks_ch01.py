@@ -105,10 +105,18 @@ def test_particle_solutions_pass(capsys):
     (lambda w, p: (AFTER_CONSONANT if (ord(w[-1]) - 0xAC00) % 27 else AFTER_VOWEL)[p], "not 27"),
     (lambda w, p: (AFTER_CONSONANT if ord(w[-1]) % 28 else AFTER_VOWEL)[p], "subtract 0xAC00"),
     (lambda w, p: "를", "last syllable has a final consonant"),
+    (lambda w, p: (AFTER_CONSONANT if (ord(w[-1]) - 0xAC00) // 28 % 21 else AFTER_VOWEL)[p], "from the medial vowel"),
+    (lambda w, p: (AFTER_CONSONANT if (ord(w[-1]) - 0xAC00) // 588 else AFTER_VOWEL)[p], "from the initial consonant"),
 ])
 def test_particle_mistakes_get_their_hint(wrong, hint):
     with pytest.raises(CheckFailed, match=hint):
         ch01.choose_particle(wrong)
+
+
+def test_a_particle_chosen_from_the_medial_vowel_is_not_called_swapped():
+    with pytest.raises(CheckFailed) as err:
+        ch01.choose_particle(lambda w, p: (AFTER_CONSONANT if (ord(w[-1]) - 0xAC00) // 28 % 21 else AFTER_VOWEL)[p])
+    assert "swapped" not in str(err.value)
 
 
 # --- Exercise 3: encode ---------------------------------------------------------------------------
@@ -221,6 +229,18 @@ def pair_largest_on_tie(word_freqs):
     return max(counts.items(), key=lambda kv: (kv[1], kv[0]))[0] if counts else None
 
 
+def pair_str_count(word_freqs):
+    """Counts with str.count, which skips past a match: 'a a a' holds ('a', 'a') once for it."""
+    counts = Counter()
+    for word, freq in word_freqs.items():
+        for a, b in set(zip(word, word[1:])):
+            counts[(a, b)] += freq * " ".join(word).count(f"{a} {b}")
+    if not counts:
+        return None
+    best = max(counts.values())
+    return min(pair for pair, count in counts.items() if count == best)
+
+
 def pair_crashes_on_empty(word_freqs):
     counts = Counter()
     for word, freq in word_freqs.items():
@@ -236,6 +256,7 @@ def pair_crashes_on_empty(word_freqs):
     (pair_once_per_word, "count EVERY occurrence"),
     (pair_largest_on_tie, "SMALLEST pair"),
     (pair_crashes_on_empty, "run your function on this input"),
+    (pair_str_count, "overlapping occurrences too"),
 ])
 def test_most_frequent_pair_mistakes_get_their_hint(wrong, hint):
     with pytest.raises(CheckFailed, match=hint):

@@ -203,7 +203,7 @@ def scaled_in_place(ids, weight):
     (lambda ids, w: w[ids] * math.sqrt(w.shape[0]), "not of the vocabulary size"),
     (lambda ids, w: w[ids] * w.shape[1], "not by d_model itself"),
     (lambda ids, w: w[ids] / w.shape[1], "you divided by d_model"),
-    (scaled_in_place, "do not scale weight in place"),
+    (scaled_in_place, "weight changed in place(.|\\n)*do not change your inputs in place"),
     (lambda ids, w: w * math.sqrt(w.shape[1]), "look the rows up first"),
     (lambda ids, w: (w[ids] * math.sqrt(w.shape[1])).float(), "keep weight's dtype"),
 ])

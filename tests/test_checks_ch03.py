@@ -180,6 +180,34 @@ def sdpa_in_place(query, key, value, mask=None, scale=None):
     return sdpa_solution(query, key, value, mask, scale=1.0)
 
 
+def sdpa_qk_transposed(query, key, value, mask=None, scale=None):
+    scale = 1 / math.sqrt(query.shape[-1]) if scale is None else scale
+    scores = key @ query.transpose(-2, -1) * scale  # (T_k, T_q): the transpose of the scores
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = torch.softmax(scores, dim=-1)
+    return weights @ value, weights
+
+
+def test_an_in_place_scaled_query_is_named_not_called_unscaled():
+    with pytest.raises(CheckFailed) as err:
+        ch03.scaled_dot_product_attention(sdpa_in_place)
+    assert "do not change your inputs in place" in str(err.value) and "sqrt(d_k)" not in str(err.value)
+
+
+def test_sdpa_wrong_defaults_are_named():
+    def scale_one_by_default(query, key, value, mask=None, scale=1.0):
+        return sdpa_solution(query, key, value, mask, scale)
+
+    with pytest.raises(CheckFailed, match=r"mask/scale left out(.|\n)*hint: +keep the defaults(.|\n)*mask=None, scale=None"):
+        ch03.scaled_dot_product_attention(scale_one_by_default)
+
+
+def test_softmax_wrong_default_dim_is_named():
+    with pytest.raises(CheckFailed, match="dim left out(.|\n)*dim=-1"):
+        ch03.softmax(lambda x, dim=0: sm_solution(x, dim))
+
+
 def test_sdpa_solutions_pass(capsys):
     for fn in (sdpa_solution, sdpa_einsum_big_negative, sdpa_loops, sdpa_library):
         ch03.scaled_dot_product_attention(fn)
@@ -208,7 +236,8 @@ def test_sdpa_stub_propagates():
     (_wrong(after=True), "apply the mask to the SCORES"),
     (_wrong(order=True), "the output first"),
     (_wrong(only_out=True), "return both"),
-    (sdpa_in_place, "modified in place"),
+    (sdpa_in_place, "query changed in place"),
+    (sdpa_qk_transposed, "query and key are swapped in the scores"),
 ])
 def test_sdpa_mistakes_get_their_hint(wrong, hint):
     with pytest.raises(CheckFailed, match=hint):

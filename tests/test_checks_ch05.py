@@ -63,6 +63,11 @@ def test_layer_norm_solutions_pass(capsys):
     assert capsys.readouterr().out.count("✓ layer_norm") == 3
 
 
+def test_layer_norm_wrong_default_eps_is_named():
+    with pytest.raises(CheckFailed, match=r"eps left out(.|\n)*eps=1e-05"):
+        ch05.layer_norm(lambda x, weight, bias, eps=1e-6: ln_solution(x, weight, bias, eps))
+
+
 def test_layer_norm_stub_propagates():
     def stub(x, weight, bias, eps=1e-5):
         raise NotImplementedError("write layer norm")
@@ -200,6 +205,52 @@ def test_feed_forward_solutions_pass(capsys):
     ch05.feed_forward(FFRandMaskStyle)
     ch05.feed_forward(FFDropoutBeforeReLU)
     assert capsys.readouterr().out.count("✓ feed_forward") == 5
+
+
+class FFNoBias(FFSolution):
+    """The statement asks for nn.Linear layers, not for their biases: bias-free layers are accepted."""
+
+    def __init__(self, d_model, d_ff, dropout=0.1):
+        super().__init__(d_model, d_ff, dropout)
+        self.linear1, self.linear2 = nn.Linear(d_model, d_ff, bias=False), nn.Linear(d_ff, d_model, bias=False)
+
+
+class FFReseeds(FFSolution):
+    def forward(self, x):
+        torch.manual_seed(0)  # "reproducible" dropout: the same mask on every call, the global RNG reset
+        return super().forward(x)
+
+
+class FFFixedMask(FFSolution):
+    def forward(self, x):
+        h = torch.relu(self.linear1(x))
+        if self.training:
+            if not hasattr(self, "mask"):
+                self.mask = (torch.rand(h.shape, dtype=h.dtype) >= self.dropout.p) / (1 - self.dropout.p)
+            h = h * self.mask
+        return self.linear2(h)
+
+
+class FFNoDropoutByDefault(FFSolution):
+    def __init__(self, d_model, d_ff, dropout=0.0):
+        super().__init__(d_model, d_ff, dropout)
+
+
+def test_feed_forward_wrong_default_dropout_is_named():
+    with pytest.raises(CheckFailed, match="dropout left out(.|\\n)*keep the default of the signature: dropout=0.1"):
+        ch05.feed_forward(FFNoDropoutByDefault)
+
+
+def test_feed_forward_accepts_bias_free_layers(capsys):
+    ch05.feed_forward(FFNoBias)
+    assert "✓ feed_forward" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("wrong, hint", [(FFReseeds, "resets the global random generator"),
+                                         (FFFixedMask, "the same mask on two calls")])
+def test_feed_forward_dropout_must_differ_between_calls(wrong, hint):
+    with pytest.raises(CheckFailed, match=hint):
+        ch05.feed_forward(wrong)
 
 
 def test_feed_forward_stub_propagates():
@@ -409,6 +460,24 @@ def test_encoder_layer_solutions_pass(capsys):
     ch05.encoder_layer(ELEinsumStyle)
     ch05.encoder_layer(ELRandMaskStyle)
     assert capsys.readouterr().out.count("✓ encoder_layer") == 4
+
+
+class ELReseeds(ELSolution):
+    def forward(self, x, mask=None):
+        torch.manual_seed(0)  # "reproducible" dropout: the same mask on every call, the global RNG reset
+        return super().forward(x, mask)
+
+
+class ELPreByDefault(ELSolution):
+    def __init__(self, d_model, n_heads, d_ff, dropout=0.1, norm_first=True):
+        super().__init__(d_model, n_heads, d_ff, dropout, norm_first)
+
+
+@pytest.mark.parametrize("wrong, hint", [(ELReseeds, "resets the global random generator"),
+                                         (ELPreByDefault, "norm_first=False")])
+def test_encoder_layer_reseeding_and_a_wrong_default_are_named(wrong, hint):
+    with pytest.raises(CheckFailed, match=hint):
+        ch05.encoder_layer(wrong)
 
 
 def test_encoder_layer_stub_propagates():

@@ -42,9 +42,29 @@ class DLOtherStyle(DLScaffold):
             (self.norm2, lambda h: self.cross_attn(query=h, key=memory, value=memory, mask=memory_mask)),
             (self.norm3, self.ff),
         ]
-        for norm, sub in steps:
-            x = norm(x + sub(x))
+        for norm, sub, drop in zip(*zip(*steps), (self.dropout1, self.dropout2, self.dropout3)):
+            x = norm(x + drop(sub(x)))
         return x
+
+
+class DLNoDropout(DLScaffold):
+    def forward(self, x, memory, tgt_mask=None, memory_mask=None):
+        x = self.norm1(x + self.self_attn(x, x, x, mask=tgt_mask))
+        x = self.norm2(x + self.cross_attn(x, memory, memory, mask=memory_mask))
+        return self.norm3(x + self.ff(x))
+
+
+class DLNoCrossDropout(DLSolution):
+    def forward(self, x, memory, tgt_mask=None, memory_mask=None):
+        x = self.norm1(x + self.dropout1(self.self_attn(x, x, x, mask=tgt_mask)))
+        x = self.norm2(x + self.cross_attn(x, memory, memory, mask=memory_mask))
+        return self.norm3(x + self.dropout3(self.ff(x)))
+
+
+class DLReseeds(DLSolution):
+    def forward(self, x, memory, tgt_mask=None, memory_mask=None):
+        torch.manual_seed(0)  # "reproducible" dropout: the same mask on every call
+        return super().forward(x, memory, tgt_mask, memory_mask)
 
 
 class DLCrossOnSelf(DLScaffold):
@@ -185,6 +205,9 @@ def test_decoder_layer_stub_propagates():
     (DLMaskInverted, "causal mask is inverted"),
     (DLPreLN, "norm in the wrong place: this exercise is the paper's post-LN"),
     (DLQueriesFromMemory, r"cross_attn\(x, memory, memory"),
+    (DLNoDropout, "no dropout on the masked self-attention's output"),
+    (DLNoCrossDropout, "no dropout on the cross-attention's output"),
+    (DLReseeds, "resets the global random generator"),
 ])
 def test_decoder_layer_mistakes_get_their_hint(wrong, hint):
     with pytest.raises(CheckFailed, match=hint):

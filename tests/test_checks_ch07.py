@@ -25,6 +25,15 @@ def ls_solution(logits, target, epsilon=0.1, ignore_index=0):
     return (loss * mask).sum() / mask.sum()
 
 
+def ls_full_nll(logits, target, epsilon=0.1, ignore_index=0):
+    """The "1·nll + eps·smooth" weighting: the target's term keeps its full weight."""
+    logp = F.log_softmax(logits, dim=-1)
+    nll = -logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+    loss = nll + epsilon * -logp.mean(dim=-1)
+    mask = target != ignore_index
+    return (loss * mask).sum() / mask.sum()
+
+
 def ls_distribution_style(logits, target, epsilon=0.1, ignore_index=0):
     """Build the smoothed target distribution q explicitly, then -sum(q * log p) on the kept rows."""
     V = logits.shape[-1]
@@ -155,6 +164,7 @@ def test_label_smoothing_reference_equals_pytorch_on_a_golden_case():
     (ls_returns_float, "return the tensor itself"),
     (ls_detached, "connected to the logits"),
     (ls_per_position, "ONE number"),
+    (ls_full_nll, r"1 \* nll \+ eps"),
 ])
 def test_label_smoothing_mistakes_get_their_hint(wrong, hint):
     with pytest.raises(CheckFailed, match=hint):
@@ -345,6 +355,25 @@ def beam_solution(log_probs, scores, beam_size):
     return new_scores, idx // V, idx % V
 
 
+def beam_divides_by_beam_size(log_probs, scores, beam_size):
+    new_scores, idx = (scores[:, None] + log_probs).view(-1).topk(beam_size)
+    return new_scores, idx // beam_size, idx % beam_size
+
+
+def beam_token_by_k(log_probs, scores, beam_size):
+    K, V = log_probs.shape
+    new_scores, idx = (scores[:, None] + log_probs).view(-1).topk(beam_size)
+    return new_scores, idx // V, idx % K
+
+
+def test_noam_wrong_default_is_named():
+    def warmup_400(step, d_model, warmup=400, factor=1.0):
+        return noam_solution(step, d_model, warmup, factor)
+
+    with pytest.raises(CheckFailed, match=r"warmup/factor left out(.|\n)*warmup=4000, factor=1.0"):
+        ch07.noam_lr(warmup_400)
+
+
 def beam_loop_style(log_probs, scores, beam_size):
     K, V = log_probs.shape
     cands = sorted(((float(scores[k] + log_probs[k, v]), k, v) for k in range(K) for v in range(V)), reverse=True)[:beam_size]
@@ -423,6 +452,8 @@ def test_beam_golden_case():
     (_beam_wrong("top1"), "top-1 per beam"),
     (_beam_wrong("top1_beam_order"), "top-1 per beam"),
     (lambda lp, s, k: beam_solution(lp, s, k)[:2], "a tuple"),
+    (beam_divides_by_beam_size, "nor by beam_size, equal to K here"),
+    (beam_token_by_k, r"not idx % K"),
 ])
 def test_beam_mistakes_get_their_hint(wrong, hint):
     with pytest.raises(CheckFailed, match=hint):

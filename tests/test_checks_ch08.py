@@ -58,6 +58,32 @@ def step_softmax_over_queries(q, k, v, k_cache, v_cache):
     return torch.softmax(q @ kc.transpose(-2, -1) / math.sqrt(q.shape[-1]), -2) @ vc, kc, vc
 
 
+def step_masks_itself_nan(q, k, v, k_cache, v_cache):
+    """The new position hidden from itself, with no clean-up: position 0 then has no key at all (nan)."""
+    kc, vc = torch.cat([k_cache, k], 2), torch.cat([v_cache, v], 2)
+    scores = q @ kc.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    scores[..., -1] = float("-inf")
+    return torch.softmax(scores, -1) @ vc, kc, vc
+
+
+def step_naive_softmax(q, k, v, k_cache, v_cache):
+    kc, vc = torch.cat([k_cache, k], 2), torch.cat([v_cache, v], 2)
+    e = torch.exp(q @ kc.transpose(-2, -1) / math.sqrt(q.shape[-1]))
+    return e / e.sum(-1, keepdim=True) @ vc, kc, vc
+
+
+def step_scales_q_in_place(q, k, v, k_cache, v_cache):
+    q /= math.sqrt(q.shape[-1])  # changes the caller's tensor
+    kc, vc = torch.cat([k_cache, k], 2), torch.cat([v_cache, v], 2)
+    return torch.softmax(q @ kc.transpose(-2, -1), -1) @ vc, kc, vc
+
+
+def test_an_in_place_scaled_query_is_not_told_to_divide_by_sqrt_dh():
+    with pytest.raises(CheckFailed) as err:
+        ch08.attention_step(step_scales_q_in_place)
+    assert "do not change your inputs in place" in str(err.value) and "sqrt(Dh)" not in str(err.value)
+
+
 def step_wrong_dim(q, k, v, k_cache, v_cache):
     out, _, _ = step_solution(q, k, v, k_cache, v_cache)
     return out, torch.cat([k_cache, k], -1), torch.cat([v_cache, v], -1)
@@ -87,6 +113,9 @@ def test_attention_step_solutions_pass(capsys):
     (step_keeps_old_cache, "grow the caches by one position"),
     (step_prepends, "append the new one at the END"),
     (lambda q, k, v, kc, vc: step_solution(q, k, v, kc, vc)[0], r"a tuple \(out, k_cache, v_cache\)"),
+    (step_masks_itself_nan, "BEFORE attending"),
+    (step_naive_softmax, "your softmax overflows"),
+    (step_scales_q_in_place, "q changed in place"),
 ])
 def test_attention_step_mistakes_get_their_hint(wrong, hint):
     with pytest.raises(CheckFailed, match=hint):
@@ -134,7 +163,9 @@ def flops_measured(n, d_model, n_heads):
 def test_attention_flops_solutions_pass(capsys):
     for fn in (flops_solution, flops_by_products, flops_measured):
         ch08.attention_flops(fn)
-    assert capsys.readouterr().out.count("✓ attention_flops") == 3
+    out = capsys.readouterr().out
+    assert out.count("✓ attention_flops") == 3
+    assert "n²" not in out and "d²" not in out  # the ✓ line must not hand the answer to the next learner
 
 
 def test_the_reference_count_is_pytorchs_and_matches_the_formula():
@@ -156,6 +187,8 @@ def test_the_reference_count_is_pytorchs_and_matches_the_formula():
     (lambda n, d, h: 4 * n * n * d, "include the four projections"),
     (lambda n, d, h: 8 * n * d * d, "include the products between positions"),
     (lambda n, d, h: "many", "return an int"),
+    (lambda n, d, h: 8 * n * d * d + 4 * n * n * d / 1, "`/` always gives a float"),
+    (lambda n, d, h: torch.tensor(8.0 * n * d * d + 4 * n * n * d), "`/` always gives a float"),
     (lambda n, d, h: n * n * d, "list every matrix product"),
 ])
 def test_attention_flops_mistakes_get_their_hint(wrong, hint):
@@ -176,7 +209,8 @@ def preln_solution(x, layer, mask=None):
         scores = scores.masked_fill(~mask[:, None], float("-inf"))
     out = (scores.softmax(-1) @ v).transpose(1, 2).reshape(B, S, D)
     x = x + F.linear(out, sa.out_proj.weight, sa.out_proj.bias)
-    return x + layer.linear2(F.relu(layer.linear1(layer.norm2(x))))
+    h = F.layer_norm(x, (D,), layer.norm2.weight, layer.norm2.bias, layer.norm2.eps)
+    return x + F.linear(F.relu(F.linear(h, layer.linear1.weight, layer.linear1.bias)), layer.linear2.weight, layer.linear2.bias)
 
 
 def preln_module_style(x, layer, mask=None):
@@ -192,9 +226,54 @@ def _preln_wrong(**kw):
 
 
 def test_pre_ln_solutions_pass(capsys):
-    for fn in (preln_solution, preln_module_style, _preln_wrong()):
+    for fn in (preln_solution, _preln_wrong()):
         ch08.pre_ln_encoder_layer(fn)
-    assert capsys.readouterr().out.count("✓ pre_ln_encoder_layer") == 3
+    assert capsys.readouterr().out.count("✓ pre_ln_encoder_layer") == 2
+
+
+def test_pre_ln_refuses_the_layers_own_forward_and_restores_it():
+    seen = []
+
+    def one_line(x, layer, mask=None):
+        seen.append(layer)
+        return layer(x, src_key_padding_mask=None if mask is None else ~mask[:, 0])
+
+    def spy(fn):
+        def wrapped(x, layer, mask=None):
+            seen.append(layer)
+            return fn(x, layer, mask)
+        return wrapped
+
+    for fn in (one_line, spy(preln_module_style)):
+        with pytest.raises(CheckFailed, match="do not call the layer or its sub-modules"):
+            ch08.pre_ln_encoder_layer(fn)
+    assert seen and all("forward" not in vars(m) for layer in seen for m in layer.modules())
+    assert F.multi_head_attention_forward.__name__ == "multi_head_attention_forward"
+
+
+def test_pre_ln_hints_write_no_code_the_statement_forbids():
+    for level in ch08.HINTS["pre_ln_encoder_layer"]:
+        for call in ("layer(", "layer.norm1(", "layer.norm2(", "layer.linear1(", "layer.linear2(", "layer.self_attn("):
+            assert call not in level, f"a hint calls {call}...), which the statement forbids"
+
+
+def preln_inverted_mask_nan(x, layer, mask=None):
+    return preln_solution(x, layer, None if mask is None else ~mask)
+
+
+def preln_naive_softmax(x, layer, mask=None):
+    sa, (B, S, D) = layer.self_attn, x.shape
+    H = sa.num_heads
+    h = F.layer_norm(x, (D,), layer.norm1.weight, layer.norm1.bias, layer.norm1.eps)
+    q, k, v = (t.reshape(B, S, H, D // H).transpose(1, 2) for t in F.linear(h, sa.in_proj_weight, sa.in_proj_bias).chunk(3, -1))
+    scores = q @ k.transpose(-2, -1) / math.sqrt(D // H)
+    if mask is not None:
+        scores = scores.masked_fill(~mask[:, None], float("-inf"))
+    e = scores.exp()
+    out = (e / e.sum(-1, keepdim=True) @ v).transpose(1, 2).reshape(B, S, D)
+    x = x + F.linear(out, sa.out_proj.weight, sa.out_proj.bias)
+    h = F.layer_norm(x, (D,), layer.norm2.weight, layer.norm2.bias, layer.norm2.eps)
+    return x + F.linear(F.relu(F.linear(h, layer.linear1.weight, layer.linear1.bias)), layer.linear2.weight, layer.linear2.bias)
 
 
 @pytest.mark.parametrize("wrong, hint", [
@@ -206,7 +285,9 @@ def test_pre_ln_solutions_pass(capsys):
     (_preln_wrong(act=F.gelu), "not GELU"),
     (_preln_wrong(swap_norms=True), "you swapped them"),
     (_preln_wrong(bias=False), "in_proj_bias"),
-    (_preln_wrong(invert_mask=True), "True = may attend"),
+    (_preln_wrong(invert_mask=True), "the mask is inverted"),
+    (preln_inverted_mask_nan, "the mask is inverted"),
+    (preln_naive_softmax, "your softmax overflows"),
     (lambda x, layer, mask=None: preln_solution(x, layer, None), "the padding mask is ignored"),
 ])
 def test_pre_ln_mistakes_get_their_hint(wrong, hint):

@@ -19,6 +19,10 @@ Conventions for a chapter module ``checks/chNN.py`` (every chapter follows them)
 - Known mistakes are ``mistakes=[(hint, wrong_value), ...]`` lists given to :func:`expect_close`;
   cases come from :func:`randn` (``randn(2, 5, 16, seed=3)``), never from the global RNG.
 - Random behaviour (dropout) is checked by its properties, not by matching a random stream.
+- Shared guards, one helper per kind: :func:`call_untouched` (inputs changed in place), :func:`expect_default`
+  (a wrong default, called with the argument left out), :func:`forbidden` (a call the statement forbids, patched to
+  raise inside the check and restored after), :func:`naive_softmax` with :data:`OVERFLOW_HINT` (attention on large
+  scores, in every attention checker).
 - Tests: the solution passes in several styles, the stub propagates NotImplementedError, and
   each named wrong version fails with ITS hint (one test per mistake, asserting the hint text).
 
@@ -28,13 +32,14 @@ functions or small formulas written here, so a bug in the course cannot hide a b
 from __future__ import annotations
 
 import ast
+import contextlib
 import dataclasses
 import functools
 import importlib
 import os
 import random
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -44,6 +49,7 @@ import torch
 __all__ = [
     "CheckFailed", "fail", "ok", "call", "expect_close", "expect_shape", "describe",
     "hint", "hints_for", "load_hints", "read_hints", "HINT_LEVELS", "checker", "no_trace", "randn", "first_difference",
+    "call_untouched", "expect_default", "forbidden", "naive_softmax", "OVERFLOW_HINT", "INPLACE_HINT",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -60,6 +66,8 @@ def describe(value: Any, max_items: int = 6) -> str:
         head = ", ".join(_fmt(v) for v in flat[:max_items].tolist())
         more = ", ..." if flat.numel() > max_items else ""
         return f"tensor of shape {tuple(value.shape)}, dtype {value.dtype}: [{head}{more}]"
+    if isinstance(value, tuple) and any(isinstance(v, torch.Tensor) for v in value):
+        return "(" + "; ".join(describe(v, max_items) for v in value) + ")"
     text = repr(value)
     return text if len(text) <= 200 else text[:197] + "..."
 
@@ -88,6 +96,88 @@ def call(fn: Callable[..., Any], *args: Any, tried: str, **kwargs: Any) -> Any:
         raise
     except Exception as err:  # the learner's code crashed: say where, not a deep traceback
         fail(tried, "a result", f"{type(err).__name__}: {err}", "run your function on this input yourself and read the error")
+
+
+INPLACE_HINT = ("do not change your inputs in place (x /= ..., x.masked_fill_(...), x[...] = ...): the caller still "
+                "needs them as they were; build new tensors instead (x = x / ...)")
+
+
+def call_untouched(fn: Callable[..., Any], *args: Any, tried: str, names: Sequence[str] = (),
+                   caller: Callable[..., Any] | None = None, **kwargs: Any) -> Any:
+    """Like :func:`call`, on copies of the tensor arguments; fails with :data:`INPLACE_HINT` when one was changed in place.
+
+    ``names`` names the positional arguments in the message (``"q"``, ``"k"``, ...); ``caller(fn, *args, **kwargs)``
+    replaces :func:`call` where a checker recognises particular crashes.
+    """
+    copies = [a.clone() if isinstance(a, torch.Tensor) else a for a in args]
+    kw_copies = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
+    got = (caller or functools.partial(call, tried=tried))(fn, *copies, **kw_copies)
+    labels = [*names, *(f"argument {i + 1}" for i in range(len(names), len(args)))]
+    pairs = [*zip(labels, args, copies), *((k, kwargs[k], v) for k, v in kw_copies.items())]
+    for label, given, seen in pairs:
+        if isinstance(given, torch.Tensor) and not torch.equal(given, seen.detach()):
+            fail(tried, f"{label} left as it was", f"{label} changed in place: {describe(seen)}", INPLACE_HINT)
+    return got
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal results: tensors close (nan where nan), sequences element by element, anything else by ==."""
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return a.shape == b.shape and a.dtype == b.dtype and torch.allclose(a, b, atol=1e-9, rtol=1e-7, equal_nan=True)
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return type(a) is type(b) and bool(a == b)
+
+
+def expect_default(fn: Callable[..., Any], *args: Any, tried: str, defaults: Mapping[str, Any]) -> Any:
+    """Call ``fn(*args)`` with the arguments ``defaults`` left out, then with them given; fail unless both agree.
+
+    A wrong default (``dim=0``, ``eps=1e-5``, ``base=100``) is caught even when every explicit case passes.
+    Returns the result of the call with the defaults left out.
+    """
+    given = ", ".join(f"{k}={v!r}" for k, v in defaults.items())
+    left_out = call(fn, *args, tried=f"{tried}, {'/'.join(defaults)} left out")
+    explicit = call(fn, *args, tried=f"{tried}, {given}", **defaults)
+    if not _same(left_out, explicit):
+        fail(f"{tried}, {'/'.join(defaults)} left out", f"the same result as with {given}", describe(left_out),
+             f"keep the defaults of the statement's signature: {given}")
+    return left_out
+
+
+@contextlib.contextmanager
+def forbidden(calls: Mapping[str, tuple[Any, str]], *, tried: str, hint: str) -> Iterator[None]:
+    """Inside the block, each ``name: (owner, attribute)`` raises CheckFailed with ``hint`` when called; restored after.
+
+    ``owner`` is a module (``torch.nn.functional``), a class or an object (a layer whose ``forward`` is forbidden).
+    """
+    saved = [(owner, attr, attr in vars(owner), getattr(owner, attr)) for owner, attr in calls.values()]
+
+    def refuse(name: str) -> Callable[..., NoReturn]:
+        def blocked(*args: Any, **kwargs: Any) -> NoReturn:
+            fail(tried, f"an answer that does not call {name}", f"a call to {name}", hint)
+        return blocked
+
+    try:
+        for name, (owner, attr) in calls.items():
+            setattr(owner, attr, refuse(name))
+        yield
+    finally:
+        for owner, attr, own, original in reversed(saved):
+            if own:
+                setattr(owner, attr, original)
+            else:  # an object's attribute that came from its class: remove the patch
+                delattr(owner, attr)
+
+
+OVERFLOW_HINT = ("your softmax overflows on large scores: exp of a score above ~709 (float64) or ~88 (float32) is inf, "
+                 "and inf / inf = nan; subtract each row's maximum before exp (softmax(x) = softmax(x - max), the stable "
+                 "softmax of chapter 03), or use torch.softmax, which does")
+
+
+def naive_softmax(scores: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """exp / sum without subtracting the maximum: what an overflowing softmax returns (nan on large scores)."""
+    e = torch.exp(scores)
+    return e / e.sum(dim, keepdim=True)
 
 
 def expect_shape(got: Any, shape: tuple[int, ...], *, tried: str, hint: str = "") -> None:
@@ -373,8 +463,8 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-# ``python -m course_lib check`` gives the kernel a per-run token; it is read once and removed
-# from the environment, so the learner's subprocesses do not see it.
+# ``python -m course_lib check`` puts a per-run token in the kernel's os.environ just before it imports
+# this module, before the first cell; it is read once and removed here, so no cell or subprocess sees it.
 _RUN_TOKEN = os.environ.pop("COURSE_CHECK_TOKEN", "")
 
 

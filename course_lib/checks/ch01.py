@@ -132,6 +132,12 @@ def choose_particle(fn: Callable[[str, str], str]) -> None:
              "서울", "바다", "강아지", "빵", "의자", "컴퓨터", "밥", "노트북", "연필", "지우개", "파리", "소년"]
     cases = [(w, p) for w in words for p in _AFTER_CONSONANT]
     mistakes: list[tuple[str, Callable[..., Any]]] = [
+        ("a final consonant (batchim) is the syllable's THIRD part, offset % 28 (0 = none); you decided from the medial "
+         "vowel, (offset // 28) % 21. Use (ord(word[-1]) - 0xAC00) % 28 != 0",
+            lambda w, p: (_AFTER_CONSONANT if (ord(w[-1]) - 0xAC00) // 28 % 21 else _AFTER_VOWEL)[p]),
+        ("a final consonant (batchim) is the syllable's THIRD part, offset % 28 (0 = none); you decided from the initial "
+         "consonant, offset // 588. Use (ord(word[-1]) - 0xAC00) % 28 != 0",
+            lambda w, p: (_AFTER_CONSONANT if (ord(w[-1]) - 0xAC00) // 588 else _AFTER_VOWEL)[p]),
         ("swapped: after a final consonant (batchim) use 은, 이, 을, 과; after a vowel use 는, 가, 를, 와",
             lambda w, p: (_AFTER_VOWEL if (ord(w[-1]) - 0xAC00) % 28 else _AFTER_CONSONANT)[p]),
         ("look at the LAST syllable of the word (word[-1]): the particle is attached to it",
@@ -224,11 +230,22 @@ def encode(fn: Callable[..., list[int]]) -> None:
 
 # --- Exercise 4: the most frequent pair ----------------------------------------------------------
 
+def _non_overlapping(word: tuple[str, ...], pair: tuple[str, str]) -> int:
+    """How often ``pair`` occurs in ``word`` when a match is skipped past (as str.count does): 'a a a' holds ('a', 'a') once."""
+    count, i = 0, 0
+    while i < len(word) - 1:
+        hit = (word[i], word[i + 1]) == pair
+        count, i = count + hit, i + (2 if hit else 1)
+    return count
+
+
 def _best(word_freqs: dict[tuple[str, ...], int], weighted: bool = True, per_word_once: bool = False,
-          tie: str = "smallest") -> tuple[str, str] | None:
+          tie: str = "smallest", overlapping: bool = True) -> tuple[str, str] | None:
     counts: Counter[tuple[str, str]] = Counter()
     for word, freq in word_freqs.items():
         pairs = list(zip(word, word[1:]))
+        if not overlapping:
+            pairs = [pair for pair in dict.fromkeys(pairs) for _ in range(_non_overlapping(word, pair))]
         for pair in (dict.fromkeys(pairs) if per_word_once else pairs):
             counts[pair] += freq if weighted else 1
     if not counts:
@@ -248,6 +265,7 @@ def most_frequent_pair(fn: Callable[[dict], Any]) -> None:
         ({W("l o w"): 5, W("l o w e r"): 2, W("n e w e s t"): 6, W("w i d e s t"): 3},),
         ({W("a b"): 1, W("c d"): 5, W("a b x a b"): 2},),
         ({W("a a a a"): 1, W("b a"): 2},),
+        ({W("a a a"): 3, W("b c"): 5},),
         ({W("z y"): 3, W("b c"): 3, W("x b c"): 0},),
         ({W("▁ 학 교 에"): 4, W("▁ 학 교 를"): 3, W("▁ 집 에"): 9},),
         ({W("p q"): 1, W("r s"): 1, W("q p"): 1},),
@@ -260,6 +278,9 @@ def most_frequent_pair(fn: Callable[[dict], Any]) -> None:
             lambda wf: _best(wf, weighted=False)),
         ("count EVERY occurrence of a pair in a word (a word with the pair twice adds 2 * freq), not once per word",
             lambda wf: _best(wf, per_word_once=True)),
+        ("count overlapping occurrences too: 'a a a' holds the pair ('a', 'a') twice, at positions 0 and 1. Counting "
+         "zip(word, word[1:]) sees both; str.count or jumping past a match sees one",
+            lambda wf: _best(wf, overlapping=False)),
         ("ties go to the SMALLEST pair in string order (min over the tied pairs), not the largest",
             lambda wf: _best(wf, tie="largest")),
         ("ties go to the smallest pair in string order (min over the tied pairs), not the first one counted",

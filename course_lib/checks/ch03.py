@@ -7,6 +7,7 @@ causal mask off by one, keys and values swapped, ...).
 """
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Callable
@@ -15,7 +16,23 @@ from typing import Any
 import torch
 from torch.overrides import TorchFunctionMode
 
-from . import CheckFailed, call, checker, describe, expect_close, expect_shape, fail, first_difference, load_hints, ok, randn
+from . import (
+    OVERFLOW_HINT,
+    CheckFailed,
+    call,
+    call_untouched,
+    checker,
+    describe,
+    expect_close,
+    expect_default,
+    expect_shape,
+    fail,
+    first_difference,
+    load_hints,
+    naive_softmax,
+    ok,
+    randn,
+)
 
 __all__ = ["softmax", "scaled_dot_product_attention", "causal_mask", "padding_mask"]
 
@@ -113,6 +130,7 @@ def softmax(fn: Callable[..., torch.Tensor]) -> None:
         tol = 1e-6 if x.dtype == torch.float64 else 2e-4  # float32 keeps ~7 digits of 1000: x - max loses some
         expect_close(got, torch.softmax(x, dim), tried=tried, mistakes=_softmax_mistakes(x, dim), atol=tol, rtol=10 * tol,
                      hint=f"exp(x - max) / sum(exp(x - max)), the max and the sum taken along dim={dim} with keepdim=True")
+    expect_default(fn, randn(3, 4, 5, seed=5), tried="softmax(x of shape (3, 4, 5))", defaults={"dim": -1})
     ok("softmax: sums to 1 along dim, stable for x = 1000 and x = -1000, -inf entries get weight 0")
 
 
@@ -128,14 +146,14 @@ def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tenso
     if how == "swap":
         k, v = v, k
     k_t = k.permute(*reversed(range(k.dim()))) if how == "k.T" else k.transpose(-2, -1)  # k.T reverses ALL axes
-    scores = q @ k_t  # (..., T_q, T_k)
+    scores = k @ q.transpose(-2, -1) if how == "qk" else q @ k_t  # (..., T_q, T_k); "qk": its transpose
     scores = scores / s if how == "divide_by_scale" else scores * s
     if mask is not None and how != "ignore_mask":
         blocked = mask if how.startswith("invert") else ~mask
         fill = {"fill0": 0.0, "invert_big": -1e9}.get(how, -math.inf)
         scores = scores.masked_fill(blocked, fill)
     if how == "naive_softmax":  # exp without subtracting the row's maximum: inf / inf = nan on large scores
-        weights = torch.exp(scores) / torch.exp(scores).sum(-1, keepdim=True)
+        weights = naive_softmax(scores)
     else:
         weights = torch.softmax(scores, dim=-2 if how == "wrong_axis" else -1)
     if how == "invert_zero":  # inverted, with fully blocked rows set to zero as the course's library does
@@ -148,9 +166,9 @@ def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tenso
 _INVERTED = ("the mask is inverted: True means MAY attend, so fill -inf where mask is False (masked_fill(~mask, ...)); "
              "nn.MultiheadAttention's masks use the opposite convention")
 _MASK_ONLY = ("invert", "invert_big", "invert_zero", "ignore_mask", "fill0", "after")
-_OVERFLOW = ("your softmax overflows on large scores: exp of a score above ~709 (float64) or ~88 (float32) is inf, "
-             "and inf / inf = nan; subtract each row's maximum before exp (the stable softmax of exercise 1), or "
-             "use torch.softmax, which does")
+QK_HINT = ("query and key are swapped in the scores: scores = query @ key.transpose(-2, -1), one ROW per query and one "
+           "column per key (T_q, T_k); key @ query.transpose(-2, -1) is its transpose, so each row's softmax runs over the "
+           "queries (and the shapes clash when T_q != T_k)")
 K_T_HINT = ("key.T reverses ALL the axes of a batched tensor ((B, T_k, d_k) -> (d_k, T_k, B)), so the product "
             "fails or mixes sentences; transpose only the last two axes: key.transpose(-2, -1) (or key.mT)")
 _SDPA_HINTS = [
@@ -162,7 +180,8 @@ _SDPA_HINTS = [
     ("wrong_axis", "softmax over the KEYS, the last dimension (dim=-1), so each query's row of weights sums to 1; "
                    "you normalised over the queries (dim=-2)"),
     ("swap", "keys and values are swapped: the weights come from query . KEY, and they average the VALUE vectors"),
-    ("naive_softmax", _OVERFLOW),
+    ("naive_softmax", OVERFLOW_HINT),
+    ("qk", QK_HINT),
     ("k.T", K_T_HINT),
     ("invert", _INVERTED),
     ("invert_big", _INVERTED),
@@ -224,13 +243,15 @@ def _call_attention(fn: Callable[..., Any], q: torch.Tensor, k: torch.Tensor, v:
         raise
     except Exception as err:
         hint = "run your function on this input yourself and read the error"
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                _attend(q, k, v, mask, scale, "k.T")
-        except Exception as k_t_err:  # noqa: BLE001 - the crash key.T causes on this input
-            if str(k_t_err) == str(err):
-                hint = K_T_HINT
+        for how, known in (("k.T", K_T_HINT), ("qk", QK_HINT)):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    _attend(q, k, v, mask, scale, how)
+            except Exception as known_err:  # noqa: BLE001 - the crash this mistake causes on this input
+                if str(known_err) == str(err):
+                    hint = known
+                    break
         fail(tried, "a result", f"{type(err).__name__}: {err}", hint)
 
 
@@ -239,11 +260,8 @@ def scaled_dot_product_attention(fn: Callable[..., Any]) -> None:
     """Check ``scaled_dot_product_attention(query, key, value, mask=None, scale=None) -> (output, weights)``."""
     for what, (q, k, v), mask, scale in _sdpa_cases():
         tried = f"scaled_dot_product_attention({what})"
-        inputs = [t.clone() for t in (q, k, v)]
-        got = _call_attention(fn, inputs[0], inputs[1], inputs[2], mask, scale, tried)
-        if any(not torch.equal(a, b) for a, b in zip(inputs, (q, k, v))):
-            fail(tried, "query, key and value left unchanged", "an input was modified in place",
-                 "do not change the inputs (q /= ..., masked_fill_ on them): build new tensors")
+        got = call_untouched(fn, q, k, v, tried=tried, names=("query", "key", "value"),
+                             caller=functools.partial(_call_attention, mask=mask, scale=scale, tried=tried))
         expected_out, expected_w = _attend(q, k, v, mask, scale)
         out, weights = _split_result(got, tuple(expected_out.shape), tuple(expected_w.shape), tried)
         variants = []
@@ -264,6 +282,9 @@ def scaled_dot_product_attention(fn: Callable[..., Any]) -> None:
                      hint="output = weights @ value: each query's weighted average of the value vectors")
         if out.dtype != q.dtype or weights.dtype != q.dtype:
             fail(tried, f"dtype {q.dtype}", f"dtypes {out.dtype}, {weights.dtype}", "keep the inputs' dtype")
+    q, k, v = randn(2, 3, 4, seed=30), randn(2, 5, 4, seed=31), randn(2, 5, 4, seed=32)
+    expect_default(fn, q, k, v, tried="scaled_dot_product_attention(query (2, 3, 4), key (2, 5, 4), value (2, 5, 4))",
+                   defaults={"mask": None, "scale": None})
     ok("scaled_dot_product_attention: softmax(QKᵀ · scale) V, rows over the keys, True = may attend, any batch shape, "
        "stable on large scores")
 

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import CheckFailed, call, checker, describe, expect_close, expect_shape, fail, load_hints, ok, randn
+from . import OVERFLOW_HINT, CheckFailed, call, checker, describe, expect_close, expect_shape, fail, load_hints, ok, randn
+from . import naive_softmax as unstable_softmax
 
 __all__ = ["split_heads", "merge_heads", "multi_head_attention"]
 
@@ -41,8 +42,6 @@ REPEAT_HINT = ("the per-head mask was built with repeat in the wrong order: mask
                "or copy it per sentence with mask.repeat_interleave(H, dim=0)")
 K_T_HINT = ("k.T reverses ALL the axes of the (B, H, T, Dh) keys ((Dh, T, H, B)), so the product fails or mixes "
             "sentences; transpose only the last two axes: k.transpose(-2, -1) (or k.mT)")
-OVERFLOW_HINT = ("your softmax overflows on large scores: exp of a score above ~709 (float64) is inf, and inf / inf "
-                 "= nan; subtract each row's maximum before exp, or use torch.softmax, which does")
 SWAP_HINT = ("keys and values swapped: the scores compare queries with the KEYS, Q Kᵀ with K = w_k(key), "
              "and the weights average the VALUES, V = w_v(value)")
 
@@ -116,7 +115,7 @@ def _mha(p: dict[str, tuple[torch.Tensor, torch.Tensor | None]], query: torch.Te
         if mask_mode != "after softmax":
             scores = scores.masked_fill(~m, 0.0 if mask_mode == "zero" else float("-inf"))  # (B, H, T_q, T_k)
     if naive_softmax:  # exp / sum without subtracting the maximum
-        weights = torch.exp(scores) / torch.exp(scores).sum(-1, keepdim=True)
+        weights = unstable_softmax(scores)
     else:
         weights = torch.softmax(scores, dim=softmax_dim)  # (B, H, T_q, T_k)
     if mask_mode == "after softmax" and m is not None:

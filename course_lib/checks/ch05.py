@@ -8,6 +8,7 @@ dropout passes, ``nn.Dropout``, ``F.dropout`` or a mask from ``torch.rand(...) >
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -15,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import call, checker, describe, expect_close, expect_shape, fail, load_hints, ok, randn
+from . import call, checker, describe, expect_close, expect_default, expect_shape, fail, load_hints, ok, randn
 
 __all__ = ["layer_norm", "feed_forward", "encoder_layer", "HINTS"]
 
@@ -98,6 +99,8 @@ def layer_norm(fn: Callable[..., Any]) -> None:
     expect_close(got, b.expand(1, 2, 4), tried="layer_norm(a constant vector [3, 3, 3, 3]), weight 1, bias [0, 1, 2, 3]",
                  hint="a constant vector has variance 0: add eps inside the square root so you never divide by 0 (the output is "
                       "then just the bias)")
+    x, w, b = randn(2, 4, seed=8, scale=3e-3), torch.ones(4, dtype=torch.float64), torch.zeros(4, dtype=torch.float64)
+    expect_default(fn, x, w, b, tried="layer_norm(x (2, 4) of size 3e-3, weight 1, bias 0)", defaults={"eps": 1e-5})
     # float32 stays float32
     x32 = randn(2, 5, 8, seed=4).float()
     got = call(fn, x32, torch.ones(8), torch.zeros(8), 1e-5, tried="layer_norm(float32 x)")
@@ -125,6 +128,22 @@ _FF_DROPOUT_FIX = ("apply dropout to the hidden activations, right after the ReL
                    "linear2(dropout(relu(linear1(x))))")
 
 
+def _hidden_after_dropout(cls: type, args: tuple, x: torch.Tensor, tried: str) -> tuple[nn.Module, nn.Linear, nn.Linear,
+                                                                                     torch.Tensor, torch.Tensor]:
+    """Build ``cls(*args)`` (d_ff = d_model), run it in train mode on x and read its hidden layer before and after dropout
+    (linear2 inverted): (module, linear1, linear2, hidden, dropped)."""
+    D = x.shape[-1]
+    module = call(cls, *args, tried=tried)
+    l1, l2 = _linears(module, D, D, tried)
+    module = module.double().train()
+    got = call(module, x, tried=tried)
+    expect_shape(got, tuple(x.shape), tried=tried, hint="return one vector of size d_model per position")
+    hidden = F.relu(F.linear(x, l1.weight, l1.bias)).detach()  # (B, T, D) before dropout
+    b2 = 0.0 if l2.bias is None else l2.bias.detach()  # bias-free layers are allowed: the statement only asks for nn.Linear
+    dropped = torch.linalg.solve(l2.weight.detach(), (got.detach() - b2).reshape(-1, D).T).T.reshape(hidden.shape)
+    return module, l1, l2, hidden, dropped
+
+
 @checker("ch05.feed_forward")
 def feed_forward(cls: type) -> None:
     """Check ``FeedForward(d_model, d_ff, dropout)``: Linear -> ReLU -> dropout -> Linear."""
@@ -150,19 +169,21 @@ def feed_forward(cls: type) -> None:
                  ])
     # dropout, by its properties: with d_ff = d_model, linear2 can be inverted to read the hidden layer
     D, p = 16, 0.3
-    tried = f"FeedForward({D}, {D}, dropout={p}) in train mode on x of shape (4, 10, {D})"
-    module = call(cls, D, D, p, tried=tried)
-    l1, l2 = _linears(module, D, D, tried)
-    module = module.double().train()
     x = randn(4, 10, D, seed=6)
-    got = call(module, x, tried=tried)
-    expect_shape(got, (4, 10, D), tried=tried, hint="return one vector of size d_model per position")
-    hidden = F.relu(F.linear(x, l1.weight, l1.bias)).detach()  # (B, T, D) before dropout
-    dropped = torch.linalg.solve(l2.weight.detach(), (got.detach() - l2.bias.detach()).reshape(-1, D).T).T.reshape(hidden.shape)
+    tried = f"FeedForward({D}, {D}, dropout={p}) in train mode on x of shape (4, 10, {D})"
+    module, l1, l2, hidden, dropped = _hidden_after_dropout(cls, (D, D, p), x, tried)
     problem = dropout_problem(dropped, hidden, p, "the hidden activations", _FF_DROPOUT_FIX)
     if problem:
         fail(tried, f"the hidden activations after dropout: a share of about p = {p} zeroed, the rest times 1 / (1 - p)",
              dropped, problem)
+    reseeded = reseeding_problem(functools.partial(call, module, x, tried=tried))
+    if reseeded:
+        fail(f"{tried}, twice", "two calls that drop different elements, the global RNG advancing as usual",
+             "the same dropout on both calls, or the RNG reset", reseeded)
+    default = f"FeedForward({D}, {D}) with dropout left out, in train mode"
+    _, _, _, before, after = _hidden_after_dropout(cls, (D, D), x, default)
+    if dropout_problem(after, before, 0.1, "the hidden activations", _FF_DROPOUT_FIX):
+        fail(default, "dropout with the statement's default rate 0.1", after, "keep the default of the signature: dropout=0.1")
     module.eval()
     got = call(module, x, tried=tried.replace("train", "eval"))
     expect_close(got, F.linear(hidden, l2.weight, l2.bias), tried=tried.replace("train", "eval"),
@@ -174,7 +195,7 @@ def feed_forward(cls: type) -> None:
 # --- Exercise 3: encoder layer ----------------------------------------------------------------
 
 def _encoder_mistakes(
-    layer: Any, x: torch.Tensor, mask: torch.Tensor | None
+    layer: Any, x: torch.Tensor, mask: torch.Tensor | None, pre: bool | None = None
 ) -> tuple[torch.Tensor, list[tuple[str, torch.Tensor]]]:
     """The right answer for the layer's norm order and the classic mistakes, from the layer's own sub-modules."""
     sa = lambda h, m=mask: layer.self_attn(h, h, h, mask=m)  # noqa: E731
@@ -188,7 +209,7 @@ def _encoder_mistakes(
         h = norms[0](keep(res[0], x) + layer.self_attn(x, x, x, mask=m))
         return norms[1](keep(res[1], h) + ff(h))
 
-    pre = bool(layer.norm_first)
+    pre = bool(layer.norm_first) if pre is None else pre
     h = n1(x) + sa(n1(x))  # pre-LN with the residual taken from the normalised x
     pre_normed = "in pre-LN the residual adds the UN-normalised x: x = x + sublayer(norm(x)), not norm(x) + sublayer(norm(x))"
     on_output = x + n1(sa(x))  # the norm on the branch's output: neither post- nor pre-LN
@@ -232,9 +253,9 @@ def _check_values(layer: nn.Module, x: torch.Tensor, mask: torch.Tensor | None, 
                       "post-LN norm(x + sublayer(x)), pre-LN x + sublayer(norm(x))")
 
 
-def _train_mode_problem(layer: nn.Module, x: torch.Tensor, p: float, tried: str) -> tuple[str, torch.Tensor] | None:
-    """Watch one train-mode forward through hooks: (the dropout hint, the branch as added to the residual sum),
-    or None (also when the wiring cannot be seen)."""
+def watch(layer: nn.Module, run: Callable[[], Any], names: tuple[str, ...]) -> tuple[dict[str, torch.Tensor] | None, Any]:
+    """Run ``run()`` with hooks on the named sub-modules: ``({"name.in": ..., "name.out": ...}, output)``; the dict is
+    None when a sub-module ran twice or not at all, or a norm got no positional input (the wiring cannot be read then)."""
     seen: dict[str, list[Any]] = {}
 
     def recorder(name: str) -> Callable[..., None]:
@@ -243,30 +264,66 @@ def _train_mode_problem(layer: nn.Module, x: torch.Tensor, p: float, tried: str)
             seen.setdefault(f"{name}.out", []).append(output)
         return hook
 
-    names = ("self_attn", "ff", "norm1", "norm2")
     handles = [getattr(layer, n).register_forward_hook(recorder(n)) for n in names]
     try:
-        got = call(layer, x, None, tried=tried)
+        got = run()
     finally:
         for handle in handles:
             handle.remove()
     values = {k: v[0] for k, v in seen.items() if len(v) == 1 and isinstance(v[0], torch.Tensor)}
-    if len(values) != 8 or not isinstance(got, torch.Tensor):
+    needed = [f"{n}.out" for n in names] + [f"{n}.in" for n in names if n.startswith("norm")]  # norms get x positionally
+    return (values if all(k in values for k in needed) else None), got
+
+
+def branches_problem(branches: list[tuple[torch.Tensor, torch.Tensor, str, str]], p: float) -> tuple[str, torch.Tensor] | None:
+    """The first residual branch ``(added, sub-layer output, where, fix)`` whose dropout is wrong: (hint, what was added)."""
+    for dropped, before, where, fix in branches:
+        problem = dropout_problem(dropped.detach(), before.detach(), p, where, fix)
+        if problem:
+            return problem, dropped.detach()
+    return None
+
+
+RESEED_HINT = ("your forward resets the global random generator (torch.manual_seed inside forward?): dropout then drops the "
+               "same elements on every call, and every later random draw of the notebook repeats. Seed once, outside the "
+               "model (course_lib.set_seed at the top of the notebook), and let nn.Dropout draw a fresh mask on each call")
+
+
+def reseeding_problem(run: Callable[[], Any]) -> str | None:
+    """None when train-mode calls draw their dropout from the global RNG, a fresh mask each call; else the hint."""
+    starts, states, outs = [], [], []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        starts.append(torch.random.get_rng_state())
+        outs.append(run())
+        states.append(torch.random.get_rng_state())
+    if torch.equal(states[0], states[1]):
+        return RESEED_HINT
+    if all(isinstance(o, torch.Tensor) for o in outs) and torch.equal(outs[0], outs[1]):
+        return ("dropout drew the same mask on two calls: draw a new one on every call (nn.Dropout, or F.dropout(..., "
+                "training=self.training) in forward), not a mask made once in __init__")
+    if any(torch.equal(a, b) for a, b in zip(starts, states)):
+        return ("dropout must draw from the global random generator (nn.Dropout, F.dropout or torch.rand), so that one "
+                "seed at the top of a notebook makes a run repeatable; yours never drew from it")
+    return None
+
+
+def _train_mode_problem(layer: nn.Module, x: torch.Tensor, p: float, tried: str) -> tuple[str, torch.Tensor] | None:
+    """Watch one train-mode forward through hooks: (the dropout hint, the branch as added to the residual sum),
+    or None (also when the wiring cannot be seen)."""
+    values, got = watch(layer, lambda: call(layer, x, None, tried=tried), ("self_attn", "ff", "norm1", "norm2"))
+    if values is None or not isinstance(got, torch.Tensor):
         return None  # norms computed inline or sub-layers called twice: the value checks have judged the wiring
     if layer.norm_first:
         branch1, branch2 = values["norm2.in"] - x, got - values["norm2.in"]
     else:
         branch1, branch2 = values["norm1.in"] - x, values["norm2.in"] - values["norm1.out"]
-    for dropped, before, where, fix in (
+    return branches_problem([
         (branch1, values["self_attn.out"], "the self-attention's output (its residual branch)",
          "x + dropout1(self_attn(...)), in post-LN and pre-LN alike"),
         (branch2, values["ff.out"], "the feed-forward network's output (its residual branch)",
          "x + dropout2(ff(...)), in post-LN and pre-LN alike"),
-    ):
-        problem = dropout_problem(dropped.detach(), before.detach(), p, where, fix)
-        if problem:
-            return problem, dropped.detach()
-    return None
+    ], p)
 
 
 @checker("ch05.encoder_layer")
@@ -294,6 +351,19 @@ def encoder_layer(cls: type) -> None:
             fail(tried, f"each sub-layer's output with dropout (p = {p}): a share of about {p} zeroed, the rest times 1 / (1 - "
                         "p)",
                  f"what your layer added to the residual sum: {describe(branch)}", problem)
+        reseeded = reseeding_problem(functools.partial(call, layer, x, None, tried=tried))
+        if reseeded:
+            fail(f"{tried}, twice", "two calls that drop different elements, the global RNG advancing as usual",
+                 "the same dropout on both calls, or the RNG reset", reseeded)
         layer.eval()
         _check_values(layer, x, pad, f"{name} in eval mode (dropout off) on x of shape (2, 5, {d_model}), padding mask")
+    name = f"EncoderLayer({d_model}, {n_heads}, {d_ff}) with dropout and norm_first left out"
+    torch.manual_seed(0)
+    layer = call(cls, d_model, n_heads, d_ff, tried=name).double().eval()
+    _randomise_norms(layer)
+    tried = f"{name}, in eval mode"
+    got = call(layer, x, pad, tried=tried)
+    right, _ = _encoder_mistakes(layer, x, pad, pre=False)
+    expect_close(got, right, tried=tried, atol=1e-8, rtol=1e-6,
+                 hint="keep the defaults of the statement's signature: dropout=0.1, norm_first=False (the paper's post-LN)")
     ok("encoder_layer: residuals, both norm orders, the mask, and dropout on each residual branch in training only")

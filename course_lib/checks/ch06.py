@@ -15,7 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import CheckFailed, call, checker, expect_close, expect_shape, fail, load_hints, ok, randn
+from . import CheckFailed, call, checker, describe, expect_close, expect_shape, fail, load_hints, ok, randn
+from .ch05 import branches_problem, reseeding_problem, watch
 
 __all__ = ["decoder_layer", "is_causal", "encoder_decoder", "HINTS"]
 
@@ -144,6 +145,34 @@ def _wiring_hint(calls: list[tuple[str, dict[str, Any]]], memory: torch.Tensor, 
     return None
 
 
+def _decoder_dropout(cls: type, d_model: int, n_heads: int, d_ff: int) -> None:
+    """Dropout by its properties, as chapter 05's checker does: on each residual branch in train mode, a fresh mask each call."""
+    p = 0.3
+    name = f"DecoderLayer({d_model}, {n_heads}, {d_ff}, dropout={p})"
+    torch.manual_seed(0)  # inside the checker's forked RNG: the learner's own RNG state is untouched
+    layer = call(cls, d_model, n_heads, d_ff, dropout=p, tried=name).double().train()
+    x, memory = randn(4, 6, d_model, seed=30), randn(4, 7, d_model, seed=31)
+    tried = f"{name} in train mode on x (4, 6, {d_model}), memory (4, 7, {d_model}), no masks"
+    run = lambda: call(layer, x, memory, tried=tried)  # noqa: E731
+    values, got = watch(layer, run, ("self_attn", "cross_attn", "ff", "norm1", "norm2", "norm3"))
+    if values is not None and isinstance(got, torch.Tensor):
+        found = branches_problem([
+            (values["norm1.in"] - x, values["self_attn.out"], "the masked self-attention's output (its residual branch)",
+             "norm1(x + dropout1(self_attn(...)))"),
+            (values["norm2.in"] - values["norm1.out"], values["cross_attn.out"],
+             "the cross-attention's output (its residual branch)", "norm2(x + dropout2(cross_attn(...)))"),
+            (values["norm3.in"] - values["norm2.out"], values["ff.out"],
+             "the feed-forward network's output (its residual branch)", "norm3(x + dropout3(ff(x)))"),
+        ], p)
+        if found:
+            fail(tried, f"each sub-layer's output with dropout (p = {p}): about {p} of it zeroed, the rest times 1 / (1 - p)",
+                 f"what your layer added to the residual sum: {describe(found[1])}", found[0])
+    problem = reseeding_problem(run)
+    if problem:
+        fail(f"{tried}, twice", "two calls that drop different elements, the global RNG advancing as usual",
+             "the same dropout on both calls, or the RNG reset", problem)
+
+
 @checker("ch06.decoder_layer")
 def decoder_layer(cls: type) -> None:
     """Check ``DecoderLayer.forward(x, memory, tgt_mask=None, memory_mask=None)`` (post-LN, the paper)."""
@@ -178,7 +207,9 @@ def decoder_layer(cls: type) -> None:
                          "the output has one vector per TARGET position, (B, T, D): queries come from the decoder (x)")
         right, mistakes = _decoder_variants(layer, x, memory, _causal(T), src_pad)
         expect_close(got, right, tried=tried, atol=1e-8, rtol=1e-6, mistakes=mistakes, hint=wiring or generic)
-    ok("decoder_layer: masked self-attention, cross-attention to memory, feed-forward, each with its residual")
+    _decoder_dropout(cls, d_model, n_heads, d_ff)
+    ok("decoder_layer: masked self-attention, cross-attention to memory, feed-forward, each with its residual, and dropout "
+       "on each sub-layer's output in training only")
 
 
 # --- Exercise 2: the causal property as a test ------------------------------------------------

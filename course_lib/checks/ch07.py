@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import CheckFailed, call, checker, describe, expect_close, expect_shape, fail, load_hints, ok, randn
+from . import CheckFailed, call, checker, describe, expect_close, expect_default, expect_shape, fail, load_hints, ok, randn
 
 __all__ = ["label_smoothing_loss", "noam_lr", "greedy_decode", "beam_step", "ScriptedTranslator", "HINTS"]
 
@@ -27,7 +27,8 @@ HINTS = load_hints("ch07")
 # --- Exercise 1: label-smoothing loss ---------------------------------------------------------
 
 def _smoothed(logits: torch.Tensor, target: torch.Tensor, eps: float, ignore_index: int, *, spread: str = "V",
-              divide_by: str = "valid", mask_pads: bool = True, log_softmax: bool = True, kl: bool = False) -> torch.Tensor:
+              divide_by: str = "valid", mask_pads: bool = True, log_softmax: bool = True, kl: bool = False,
+              full_nll: bool = False) -> torch.Tensor:
     """The loss and its classic variants. ``spread``: how eps is shared out; ``divide_by``: the mean's count."""
     V = logits.shape[-1]
     logp = F.log_softmax(logits, -1) if log_softmax else logits  # (B, T, V)
@@ -44,7 +45,7 @@ def _smoothed(logits: torch.Tensor, target: torch.Tensor, eps: float, ignore_ind
         smooth = total
     else:  # "no-target": target 1 - eps, every class eps / V, so q sums to 1 - eps / V ... wrong
         smooth = (total - nll) / V
-    loss = (1 - eps) * nll + eps * smooth  # (B, T)
+    loss = (1.0 if full_nll else 1 - eps) * nll + eps * smooth  # (B, T); full_nll: the target's weight left at 1
     if kl:  # KL(q || p) = cross-entropy - entropy of q, with q as ``spread`` builds it
         others = {"V": V, "V-2": V - 2}[spread]
         off = eps / others if eps > 0 else 0.0
@@ -84,6 +85,8 @@ def _ls_mistakes(logits: torch.Tensor, target: torch.Tensor, eps: float, ignore_
          "which is larger by the entropy of q (a constant, so the gradients agree, but the value differs)", run(kl=True)),
         (spread + " (the target class gets its share eps / V as well)", run(spread="no-target")),
         ("turn the logits into log-probabilities with F.log_softmax(logits, dim=-1) first", run(log_softmax=False)),
+        ("weight the target's term by (1 - eps): loss = (1 - eps) * nll + eps * (mean over the V classes of -log p). "
+         "With 1 * nll + eps * ... the target distribution q adds up to 1 + eps instead of 1", run(full_nll=True)),
     ]
     if eps > 0:
         out.append(("this is plain cross-entropy: the smoothing term is missing. Mix in eps * (mean over all classes of -log p)",
@@ -208,6 +211,7 @@ def noam_lr(fn: Callable[..., Any]) -> None:
                 hint = mistake
                 break
         fail(tried, f"{expected[k]:.6g}", f"{got[k]:.6g}", hint)
+    expect_default(fn, 100, 512, tried="noam_lr(100, d_model=512)", defaults={"warmup": 4000, "factor": 1.0})
     # the peak: the largest rate of steps 1 .. 3 * warmup is at step = warmup
     rates = [float(call(fn, s, 64, warmup=20, factor=1.0, tried=f"noam_lr({s}, d_model=64, warmup=20)")) for s in range(1, 61)]
     peak = max(range(60), key=rates.__getitem__) + 1
@@ -385,7 +389,9 @@ def _beam_reference(log_probs: torch.Tensor, scores: torch.Tensor, k: int, *, ad
         values, idx = total.topk(k, dim=-1, largest=largest)  # (K, k)
         idx = (idx + V * torch.arange(K)[:, None]).reshape(-1)[:k]
         values = values.reshape(-1)[:k]
-    beam, token = {"V": (idx // V, idx % V), "swapped": (idx % V, idx // V), "K": (idx // K, idx % K)}[index]
+    beam, token = {"V": (idx // V, idx % V), "swapped": (idx % V, idx // V), "K": (idx // K, idx % K),
+                   "beam_size": (idx // k, idx % k), "beam by K": (idx // K, idx % V), "token by K": (idx // V, idx % K),
+                   "beam by beam_size": (idx // k, idx % V)}[index]
     if new == "log_probs":
         values = log_probs[beam.clamp(0, K - 1), token.clamp(0, V - 1)]
     elif new == "total" and not add:  # chosen by the log-probs alone, but reported as running totals
@@ -404,7 +410,12 @@ def _beam_mistakes(log_probs: torch.Tensor, scores: torch.Tensor, k: int) -> lis
         (no_scores, run(add=False, new="raw")),
         (no_scores, run(add=False)),
         (idx_hint + " (you swapped them)", run(index="swapped")),
-        (idx_hint + " (divide by V, the vocabulary size, not by K)", run(index="K")),
+        (idx_hint + " (divide by V, the vocabulary size, not by K" + (", nor by beam_size, equal to K here)" if
+                                                                       log_probs.shape[0] == k else ")"), run(index="K")),
+        (idx_hint + " (divide by V, the vocabulary size, not by beam_size)", run(index="beam_size")),
+        (idx_hint + " (beam = idx // V, the vocabulary size, not idx // K)", run(index="beam by K")),
+        (idx_hint + " (token = idx % V, the vocabulary size, not idx % K)", run(index="token by K")),
+        (idx_hint + " (beam = idx // V, the vocabulary size, not idx // beam_size)", run(index="beam by beam_size")),
         ("keep the LARGEST scores (log-probabilities: higher is better)", run(largest=False)),
         ("new_scores are running totals: scores[beam] + log_probs[beam, token], not the step's log-prob "
          "alone", run(new="log_probs")),

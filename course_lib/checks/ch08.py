@@ -7,7 +7,10 @@ and ``nn.TransformerEncoderLayer(norm_first=True)`` itself. No course model modu
 """
 from __future__ import annotations
 
+import copy
+import functools
 import math
+import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +19,22 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from . import CheckFailed, call, checker, describe, expect_close, expect_shape, fail, load_hints, ok, randn
+from . import (
+    OVERFLOW_HINT,
+    CheckFailed,
+    call,
+    call_untouched,
+    checker,
+    describe,
+    expect_close,
+    expect_shape,
+    fail,
+    forbidden,
+    load_hints,
+    naive_softmax,
+    ok,
+    randn,
+)
 
 __all__ = ["attention_step", "attention_flops", "pre_ln_encoder_layer", "HINTS"]
 
@@ -26,11 +44,13 @@ HINTS = load_hints("ch08")
 # --- Exercise 1: one step of attention with a key/value cache -----------------------------------
 
 def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor | None, scale: bool = True,
-            dim: int = -1) -> torch.Tensor:
+            naive: bool = False, clean: bool = True) -> torch.Tensor:
+    """Attention; ``naive``: a softmax without the max subtracted; ``clean``: a row with no allowed key gives 0, not nan."""
     scores = q @ k.transpose(-2, -1) / (math.sqrt(q.shape[-1]) if scale else 1.0)  # (B, H, Tq, Tk)
     if allowed is not None:
         scores = scores.masked_fill(~allowed, float("-inf"))
-    return torch.softmax(scores, dim=dim).nan_to_num(0.0) @ v  # (B, H, Tq, Dh)
+    weights = naive_softmax(scores) if naive else torch.softmax(scores, dim=-1)  # (B, H, Tq, Tk)
+    return (weights.nan_to_num(0.0) if clean else weights) @ v  # (B, H, Tq, Dh)
 
 
 def _step_references(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, list[tuple[str, torch.Tensor]]]:
@@ -41,9 +61,12 @@ def _step_references(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple
     first_only = torch.zeros(T, T, dtype=torch.bool)
     first_only[:, 0] = True
     per_step = lambda f: torch.cat([f(t) for t in range(T)], dim=2)  # noqa: E731  (B, H, T, Dh)
+    itself = ("append the new key and value to the caches BEFORE attending: the new position attends to itself as well "
+              "(keys 0..t, t + 1 of them), not only to the earlier ones")
     return _attend(q, k, v, causal), [
-        ("append the new key and value to the caches BEFORE attending: the new position attends to itself as well "
-         "(keys 0..t, t + 1 of them), not only to the earlier ones", _attend(q, k, v, past_only)),
+        (itself, _attend(q, k, v, past_only)),
+        (itself, _attend(q, k, v, past_only, clean=False)),  # position 0 then has no key at all: nan
+        (OVERFLOW_HINT, _attend(q, k, v, causal, naive=True, clean=False)),
         ("no mask in a cached step: the one new query is the LAST position and every cached key is in its past. A causal "
          "mask built for one query (the first row of tril) lets it see key 0 only", _attend(q, k, v, first_only)),
         ("divide the scores by sqrt(Dh), the size of one head's query and key vectors", _attend(q, k, v, causal, scale=False)),
@@ -57,24 +80,33 @@ _GROW_HINT = ("grow the caches by one position along the positions dimension (di
               "e.g. torch.cat([k_cache, k], dim=2)")
 
 
+def _call_step(fn: Callable[..., Any], *args: Any, tried: str) -> Any:
+    """Call the learner's step; a crash from caches grown along the wrong dimension gets its own hint."""
+    try:
+        return fn(*args)
+    except (NotImplementedError, CheckFailed):
+        raise
+    except Exception as err:  # noqa: BLE001 - the learner's code crashed: say where, not a deep traceback
+        fail(tried, "a result", f"{type(err).__name__}: {err}", _GROW_HINT if "Sizes of tensors must match" in str(err)
+             else "run your function on this input yourself and read the error")
+
+
 @checker("ch08.attention_step")
 def attention_step(fn: Callable[..., Any]) -> None:
     """Check ``attention_step(q, k, v, k_cache, v_cache) -> (out, k_cache, v_cache)`` against full causal attention."""
-    for B, H, T, Dh, seed in ((2, 3, 6, 4, 1), (1, 2, 9, 8, 2)):
-        q, k, v = (randn(B, H, T, Dh, seed=seed + 10 * i) for i in range(3))
+    for B, H, T, Dh, seed, size in ((2, 3, 6, 4, 1, 1.0), (1, 2, 9, 8, 2, 1.0), (1, 2, 5, 8, 3, 30.0)):
+        q, k = (randn(B, H, T, Dh, seed=seed + 10 * i, scale=size) for i in range(2))  # size 30: scores in the thousands
+        v = randn(B, H, T, Dh, seed=seed + 20)
         k_cache = v_cache = torch.zeros(B, H, 0, Dh, dtype=torch.float64)  # (B, H, 0, Dh): nothing cached yet
         outs = []
         for t in range(T):
             held = f"holding positions 0..{t - 1}" if t else "(empty: nothing cached yet)"
-            tried = (f"attention_step at position {t}: q, k, v of shape ({B}, {H}, 1, {Dh}), caches of shape "
+            large = f", LARGE q and k (size {size:g})" if size > 1 else ""
+            tried = (f"attention_step at position {t}: q, k, v of shape ({B}, {H}, 1, {Dh}){large}, caches of shape "
                      f"({B}, {H}, {t}, {Dh}) {held}")
-            try:
-                got = fn(q[:, :, t : t + 1], k[:, :, t : t + 1], v[:, :, t : t + 1], k_cache, v_cache)
-            except (NotImplementedError, CheckFailed):
-                raise
-            except Exception as err:  # noqa: BLE001 - the learner's code crashed: say where, not a deep traceback
-                fail(tried, "a result", f"{type(err).__name__}: {err}", _GROW_HINT if "Sizes of tensors must match" in str(err)
-                     else "run your function on this input yourself and read the error")
+            given = (q[:, :, t : t + 1], k[:, :, t : t + 1], v[:, :, t : t + 1], k_cache, v_cache)
+            got = call_untouched(fn, *given, tried=tried, names=("q", "k", "v", "k_cache", "v_cache"),
+                                 caller=functools.partial(_call_step, tried=tried))
             if not isinstance(got, (tuple, list)) or len(got) != 3:
                 fail(tried, "a tuple (out, k_cache, v_cache)", describe(got), "return the output and both grown caches")
             out, k_cache, v_cache = got
@@ -85,7 +117,7 @@ def attention_step(fn: Callable[..., Any]) -> None:
                 expect_close(cache, full[:, :, : t + 1], tried=f"{tried}: the returned {name}",
                              hint="the cache holds the keys (values) of positions 0..t in order: append the new one at the END")
             outs.append(out)
-        tried = f"attention_step fed positions 0..{T - 1} one at a time (B={B}, H={H}, Dh={Dh}), outputs stacked"
+        tried = f"attention_step fed positions 0..{T - 1} one at a time (B={B}, H={H}, Dh={Dh}{large}), outputs stacked"
         right, mistakes = _step_references(q, k, v)
         expect_close(torch.cat(outs, dim=2), right, tried=tried, mistakes=mistakes,
                      hint="each step's output must equal full causal attention recomputed over the whole sequence")
@@ -129,18 +161,21 @@ def attention_flops(fn: Callable[..., Any]) -> None:
     for n, d, h in ((10, 16, 1), (128, 64, 4), (7, 48, 8), (1000, 512, 8), (2048, 512, 16)):
         tried = f"attention_flops(n={n}, d_model={d}, n_heads={h})"
         got = call(fn, n, d, h, tried=tried)
-        if isinstance(got, torch.Tensor) and got.numel() == 1:
+        if isinstance(got, torch.Tensor) and got.numel() == 1 and not got.is_floating_point():
             got = got.item()
-        if not isinstance(got, (int, float)) or isinstance(got, bool):
+        if isinstance(got, float) or (isinstance(got, torch.Tensor) and got.is_floating_point()):
+            fail(tried, "an int (a count of FLOPs is a whole number)", f"{type(got).__name__}: {describe(got)}",
+                 "return an int: `/` always gives a float (even 8 / 2 = 4.0); use `//`, or only * and +, or int(...) at the end")
+        if not isinstance(got, numbers.Integral) or isinstance(got, bool):
             fail(tried, "a number (an int)", f"{type(got).__name__}: {describe(got)}", "return an int, e.g. int(...)")
+        got = int(got)
         expected = measured_attention_flops(n, d, h)
         if abs(got - expected) <= 0.5:
             continue
         hint = next((text for text, wrong in _flop_mistakes(n, d, h) if abs(got - wrong) <= 0.5),
                     "list every matrix product of the layer with its shapes; each costs 2 * m * k * p FLOPs")
         fail(tried, f"{expected:,} (FlopCounterMode's count)", f"{got:,}", hint)
-    ok("attention_flops: 8·n·d² for the projections + 4·n²·d between positions, whatever the number of heads "
-       "(equal to FlopCounterMode)")
+    ok("attention_flops: equal to FlopCounterMode's count in every case, whatever the number of heads")
 
 
 # --- Exercise 3: a pre-LN encoder layer from PyTorch's weights ---------------------------------
@@ -148,7 +183,7 @@ def attention_flops(fn: Callable[..., Any]) -> None:
 def _pre_ln(x: torch.Tensor, layer: nn.TransformerEncoderLayer, mask: torch.Tensor | None, *, post: bool = False,
             final_norm: bool = False, order: tuple[int, int, int] = (0, 1, 2), scale: bool = True, heads_ok: bool = True,
             act: Callable[[torch.Tensor], torch.Tensor] = F.relu, swap_norms: bool = False, invert_mask: bool = False,
-            bias: bool = True, use_mask: bool = True) -> torch.Tensor:
+            bias: bool = True, use_mask: bool = True, clean: bool = True, naive: bool = False) -> torch.Tensor:
     """``nn.TransformerEncoderLayer``'s forward written out (norm_first or not), and its classic slips."""
     sa, (B, S, D) = layer.self_attn, x.shape
     H = sa.num_heads
@@ -163,12 +198,13 @@ def _pre_ln(x: torch.Tensor, layer: nn.TransformerEncoderLayer, mask: torch.Tens
         qkv = F.linear(h, sa.in_proj_weight, sa.in_proj_bias if bias else None).chunk(3, dim=-1)  # 3 x (B, S, D)
         q, k, v = (heads(qkv[i]) for i in order)
         allowed = None if mask is None or not use_mask else (~mask if invert_mask else mask)[:, None]  # (B, 1, 1, S)
-        out = _attend(q, k, v, allowed, scale=scale)  # (B, H, S, Dh)
+        out = _attend(q, k, v, allowed, scale=scale, naive=naive, clean=clean)  # (B, H, S, Dh)
         out = out.transpose(1, 2).reshape(B, S, D) if heads_ok else out.reshape(B, S, D)
         return F.linear(out, sa.out_proj.weight, sa.out_proj.bias)  # (B, S, D)
 
     def ff(h: torch.Tensor) -> torch.Tensor:
-        return layer.linear2(act(layer.linear1(h)))
+        l1, l2 = layer.linear1, layer.linear2
+        return F.linear(act(F.linear(h, l1.weight, l1.bias)), l2.weight, l2.bias)  # (B, S, D)
 
     if post:
         x = norm(n1, x + attention(x))
@@ -199,13 +235,32 @@ def _pre_ln_mistakes(
         ("norm1 goes before the self-attention and norm2 before the feed-forward (you swapped them)", run(swap_norms=True)),
         ("add the projections' biases: in_proj_bias (3 * D,) for q, k, v and out_proj.bias", run(bias=False)),
     ]
+    out.append((OVERFLOW_HINT, run(naive=True, clean=False)))
     if mask is not None:
+        inverted = ("the mask is inverted: here it is the course's, True = may attend (a real token). PyTorch's "
+                    "src_key_padding_mask is the opposite (True = padding): hide the keys where mask is FALSE, "
+                    "scores.masked_fill(~mask[:, None], -inf)")
         out += [
-            ("the mask here is the course's: True = may attend (a real token). PyTorch's src_key_padding_mask is the "
-             "opposite (True = padding): keep the positions where mask is True", run(invert_mask=True)),
+            (inverted, run(invert_mask=True)),
+            (inverted, run(invert_mask=True, clean=False)),  # a sentence with no padding then has no key at all: nan
             ("the padding mask is ignored: hide the padded keys (scores.masked_fill(~mask[:, None], -inf))", run(use_mask=False)),
         ]
     return out
+
+
+_NO_FORWARD = ("do not call the layer or its sub-modules (layer(x), layer.norm1(x), layer.linear1(h), layer.self_attn(...)): "
+               "the statement asks for the forward pass written out. Read their parameters (layer.norm1.weight, "
+               "layer.linear1.weight, ...) and use F.layer_norm, F.linear and your own attention")
+
+
+def _forbidden_calls(layer: nn.TransformerEncoderLayer) -> dict[str, tuple[Any, str]]:
+    """The forwards the statement forbids: the layer's own, its sub-modules', and PyTorch's fused attention."""
+    calls: dict[str, tuple[Any, str]] = {"the layer itself, layer(...)": (layer, "forward")}
+    for name, module in layer.named_modules():
+        if name:
+            calls[f"layer.{name}(...)"] = (module, "forward")
+    calls["F.multi_head_attention_forward"] = (F, "multi_head_attention_forward")
+    return calls
 
 
 @checker("ch08.pre_ln_encoder_layer")
@@ -219,17 +274,25 @@ def pre_ln_encoder_layer(fn: Callable[..., Any]) -> None:
             p.copy_(torch.randn_like(p) * (0.5 if p.dim() == 1 else p.shape[-1] ** -0.5))
         layer.norm1.weight.add_(1.0), layer.norm2.weight.add_(1.0)
     layer.eval()
+    big = copy.deepcopy(layer)
+    with torch.no_grad():
+        big.norm1.weight.mul_(40.0)  # large normalised inputs: attention scores in the thousands
     x = randn(2, 5, d, seed=3)
     pad = torch.tensor([[True] * 5, [True, True, True, False, False]])[:, None, :]  # (2, 1, 5) True = real token
-    for mask, what in ((None, "mask=None"), (pad, "mask (2, 1, 5), True = real token; the second sentence has 3")):
+    cases = ((layer, None, "mask left out (None)"), (layer, pad, "mask (2, 1, 5), True = real token; the second sentence has 3"),
+             (big, pad, "the same mask, norm1's gain times 40 (LARGE attention scores)"))
+    for net, mask, what in cases:
         layer_text = f"nn.TransformerEncoderLayer({d}, nhead={h}, dim_feedforward={d_ff}, norm_first=True)"
         tried = f"pre_ln_encoder_layer(x of shape (2, 5, {d}), {layer_text}, {what})"
-        with torch.no_grad():
-            got = call(fn, x.clone(), layer, None if mask is None else mask.clone(), tried=tried)
+        with torch.no_grad(), forbidden(_forbidden_calls(net), tried=tried, hint=_NO_FORWARD):
+            if mask is None:
+                got = call_untouched(fn, x, net, tried=tried, names=("x",))
+            else:
+                got = call_untouched(fn, x, net, mask, tried=tried, names=("x", "layer", "mask"))
         # the reference, with autograd on so that PyTorch takes its ordinary (not its inference fast) path
-        expected = layer(x, src_key_padding_mask=None if mask is None else ~mask[:, 0]).detach()
+        expected = net(x, src_key_padding_mask=None if mask is None else ~mask[:, 0]).detach()
         expect_shape(got, (2, 5, d), tried=tried, hint="return one vector per position, (B, S, D)")
         with torch.no_grad():
-            expect_close(got, expected, tried=tried, atol=1e-8, rtol=1e-6, mistakes=_pre_ln_mistakes(x, layer, mask),
+            expect_close(got, expected, tried=tried, atol=1e-8, rtol=1e-6, mistakes=_pre_ln_mistakes(x, net, mask),
                          hint="x + self-attention(norm1(x)), then x + feed-forward(norm2(x)), with PyTorch's weights")
     ok("pre_ln_encoder_layer: equal to nn.TransformerEncoderLayer(norm_first=True), weights read from PyTorch's layout")
