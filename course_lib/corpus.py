@@ -2,12 +2,14 @@
 
 One sampler per construction (transitive, motion, because, ...) picks words that fit each other and
 builds the pair with ``course_lib.grammar``, which holds the morphology and the lexicon.
-``make_splits`` holds whole (subject, verb, complement) keys out of training.
+``make_splits`` holds whole (subject, verb, complement) keys out of training. ``align`` says which English
+word produced which Korean word (chapter 11 scores the translator's cross-attention against it).
 """
 from __future__ import annotations
 
 import os
 import random
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,6 +34,8 @@ from .grammar import (
     VERBS_BY_FRAME,
     Noun,
     Verb,
+    _plural,
+    _verb_ko,
     be_form,
     build_sentence,
     complements,
@@ -46,8 +50,8 @@ from .grammar import (
 )
 from .validate import nfc
 
-__all__ = ["Pair", "Splits", "NOTE_EXAMPLES", "pair_text", "has_batchim", "particle", "generate", "make_splits", "load_pairs",
-           "statistics", "NOUNS", "VERBS", "ADJECTIVES", "KOREAN_NOUNS"]
+__all__ = ["Pair", "Splits", "NOTE_EXAMPLES", "pair_text", "align", "words_of", "has_batchim", "particle", "generate",
+           "make_splits", "load_pairs", "statistics", "NOUNS", "VERBS", "ADJECTIVES", "KOREAN_NOUNS"]
 
 
 # ------------------------------------------------------------------ sampling
@@ -278,6 +282,120 @@ def generate(seed: int = 0, n_pairs: int = 22000) -> list[Pair]:
     if not isinstance(seed, int) or not isinstance(n_pairs, int) or n_pairs < 0:
         raise ValueError(f"generate expects an int seed and an int n_pairs >= 0, got {seed!r}, {n_pairs!r}")
     return _sample(random.Random(seed), n_pairs)
+
+
+# ------------------------------------------------------------------ word alignment
+_AUX = {"am", "is", "are", "was", "were", "do", "does", "did", "not"}  # tense, aspect, negation: Korean endings (and 안)
+_PREPS = {"to", "at", "in", "on", "with", "by"}  # Korean particles: 학교에 is "to school"
+_PARTICLES = ("", "은", "는", "이", "가", "을", "를", "와", "과", "에", "에서", "에게", "로", "으로")
+
+
+def words_of(text: str) -> list[str]:
+    """The word tokens of a corpus sentence: its space-separated words, the final period on its own.
+
+    The same tokens as chapter 01's ``tokens.word_tokenize`` on every generated sentence (tested).
+    """
+    return re.findall(r"[^\s.]+|\.", text)
+
+
+def align(pair: Pair) -> list[tuple[int, int]]:
+    """Which English word produced which Korean word: sorted (english_index, korean_index) links.
+
+    Indices are into ``words_of(pair.en)`` / ``words_of(pair.ko)`` (= ``word_tokenize``), the translator's tokens.
+    The convention: a Korean word carries its particle or ending, so
+      - a noun, an adjective, a time phrase link to the Korean word(s) that realise them (cat ↔ 고양이를);
+      - a preposition links to the Korean word of its noun (to, school ↔ 학교에), "and" to the first conjunct's (빵과);
+      - the verb with its auxiliaries and "not" links to every word of the Korean predicate (is, holding ↔ 들고, 있다);
+        a description's copula ("is" blue) links to the predicate adjective (파랗다);
+      - a "because" clause links to the Korean clause (because, he, was, hungry ↔ 배가, 고파서);
+      - the final period to the final period. Articles and "his" stay unlinked (Korean has none).
+    Needs the content-word ids of a generated ``Pair`` (``pair.words``); the note's idiom pair works as well.
+    """
+    if not isinstance(pair, Pair):
+        raise TypeError(f"align needs a corpus.Pair (its content-word ids say which words produced which), "
+                        f"got {type(pair).__name__}")
+    en, ko = [w.lower() for w in words_of(pair.en)], words_of(pair.ko)
+    links: set[tuple[int, int]] = set()
+    used_ko: set[int] = set()
+
+    def link(en_idx: Sequence[int], ko_idx: Sequence[int]) -> None:
+        links.update((i, j) for i in en_idx for j in ko_idx)
+        used_ko.update(ko_idx)
+
+    predicate = _predicate(pair, ko)  # the Korean predicate's word indices (at the end)
+    for word in sorted(pair.words, key=lambda w: not w.startswith("R.")):  # a clause first: 배가 is not the noun 배
+        kind, _, wid = word.partition(".")
+        if kind == "N":
+            _link_noun(NOUNS[wid], en, ko, link, used_ko, predicate)
+        elif kind == "A":
+            adj = ADJECTIVES[wid]
+            forms = {adj.attr, adj.pres, adj.past} - {""}
+            link([i for i, w in enumerate(en) if w == wid], [j for j, w in enumerate(ko) if w in forms])
+        elif kind == "R":
+            _link_reason(wid, en, ko, link, predicate)
+        elif kind == "V":
+            v_en = {w for form in (VERBS[wid].en if wid in VERBS else ("like", "likes")) for w in form.split()} - {"{was}"}
+            link([i for i, w in enumerate(en) if w in v_en or (w in _AUX and not _in_reason(en, i))], predicate)
+    if not any(w.startswith("V.") for w in pair.words):  # a description: the copula goes to the predicate
+        link([i for i, w in enumerate(en) if w in _AUX and not _in_reason(en, i)], predicate)
+    for t_en, t_ko in (t for ts in TIMES.values() for t in ts):
+        i, j = _find(en, t_en.lower().split()), _find(ko, t_ko.split())
+        if i is not None and j is not None:
+            link(range(i, i + len(t_en.split())), range(j, j + len(t_ko.split())))
+    link([i for i, w in enumerate(en) if w == "."], [j for j, w in enumerate(ko) if w == "."])
+    return sorted(links)
+
+
+def _find(words: Sequence[str], phrase: Sequence[str]) -> int | None:
+    """Where ``phrase`` starts in ``words`` (None if it does not occur)."""
+    n = len(phrase)
+    return next((i for i in range(len(words) - n + 1) if list(words[i:i + n]) == list(phrase)), None)
+
+
+def _in_reason(en: Sequence[str], i: int) -> bool:
+    return "because" in en and i > en.index("because")
+
+
+def _predicate(pair: Pair, ko: list[str]) -> list[int]:
+    """The Korean predicate: the words before the period that belong to the verb (안, 고 있다, 공부를 안 한다)."""
+    body = ko[:-1] if ko and ko[-1] == "." else ko
+    verbs = [VERBS[w[2:]] for w in pair.words if w.startswith("V.") and w[2:] in VERBS]
+    forms = {" ".join(body[-1:])} | {f for w in pair.words if w.startswith("R.") for f in REASONS[w[2:]][1:3]}
+    for v in verbs:
+        forms |= {_verb_ko(v, past, prog, neg) for past in (False, True) for prog in (False, True) for neg in (False, True)}
+    size = max(len(f.split()) for f in forms if " ".join(body[-len(f.split()):]) == f)
+    return list(range(len(body) - size, len(body)))
+
+
+def _link_noun(noun: Noun, en: list[str], ko: list[str], link, used_ko: set[int], predicate: list[int]) -> None:
+    """A noun (and the preposition or "and" before it) to its Korean word: the noun plus a particle."""
+    words = noun.en.lower().split()
+    ko_idx = [j for j, w in enumerate(ko) if j not in predicate and j not in used_ko and w[len(noun.ko):] in _PARTICLES
+              and w.startswith(noun.ko)][:1]
+    for form in (words, words[:-1] + [_plural(words[-1])]):
+        start = _find(en, form)
+        if start is not None:
+            en_idx = list(range(start, start + len(form)))
+            before = start - 1
+            while before >= 0 and (en[before] in ("a", "an", "the", "his") or en[before] in ADJECTIVES):
+                before -= 1  # articles and adjectives between a preposition and its noun
+            if before >= 0 and en[before] in _PREPS:
+                en_idx.append(before)
+            if start + len(form) < len(en) and en[start + len(form)] == "and" and ko_idx and ko[ko_idx[0]][-1] in "와과":
+                en_idx.append(start + len(form))  # "bread and milk" → 빵과 우유를: 과 is "and"
+            link(en_idx, ko_idx)
+            return
+
+
+def _link_reason(reason: str, en: list[str], ko: list[str], link, predicate: list[int]) -> None:
+    """A "because" clause to its Korean clause; a state ("Minsu is tired") to the predicate."""
+    forms = REASONS[reason]
+    if "because" in en:
+        start, clause = en.index("because"), forms[3].split()
+        j = _find(ko, clause)
+        link(range(start, len(en) - 1), range(j, j + len(clause)) if j is not None else [])
+    else:
+        link([i for i, w in enumerate(en) if w == reason], predicate)
 
 
 # ------------------------------------------------------------------ splits, files, statistics

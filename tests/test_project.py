@@ -23,9 +23,11 @@ RANK = {
     "tokens": 1.0, "embeddings": 2.0, "attention": 3.0, "multihead": 4.0,
     "encoder": 5.0, "decoder": 6.0, "model": 7.0, "checkpoint": 7.05, "batches": 7.06, "objective": 7.07,
     "progress": 7.08, "training": 7.1, "decoding": 7.2,
-    "kvcache": 8.0, "doctor": 9.0, "__main__": 10.0, "__init__": -1.0, "claims": 0.0, "validate": 0.0,
+    "kvcache": 8.0, "doctor": 9.0, "__main__": 10.0, "__init__": -1.0, "claims": 0.0, "chapters": 0.0, "validate": 0.0,
     "scorecard": 0.05, "webpages": 0.2, "website": 0.25, "generalisation": 8.5,
     "hangul": -0.5,  # hangul: shared by grammar (rank 0) and tokens
+    "lens": 11.0,  # chapter 11
+    "hooks": 0.0,  # chapter 11's hook points, placed in the models of chapters 04-09: torch and the standard library only
 }
 MODEL_MODULES = {"tokens", "embeddings", "attention", "multihead", "encoder", "decoder", "model", "checkpoint", "batches",
                  "objective", "progress", "training", "decoding", "kvcache", "generalisation"}
