@@ -3,8 +3,9 @@
 ``python3 course.py site`` (the course as a website with every output, in ``_build/site/``).
 
 Needs only Python 3.10+. Creates ``.venv/`` beside this file, installs PyTorch (the CPU build
-on machines without an NVIDIA GPU) and the course with its test tools, then opens JupyterLab or
-runs every test. A second run skips what is already installed.
+on machines without an NVIDIA GPU) and the course, then opens JupyterLab, runs every test or builds
+the site. ``lab`` installs only what the chapters and exercises need; ``test`` adds the test tools and
+``site`` the site builder, each once. A second run skips what is already installed.
 """
 from __future__ import annotations
 
@@ -86,20 +87,38 @@ def ensure_venv(venv: Path = VENV) -> None:
     run(sys.executable, "-m", "venv", venv)
 
 
-def setup(extras: str = "test") -> None:
+# What each command installs: the chapters and exercises need only the package's own dependencies;
+# the tests add pytest, nbval, playwright, ruff, mypy and the site tools; the site adds Jupyter Book.
+EXTRAS = {"lab": "", "setup": "", "test": "test", "site": "site"}
+COVERS = {"test": ("", "site"), "site": ("",), "": ()}  # the test extra holds the site's tools too
+
+
+def stamp_path(extras: str, venv: Path = VENV) -> Path:
+    """The file that says ``extras`` (``""`` for the package alone) is installed, one per extra."""
+    return venv / (f".course-installed-{extras}" if extras else ".course-installed")
+
+
+def stamp_text(extras: str) -> str:
+    """What a stamp holds: a hash of pyproject.toml and the extra, so an edited pyproject installs again."""
+    return hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + extras.encode()).hexdigest()
+
+
+def setup(extras: str = "") -> None:
+    """Create .venv/ and install PyTorch and the course with ``extras`` (once: a stamp per extra
+    remembers it, keyed by pyproject.toml, so a later command with the same extra starts at once)."""
     if sys.version_info < (3, 10):
         sys.exit(f"Python 3.10 or newer is needed, this is {platform.python_version()}")
     ensure_venv()
-    stamp = VENV / ".course-installed"
-    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + extras.encode()).hexdigest()
-    if stamp.exists() and stamp.read_text() == want:
+    stamp = stamp_path(extras)
+    if stamp.exists() and stamp.read_text() == stamp_text(extras):
         return
     stamp.unlink(missing_ok=True)  # written again only once everything below is installed
     pip = [PY, "-m", "pip", "install", "--disable-pip-version-check"]
     run(*pip, "--upgrade", "pip")
     run(*pip, *torch_install_args())
     run(*pip, "-e", f"{ROOT}[{extras}]" if extras else str(ROOT))
-    stamp.write_text(want)
+    for done in (extras, *COVERS.get(extras, ())):
+        stamp_path(done).write_text(stamp_text(done))
 
 
 def is_root() -> bool:
@@ -134,20 +153,20 @@ def install_browser() -> None:
 def main(argv: list[str]) -> int:
     command = argv[0] if argv else "help"
     if command == "lab":
-        setup()
+        setup(EXTRAS["lab"])
         os.chdir(ROOT)
         return subprocess.call([str(BIN / "jupyter"), "lab", *lab_args(argv[1:])])
     if command == "test":
-        setup()
+        setup(EXTRAS["test"])
         install_browser()
         os.chdir(ROOT)
         return subprocess.call([str(PY), "-m", "pytest", *argv[1:]])
     if command == "site":  # the course as a static website with every output: _build/site/
-        setup()
+        setup(EXTRAS["site"])
         os.chdir(ROOT)
         return subprocess.call([str(PY), "-m", "course_lib.website", *argv[1:]])
     if command == "setup":
-        setup()
+        setup(EXTRAS["setup"])
         return 0
     print(__doc__)
     return 0 if command == "help" else 2

@@ -74,6 +74,53 @@ def test_lab_says_so_in_one_line_when_root(course, monkeypatch, capsys):
     assert out.count("\n") == 1 and "--allow-root" in out and "root" in out
 
 
+@pytest.mark.parametrize("command, extras", [("lab", ""), ("test", "test"), ("site", "site"), ("setup", "")])
+def test_each_command_installs_only_its_own_extra(course, monkeypatch, command, extras):
+    """lab installs what the chapters and exercises need, no test tool (pytest, playwright, mypy, ...)."""
+    asked = []
+    monkeypatch.setattr(course, "setup", lambda extra="": asked.append(extra))
+    monkeypatch.setattr(course, "install_browser", lambda: None)
+    monkeypatch.setattr(course.subprocess, "call", lambda *a, **k: 0)
+    monkeypatch.setattr(course.os, "chdir", lambda path: None)
+    assert course.main([command]) == 0
+    assert asked == [extras]
+
+
+def test_the_lab_install_holds_no_test_tool():
+    """The package's own dependencies (what lab installs) name none of the test or site tools."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    names = {re.split(r"[<>=;\[ ]", dep, maxsplit=1)[0].lower() for dep in project["dependencies"]}
+    tools = {"pytest", "pytest-timeout", "pytest-cov", "nbval", "playwright", "ruff", "mypy", "jupyter-book", "sphinx"}
+    assert not names & tools, f"lab would install test tools: {sorted(names & tools)}"
+    extras = project["optional-dependencies"]
+    assert {"pytest", "nbval", "playwright"} <= {re.split(r"[<>=;\[ ]", d, maxsplit=1)[0] for d in extras["test"]}
+
+
+def test_a_test_install_stamps_the_site_and_the_package_too(course, monkeypatch, tmp_path):
+    venv = tmp_path / ".venv"
+    venv.mkdir()
+    monkeypatch.setattr(course, "VENV", venv)
+    monkeypatch.setattr(course, "PY", venv / "bin" / "python")
+    monkeypatch.setattr(course, "ensure_venv", lambda venv=None: None)
+    monkeypatch.setattr(course, "torch_install_args", lambda: [course.TORCH])
+    ran = []
+    monkeypatch.setattr(course, "run", lambda *cmd, **kw: ran.append(cmd))
+    monkeypatch.setattr(course, "stamp_path", lambda extras, venv=venv: venv / f"stamp-{extras or 'base'}")
+    course.setup("test")
+    assert sorted(p.name for p in venv.iterdir()) == ["stamp-base", "stamp-site", "stamp-test"]
+    ran.clear()
+    for extras in ("", "site", "test"):  # each is installed now: nothing runs
+        course.setup(extras)
+    assert ran == []
+    (venv / "stamp-base").write_text("an older pyproject")
+    course.setup("")
+    assert any("pip" in map(str, cmd) for cmd in ran)  # an edited pyproject installs again
+
+
 def test_an_unusable_venv_is_detected_and_rebuilt(course, monkeypatch, tmp_path):
     assert course.venv_usable(Path(sys.prefix))  # the venv running these tests works
     assert not course.venv_usable(tmp_path / "none")
@@ -111,8 +158,8 @@ def _free_port() -> int:
 def test_course_py_lab_starts_jupyterlab_and_serves_lab(tmp_path):
     """The README's main command, run as the learner runs it (as root here, it must pass --allow-root)."""
     venv = Path(sys.prefix)
-    stamp = venv / ".course-installed"
-    extras_hash = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + b"test").hexdigest()
+    stamp = venv / ".course-installed"  # lab needs the package alone (no extra)
+    extras_hash = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + b"").hexdigest()
     if not (venv / "bin" / "jupyter").exists() or not stamp.is_file() or stamp.read_text() != extras_hash:
         pytest.skip("the running venv is not a course .venv made from this pyproject.toml (it would install)")
     for name in ("course.py", "pyproject.toml"):

@@ -103,6 +103,7 @@ def test_missing_nbval(monkeypatch):
     monkeypatch.setattr(doctor, "_dist_version", lambda name: None)
     result = doctor.check_nbval()
     assert not result.ok and "pip install nbval" in result.fix
+    assert not result.required  # `lab` installs no test tool; only the tests need nbval
 
 
 def test_kernel_not_found(monkeypatch):
