@@ -1,6 +1,6 @@
 """The list of chapters: the one source of the course map.
 
-The README's chapter table, chapter 00's map (printed by ``course_map``), every notebook's title and
+The README's chapter table, chapter 00's map (the table ``course_map`` makes), every notebook's title and
 every chapter's "What comes next" line agree with ``CHAPTERS``; ``tests/test_chapters.py`` checks
 each of them, for any number of chapters. A chapter that is being written is listed with
 ``planned=True``: it is left out of the map and of "what comes next" until its notebook exists and
@@ -82,17 +82,3 @@ def course_map(link: Callable[[Chapter], str | None] | None = None) -> str:
         name = f"[`{c.stem}`]({target})" if target else f"`{c.stem}`"
         rows.append(f"| {c.nn} | {name} | {modules_cell(c)} | {c.summary} |")
     return "\n".join(rows) + "\n"
-
-
-def show_course_map() -> None:
-    """Display the course map in a notebook (rendered markdown), or print it elsewhere."""
-    try:
-        from IPython import get_ipython
-        from IPython.display import Markdown, display
-
-        if get_ipython() is not None:
-            display(Markdown(course_map()))
-            return
-    except ImportError:
-        pass
-    print(course_map())

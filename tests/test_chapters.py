@@ -3,8 +3,8 @@
 For any number of chapters: every ``notebooks/NN_name.ipynb`` is a published row of the list (and every
 published row has its notebook, titled ``# NN · title``); a row marked ``planned`` has no notebook yet
 (when its notebook arrives, remove the flag); the README's chapter table has one row per published
-chapter with its notebook, modules and summary; chapter 00 prints the map from the list and keeps no
-hand-written copy; each notebook's "**What comes next**" names the next published chapter ("chapter
+chapter with its notebook, modules and summary; chapter 00's markdown holds exactly the table ``course_map()``
+makes; each notebook's "**What comes next**" names the next published chapter ("chapter
 NN"), and only the last one says it is the last chapter.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from course_lib.chapters import CHAPTERS, Chapter, course_map, modules_cell, next_chapter, published, show_course_map
+from course_lib.chapters import CHAPTERS, Chapter, course_map, modules_cell, next_chapter, published
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -105,12 +105,13 @@ def test_the_readme_table_is_the_list():
         assert c.summary in cells, f"README row {c.nn}: 'what you build' must read {c.summary!r}"
 
 
-def test_chapter_00_prints_the_map_from_the_list_and_keeps_no_copy():
+def test_chapter_00_shows_the_map_of_the_list():
+    """The map is written in 00's markdown (a notebook stored without outputs still shows it) and is the list's."""
     cells = _cells(ROOT / "notebooks" / "00_introduction.ipynb")
-    assert any(c["cell_type"] == "code" and "show_course_map()" in c["source"] for c in cells)
-    for c in cells:
-        if c["cell_type"] == "markdown":
-            assert not re.search(r"^\| ?\d\d ?\| ?`\d\d_", c["source"], re.MULTILINE), "a hand-written course map in 00"
+    maps = [c["source"] for c in cells if c["cell_type"] == "markdown" and re.search(r"^\| ?\d\d ?\|", c["source"], re.M)]
+    assert len(maps) == 1, "chapter 00 holds exactly one course map"
+    assert maps[0].rstrip().endswith(course_map().rstrip()), (
+        "chapter 00's course map differs from course_lib.chapters.course_map(): paste the new table")
 
 
 def test_the_map_lists_every_published_chapter_and_no_planned_one():
@@ -118,8 +119,3 @@ def test_the_map_lists_every_published_chapter_and_no_planned_one():
     for c in CHAPTERS:
         assert (f"`{c.stem}`" in text) != c.planned
     assert "[`03_attention`](notebooks/03_attention)" in text
-
-
-def test_show_course_map_prints_outside_a_notebook(capsys):
-    show_course_map()
-    assert capsys.readouterr().out == course_map() + "\n"
