@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import torch
 
-from .exercises import atomic_write
+from .files import atomic_write
 from .model import Transformer, TransformerConfig
 from .tokens import Vocab
 
@@ -105,7 +105,7 @@ def content_digest(payload: dict) -> str:
 
 
 def atomic_save(obj: object, path: str | Path) -> Path:
-    """``torch.save(obj, path)`` that never leaves a half-written ``path`` (``exercises.atomic_write``: a temporary
+    """``torch.save(obj, path)`` that never leaves a half-written ``path`` (``files.atomic_write``: a temporary
     file in the same folder, flushed and fsynced, then renamed over ``path``; Ctrl-C waits for the rename). A kill
     at any moment leaves the old file or the new one; two writers leave one writer's whole file; a full disk is
     an OSError saying so."""

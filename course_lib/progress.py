@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from .checkpoint import CheckpointError, atomic_save, content_digest, verified_load
-from .exercises import name_max, number, temp_prefix  # number: re-exported
+from .files import name_max, number, temp_prefix  # number: re-exported
 
 __all__ = ["TrainingInterrupted", "StopOnCtrlC", "progress_path", "save_progress", "load_progress", "unwritable",
            "OneLineParser", "number", "output_file"]

@@ -34,7 +34,8 @@ from pathlib import Path
 
 import nbformat
 
-from .exercises import atomic_write, unreadable_reason
+from .exercises import unreadable_reason
+from .files import atomic_write
 from .validate import check_int
 
 _CHECK_CALL = re.compile(r"checks\.(ch\d\d)\.(\w+)\(")

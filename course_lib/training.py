@@ -31,7 +31,7 @@ from . import set_threads
 from .batches import Batch, build_vocabs, collate, encode_pairs, make_batches, unk_dropout  # re-exported
 from .checkpoint import CheckpointError, average_state_dicts, save_checkpoint, weights_fingerprint
 from .corpus import make_splits, pair_text
-from .exercises import hold_ctrl_c
+from .files import hold_ctrl_c
 from .model import Transformer, TransformerConfig, inference
 from .objective import TrainConfig, label_smoothing_loss, make_optimizer, noam_lr
 from .progress import (

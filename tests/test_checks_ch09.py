@@ -329,19 +329,7 @@ def test_rms_norm_mistakes():
 
 def test_gqa_accepts_solutions():
     ch09.grouped_query_attention(lambda q, k, v, mask=None: lib_gqa(q, k, v, mask)[0])
-
-    def loops(q, k, v, mask=None):
-        g = q.shape[1] // k.shape[1]
-        heads = []
-        for h in range(q.shape[1]):
-            s = q[:, h] @ k[:, h // g].transpose(-2, -1) / q.shape[-1] ** 0.5
-            if mask is not None:
-                s = s.masked_fill(~mask, float("-inf"))
-            heads.append(s.softmax(-1) @ v[:, h // g])
-        return torch.stack(heads, 1)
-
-    ch09.grouped_query_attention(loops)
-    ch09.grouped_query_attention(gqa_loops)
+    ch09.grouped_query_attention(gqa_loops)  # one head at a time, the shared key/value head picked by h // g
 
 
 def test_gqa_mistakes():

@@ -563,7 +563,7 @@ except OSError as err:
 
 
 def test_a_file_name_near_the_limit_saves_and_its_temporary_name_fits(tmp_path, vocabs):
-    from course_lib.exercises import name_max, temp_prefix
+    from course_lib.files import name_max, temp_prefix
     limit = name_max(tmp_path)
     for name in ("m" * (limit - 3) + ".pt", "모" * ((limit - 3) // 3) + ".pt"):  # ASCII, and 3-byte UTF-8 characters
         path = tmp_path / name
@@ -576,7 +576,7 @@ def test_a_file_name_near_the_limit_saves_and_its_temporary_name_fits(tmp_path, 
 
 
 def test_the_temporaries_of_killed_saves_are_removed_by_the_next_save_and_no_others(tmp_path, vocabs):
-    from course_lib.exercises import STALE_AFTER
+    from course_lib.files import STALE_AFTER
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
@@ -651,7 +651,7 @@ def test_a_second_ctrl_c_during_the_progress_save_is_held_until_the_file_is_whol
 
 
 def test_hold_ctrl_c_delivers_a_held_press_after_the_block_and_nests():
-    from course_lib.exercises import hold_ctrl_c
+    from course_lib.files import hold_ctrl_c
     with pytest.raises(KeyboardInterrupt):
         with hold_ctrl_c(message=None) as held:
             os.kill(os.getpid(), signal.SIGINT)

@@ -26,6 +26,7 @@ RANK = {
     "kvcache": 8.0, "doctor": 9.0, "__main__": 10.0, "__init__": -1.0, "claims": 0.0, "chapters": 0.0, "validate": 0.0,
     "scorecard": 0.05, "webpages": 0.2, "website": 0.25, "generalisation": 8.5,
     "hangul": -0.5,  # hangul: shared by grammar (rank 0) and tokens
+    "files": -0.5,  # the one atomic writer: shared by checkpoints and training (model) and exercises and check
     "lens": 11.0,  # chapter 11
     "hooks": 0.0,  # chapter 11's hook points, placed in the models of chapters 04-09: torch and the standard library only
 }
