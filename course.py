@@ -164,7 +164,7 @@ def main(argv: list[str]) -> int:
     if command == "site":  # the course as a static website with every output: _build/site/
         setup(EXTRAS["site"])
         os.chdir(ROOT)
-        return subprocess.call([str(PY), "-m", "course_lib.website", *argv[1:]])
+        return subprocess.call([str(PY), "-m", "course_lib.course.website", *argv[1:]])
     if command == "setup":
         setup(EXTRAS["setup"])
         return 0

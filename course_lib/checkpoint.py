@@ -29,7 +29,7 @@ __all__ = ["CheckpointError", "Checkpoint", "save_checkpoint", "load_checkpoint"
 
 FORMAT = "course_lib.translator/2"  # /2: the "sha256" of the stored content and the "special_ids" entry
 PRETRAINED_PATH = Path(__file__).resolve().parent / "data" / "translator_en_ko.pt"
-TRAIN_COMMAND = "python -m course_lib.training --out course_lib/data/translator_en_ko.pt --seed 0 --threads 1"
+TRAIN_COMMAND = "python -m course_lib.training --out course_lib/data/translator_en_ko.pt --seed 0 --threads 1 --epochs 8"
 SPECIAL_IDS = {"pad": Vocab.pad_id, "bos": Vocab.bos_id, "eos": Vocab.eos_id, "unk": Vocab.unk_id}
 # Sizes above these are refused before anything is built (chapter 08's paper_base uses 37000 / 512 / 2048 / 6 / 8).
 LIMITS = {"src_vocab_size": 2**20, "tgt_vocab_size": 2**20, "d_model": 2**14, "n_heads": 2**10, "d_ff": 2**16,

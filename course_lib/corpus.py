@@ -20,7 +20,7 @@ from .grammar import (
     ADJECTIVES_OF,
     CLASSES,
     DIET,
-    HONOURED,
+    IT_RULES,
     KOREAN_NOUNS,
     MEALS,
     NOUNS,
@@ -40,29 +40,35 @@ from .grammar import (
     build_sentence,
     complements,
     has_batchim,
+    it_object_sentence,
     lemma,
     like_sentence,
     noun_ids,
     number_of,
     particle,
     subject_np,
+    variant,
     with_particle,
 )
 from .validate import nfc
 
-__all__ = ["Pair", "Splits", "NOTE_EXAMPLES", "pair_text", "align", "words_of", "has_batchim", "particle", "generate",
-           "make_splits", "load_pairs", "statistics", "NOUNS", "VERBS", "ADJECTIVES", "KOREAN_NOUNS"]
+__all__ = ["Pair", "Splits", "NOTE_EXAMPLES", "IT_EXAMPLES", "referent", "pair_text", "align", "words_of", "has_batchim",
+           "particle", "generate", "make_splits", "load_pairs", "statistics", "NOUNS", "VERBS", "ADJECTIVES", "KOREAN_NOUNS"]
 
 
 # ------------------------------------------------------------------ sampling
 @dataclass(frozen=True)
 class Pair:
+    """A sentence pair. ``it`` is the id of the noun that "it" refers to in "because it was ADJ": the subject
+    ("The cat drank the milk because it was hungry." → "cat") or the object ("... because it was sweet." → "milk");
+    "" when the sentence has no such "it" (weather "it was raining" included)."""
     en: str
     ko: str
     construction: str
     key: tuple          # (subject, verb, complement): the combination held out between splits
     tense: str = ""
     words: tuple = ()   # content-word ids used: "N.cat", "V.eat", "A.blue", "R.hungry"
+    it: str = ""        # the noun id "it" refers to, see above
 
 
 def _article(rng: random.Random, n: Noun | None) -> str:
@@ -148,7 +154,10 @@ def _s_description(rng: random.Random) -> Pair:
     state = rng.choice(STATES)  # Minsu is tired. → 민수는 피곤하다.
     n = NOUNS[rng.choice(noun_ids(REASONS[state][4]))]
     en = f"{subject_np(n)} {be_form(number_of(n), tense == 'past')} {state}."
-    ko = f"{with_particle(n.ko, '은/는')} {REASONS[state][1 if tense == 'present' else 2]}."
+    forms = REASONS[state]  # feelings of others: 그는 슬퍼한다 (슬프다 only for 나, 우리)
+    third = len(forms) > 6 and n.gender not in ("1s", "1p")
+    predicate = forms[6].split(",")[tense == "past"] if third else forms[1 if tense == "present" else 2]
+    ko = f"{with_particle(n.ko, '은/는')} {predicate}."
     return Pair(en[0].upper() + en[1:], ko, "description", (n.id, "be", state), tense, ("N." + n.id, "R." + state))
 
 
@@ -162,9 +171,26 @@ def _s_because(rng: random.Random) -> Pair | None:
     if spec != "-" and not options:
         return None
     c = NOUNS[rng.choice(options)] if spec != "-" else None
+    it = s.id if s.gender == "" and not REASONS[reason][0].startswith("it ") else ""  # "because it was thirsty": the cat
+    if it and c is not None and v.frame == "obj" and reason in _IT_SUBJECT_REASONS:
+        return None  # "The cat ate the fish because it was hungry." is the "it" construction's
     tense = _tense(rng, v, (s,), simple=not action.startswith("!"))
     built = build_sentence((s,), v, c, tense=tense, neg=action.startswith("!"), art=(_article(rng, c),), reason=reason)
-    return _pair("because", built, (s.id, v.id, c.id if c else "-"), tense)
+    return Pair(*built[:2], "because", (s.id, v.id, c.id if c else "-"), tense, built[2], it)
+
+
+_IT_SUBJECT_REASONS = {a for rule in IT_RULES if rule.referent == "subject" for a in rule.adjectives}
+
+
+def _it_pair(s: Noun, v: Verb, c: Noun, referent: str, adjective: str, tense: str = "past", neg: bool = False,
+             time: tuple[str, str] | None = None) -> Pair:
+    """"because it was ADJ": "it" is the subject (hungry: 고양이는 배가 고파서 우유를 마셨다) or the object (sweet:
+    고양이는 우유가 달아서 마셨다); ``Pair.it`` records which noun."""
+    if referent == "subject":
+        built = build_sentence((s,), v, c, tense=tense, neg=neg, art=("the",), time=time, reason=adjective)
+    else:
+        built = it_object_sentence(s, v, c, ADJECTIVES[adjective], tense=tense, neg=neg, time=time)
+    return Pair(built[0], built[1], "it", (s.id, v.id, c.id), tense, built[2], s.id if referent == "subject" else c.id)
 
 
 def _two_objects(rng: random.Random, v: Verb) -> Pair | None:
@@ -173,6 +199,8 @@ def _two_objects(rng: random.Random, v: Verb) -> Pair | None:
     if len(complements(v, s)) < 2:
         return None
     a, b = (NOUNS[x] for x in rng.sample(complements(v, s), 2))
+    if variant(v, (s,), (a,)) != variant(v, (s,), (b,)):
+        return None  # 사과와 개를 씻었다/씻겼다: the two objects want different verbs
     tense = _tense(rng, v, (s,))
     built = build_sentence((s,), v, (a, b), tense=tense, art=(_article(rng, a), _article(rng, b)))
     return _pair("coordination", built, (s.id, v.id, a.id + "+" + b.id), tense)
@@ -201,8 +229,8 @@ def _s_dative(rng: random.Random) -> Pair:
     recipients: Sequence[str]
     if v.id == "teach":
         recipients = noun_ids("name kidnoun")
-    elif v.id == "give":  # animals get food they eat; 주다 is not used towards honoured people
-        recipients = [x for x in noun_ids("people animal") if x not in HONOURED and x not in ("fish", "frog", "butterfly")]
+    elif v.id == "give":  # animals get food they eat; elders receive with 께 드리다 (grammar.variant)
+        recipients = [x for x in noun_ids("people animal") if x not in ("fish", "frog", "butterfly")]
     else:
         recipients = CLASSES["people"]
     r = NOUNS[rng.choice([x for x in recipients if x != s.id])]
@@ -226,6 +254,24 @@ def _s_instrument(rng: random.Random) -> Pair:
     return _pair("instrument", built, (s.id, v.id, c.id), tense)
 
 
+def _s_it(rng: random.Random) -> Pair | None:
+    """"The cat drank the milk because it was hungry / sweet.": "it" is the subject or the object (IT_RULES)."""
+    referent = rng.choice(("subject", "object"))
+    rule = rng.choice([r for r in IT_RULES if r.referent == referent])
+    adjective, action = rng.choice(rule.adjectives), rng.choice(rule.actions)
+    vid, spec = action.lstrip("!").split(":")
+    v, s = VERBS[vid], NOUNS[rng.choice(rule.subjects)]
+    options: Sequence[str] = complements(v, s) if spec == "*" else noun_ids(spec.replace("+", " "))
+    if rule.referent == "object":
+        options = [c for c in options if c in ADJECTIVES[adjective].nouns]
+    options = [c for c in options if NOUNS[c].kind in "cmt" and (vid not in ("eat", "drink") or c in complements(v, s))]
+    if not options:
+        return None
+    c, neg = NOUNS[rng.choice(options)], action.startswith("!")
+    tense = _tense(rng, v, (s,), simple=not neg)
+    return _it_pair(s, v, c, referent, adjective, tense, neg, _time(rng, v, tense, comp=c))
+
+
 def _like(s: Noun, o: Noun, construction: str = "like") -> Pair:
     """I like cats. → 나는 고양이가 좋다."""
     return _pair(construction, like_sentence(s, o), (s.id, "like", o.id), "present")
@@ -237,6 +283,18 @@ NOTE_EXAMPLES: list[tuple[str, str]] = [
     ("I was born in Paris.", "나는 파리에서 태어났다."),
     ("The boy is holding a blue ball.", "소년은 파란 공을 들고 있다."), ("I like cats.", "나는 고양이가 좋다."),
 ]
+
+
+IT_EXAMPLES: list[tuple[str, str]] = [
+    ("The cat drank the milk because it was hungry.", "고양이는 배가 고파서 우유를 마셨다."),
+    ("The cat drank the milk because it was sweet.", "고양이는 우유가 달아서 마셨다."),
+]
+_IT_KEY = ("cat", "drink", "milk")  # the note's "it" sentences: held out of train, in the test split
+
+
+def _it_examples() -> list[Pair]:
+    """The concept note's two "it" sentences, built by the grammar."""
+    return [_it_pair(NOUNS["cat"], VERBS["drink"], NOUNS["milk"], *ra) for ra in (("subject", "hungry"), ("object", "sweet"))]
 
 
 def _note_pairs() -> list[Pair]:
@@ -258,14 +316,14 @@ _BUILDERS = {"transitive": lambda r: _s_simple(r, "transitive"), "motion": lambd
              "location": lambda r: _s_simple(r, "location") if r.random() < 0.6 else _s_place_object(r),
              "adjective": _s_adjective, "description": _s_description, "negation": lambda r: _s_simple(r, "negation"),
              "progressive": lambda r: _s_simple(r, "progressive"), "because": _s_because, "coordination": _s_coordination,
-             "dative": _s_dative, "instrument": _s_instrument,
+             "dative": _s_dative, "instrument": _s_instrument, "it": _s_it,
              "like": lambda r: _like(NOUNS[r.choice(CLASSES["person"])], NOUNS[r.choice(CLASSES["likeable"])])}
 _WEIGHTS = {"transitive": 16, "motion": 10, "location": 11, "adjective": 10, "description": 4, "negation": 10,
-            "progressive": 10, "because": 12, "coordination": 6, "dative": 5, "instrument": 4, "like": 2}
+            "progressive": 10, "because": 12, "coordination": 6, "dative": 5, "instrument": 4, "like": 2, "it": 8}
 
 
 def _sample(rng: random.Random, n: int) -> list[Pair]:
-    pairs = {p.en: p for p in _note_pairs()}
+    pairs = {p.en: p for p in _note_pairs() + _it_examples()}
     target, names = n + len(pairs), list(_WEIGHTS)
     for _ in range(40 * n + 1000):
         if len(pairs) >= target:
@@ -278,7 +336,7 @@ def _sample(rng: random.Random, n: int) -> list[Pair]:
 
 
 def generate(seed: int = 0, n_pairs: int = 22000) -> list[Pair]:
-    """The note's examples, then `n_pairs` distinct pairs sampled from the grammar; deterministic in `seed`."""
+    """The note's examples and IT_EXAMPLES, then `n_pairs` distinct pairs sampled from the grammar; deterministic in `seed`."""
     if not isinstance(seed, int) or not isinstance(n_pairs, int) or n_pairs < 0:
         raise ValueError(f"generate expects an int seed and an int n_pairs >= 0, got {seed!r}, {n_pairs!r}")
     return _sample(random.Random(seed), n_pairs)
@@ -287,7 +345,7 @@ def generate(seed: int = 0, n_pairs: int = 22000) -> list[Pair]:
 # ------------------------------------------------------------------ word alignment
 _AUX = {"am", "is", "are", "was", "were", "do", "does", "did", "not"}  # tense, aspect, negation: Korean endings (and 안)
 _PREPS = {"to", "at", "in", "on", "with", "by"}  # Korean particles: 학교에 is "to school"
-_PARTICLES = ("", "은", "는", "이", "가", "을", "를", "와", "과", "에", "에서", "에게", "로", "으로")
+_PARTICLES = ("", "은", "는", "이", "가", "을", "를", "와", "과", "에", "에서", "에게", "께", "로", "으로")
 
 
 def words_of(text: str) -> list[str]:
@@ -307,7 +365,9 @@ def align(pair: Pair) -> list[tuple[int, int]]:
       - a preposition links to the Korean word of its noun (to, school ↔ 학교에), "and" to the first conjunct's (빵과);
       - the verb with its auxiliaries and "not" links to every word of the Korean predicate (is, holding ↔ 들고, 있다);
         a description's copula ("is" blue) links to the predicate adjective (파랗다);
-      - a "because" clause links to the Korean clause (because, he, was, hungry ↔ 배가, 고파서);
+      - a "because" clause links to the Korean clause (because, he, was, hungry ↔ 배가, 고파서), except an "it"
+        that refers to a noun (``pair.it``): it links to that noun's Korean word (it ↔ 고양이는 in "... because it
+        was hungry", it ↔ 우유가 in "... because it was sweet", where because, was, sweet ↔ 달아서);
       - the final period to the final period. Articles and "his" stay unlinked (Korean has none).
     Needs the content-word ids of a generated ``Pair`` (``pair.words``); the note's idiom pair works as well.
     """
@@ -329,15 +389,21 @@ def align(pair: Pair) -> list[tuple[int, int]]:
             _link_noun(NOUNS[wid], en, ko, link, used_ko, predicate)
         elif kind == "A":
             adj = ADJECTIVES[wid]
-            forms = {adj.attr, adj.pres, adj.past} - {""}
-            link([i for i, w in enumerate(en) if w == wid], [j for j, w in enumerate(ko) if w in forms])
+            forms = {adj.attr, adj.pres, adj.past, adj.connective} - {""}
+            ko_idx = [j for j, w in enumerate(ko) if w in forms]
+            link([i for i, w in enumerate(en) if w == wid or (w in ("because", "was", "is") and _in_it_clause(pair, en, i))],
+                 ko_idx)
         elif kind == "R":
-            _link_reason(wid, en, ko, link, predicate)
+            _link_reason(wid, en, ko, link, predicate, skip=_it_index(pair, en))
         elif kind == "V":
             v_en = {w for form in (VERBS[wid].en if wid in VERBS else ("like", "likes")) for w in form.split()} - {"{was}"}
             link([i for i, w in enumerate(en) if w in v_en or (w in _AUX and not _in_reason(en, i))], predicate)
     if not any(w.startswith("V.") for w in pair.words):  # a description: the copula goes to the predicate
         link([i for i, w in enumerate(en) if w in _AUX and not _in_reason(en, i)], predicate)
+    if pair.it:  # "it" → the Korean word of the noun it refers to
+        referent = NOUNS[pair.it].ko
+        link([_it_index(pair, en)], [j for j, w in enumerate(ko) if w.startswith(referent) and w[len(referent):] in _PARTICLES
+                                     and j not in predicate][:1])
     for t_en, t_ko in (t for ts in TIMES.values() for t in ts):
         i, j = _find(en, t_en.lower().split()), _find(ko, t_ko.split())
         if i is not None and j is not None:
@@ -354,6 +420,15 @@ def _find(words: Sequence[str], phrase: Sequence[str]) -> int | None:
 
 def _in_reason(en: Sequence[str], i: int) -> bool:
     return "because" in en and i > en.index("because")
+
+
+def _it_index(pair: Pair, en: Sequence[str]) -> int:
+    """The index of "because it"'s "it" when it refers to a noun (``pair.it``), else -1."""
+    return en.index("because") + 1 if pair.it else -1
+
+
+def _in_it_clause(pair: Pair, en: Sequence[str], i: int) -> bool:
+    return bool(pair.it) and "because" in en and i >= en.index("because")
 
 
 def _predicate(pair: Pair, ko: list[str]) -> list[int]:
@@ -387,13 +462,13 @@ def _link_noun(noun: Noun, en: list[str], ko: list[str], link, used_ko: set[int]
             return
 
 
-def _link_reason(reason: str, en: list[str], ko: list[str], link, predicate: list[int]) -> None:
-    """A "because" clause to its Korean clause; a state ("Minsu is tired") to the predicate."""
+def _link_reason(reason: str, en: list[str], ko: list[str], link, predicate: list[int], skip: int = -1) -> None:
+    """A "because" clause to its Korean clause (but the word at `skip`); a state ("Minsu is tired") to the predicate."""
     forms = REASONS[reason]
     if "because" in en:
         start, clause = en.index("because"), forms[3].split()
         j = _find(ko, clause)
-        link(range(start, len(en) - 1), range(j, j + len(clause)) if j is not None else [])
+        link([i for i in range(start, len(en) - 1) if i != skip], range(j, j + len(clause)) if j is not None else [])
     else:
         link([i for i, w in enumerate(en) if w == reason], predicate)
 
@@ -432,18 +507,39 @@ def _hold_out(rng: random.Random, pool: list[Pair], tokens: dict[str, set], n_va
     test: list[Pair] = []
     valid: list[Pair] = []
     held: set[tuple] = set()  # the keys held out for test and valid
-    for k in keys:
-        if len(test) >= n_test and len(valid) >= n_valid:
-            break
-        if any(carriers[t] < 2 for t in group_tokens[k]):
-            continue  # holding this key out would take a word out of train
-        carriers.subtract(group_tokens[k])
-        (test if len(test) < n_test else valid).extend(groups[k])
-        held.add(k)
+    for split, size in ((test, n_test), (valid, n_valid)):
+        for k in _it_keys_first([k for k in keys if k not in held], groups, size, note_key=split is test):
+            if len(split) >= size:
+                break
+            if any(carriers[t] < 2 for t in group_tokens[k]):
+                continue  # holding this key out would take a word out of train
+            carriers.subtract(group_tokens[k])
+            split.extend(groups[k])
+            held.add(k)
     test, valid = test[:n_test], valid[:n_valid]
     if len(test) < n_test or len(valid) < n_valid:
         raise RuntimeError("could not hold out enough keys; ask for smaller valid/test splits")
     return test, valid, held
+
+
+def referent(p: Pair) -> str:
+    """Which noun "it" refers to in a pair: "subject", "object", or "" (no "it" that refers to a noun)."""
+    return "" if not p.it else "subject" if p.it == p.key[0] else "object"
+
+
+def _it_keys_first(keys: list[tuple], groups: dict[tuple, list[Pair]], size: int, note_key: bool) -> list[tuple]:
+    """The note's "it" key (for test), then "it" keys of each referent (about 3 % of the split each), then the rest."""
+    first = [_IT_KEY] if note_key and size and _IT_KEY in keys else []
+    for kind in ("subject", "object"):
+        count = 0
+        for k in keys:
+            if count >= max(1, 3 * size // 100):
+                break
+            n = sum(p.construction == "it" and referent(p) == kind for p in groups[k])
+            if n and k not in first:
+                first.append(k)
+                count += n
+    return first + [k for k in keys if k not in first]
 
 
 def _choose_train(rest: list[Pair], tokens: dict[str, set], needed: set, n_train: int) -> list[Pair]:
@@ -465,7 +561,8 @@ def _choose_train(rest: list[Pair], tokens: dict[str, set], needed: set, n_train
 
 def make_splits(seed: int = 0, n_train: int = 20000, n_valid: int = 1000, n_test: int = 1000) -> Splits:
     """Deterministic splits. Valid and test hold whole keys (subject, verb, complement) never seen in train,
-    every word they use occurs in train, and the note's sentences are in train."""
+    every word they use occurs in train, the note's sentences are in train and its "it" sentences
+    (IT_EXAMPLES, key ("cat", "drink", "milk")) in test."""
     _check_split_sizes(seed, n_train, n_valid, n_test)
     rng, total = random.Random(seed), n_train + n_valid + n_test
     pool = _sample(rng, total + total // 40 + 50)

@@ -65,7 +65,8 @@ def train_lm(model: nn.Module, batches: list[tuple[Tensor, Tensor]], epochs: int
              warmup: int = 100, pad_id: int = 0, max_seconds: float | None = None, progress=None) -> dict:
     """AdamW, linear warm-up then cosine decay over the planned steps; stops early after ``max_seconds``.
 
-    Returns the loss of every step, the steps done and the seconds taken.
+    Returns the loss of every step, the steps done and planned, whether all of them ran (``finished``; False when
+    ``max_seconds`` stopped it) and the seconds taken.
     """
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.01)
     total = epochs * len(batches)
@@ -92,7 +93,8 @@ def train_lm(model: nn.Module, batches: list[tuple[Tensor, Tensor]], epochs: int
         if max_seconds is not None and time.perf_counter() - start > max_seconds:
             break
     model.eval()
-    return {"losses": losses, "steps": len(losses), "planned": total, "seconds": time.perf_counter() - start}
+    return {"losses": losses, "steps": len(losses), "planned": total, "finished": len(losses) == total,
+            "seconds": time.perf_counter() - start}
 
 
 def translate_lm(model: GPT | Llama, sentences: Sequence[str], vocab: Vocab, max_new_tokens: int | None = None) -> list[str]:

@@ -14,8 +14,9 @@ from .hangul import RIEUL, final_index
 
 __all__ = ["has_batchim", "particle", "with_particle", "Noun", "Verb", "Adjective", "NOUNS", "VERBS", "ADJECTIVES",
            "ADJECTIVES_OF", "CLASSES", "KOREAN_NOUNS", "REASONS", "STATES", "DIET", "HONOURED", "PLACE_OBJECTS", "TOOLS",
-           "VEHICLES", "TIMES", "MEALS", "VERBS_BY_FRAME", "noun_ids", "number_of", "be_form", "noun_phrase",
-           "subject_np", "build_sentence", "like_sentence", "complements", "lemma"]
+           "VEHICLES", "TIMES", "MEALS", "VERBS_BY_FRAME", "IT_RULES", "ItRule", "noun_ids", "variant", "number_of",
+           "be_form", "noun_phrase", "subject_np", "build_sentence", "like_sentence", "it_object_sentence", "complements",
+           "lemma"]
 
 def has_batchim(word: str) -> bool:
     """True when the last Hangul syllable of `word` ends in a consonant (받침): 책 → True, 사과 → False."""
@@ -70,6 +71,8 @@ class Verb:
     flags: str = ""
     prep: str = "to"
     neg: tuple[str, ...] = ()
+    present: tuple[str, ...] = ()  # simple present and its negation when Korean states it: 들고 있다, 들고 있지 않다
+    prog: tuple[str, ...] = ()     # progressive (present, past) when not -고 있다: 도착하는 중이다
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,7 @@ class Adjective:
     pres: str   # predicate ("" when only used before nouns)
     past: str
     nouns: tuple[str, ...]
+    connective: str = ""  # -아서/-어서 ("because it was sweet" → 달아서), for the "it" construction
 
 
 def _sections(path: Path) -> dict[str, list[str]]:
@@ -134,19 +138,20 @@ def _verb(line: str) -> Verb:
     flags = "".join(o for o in opts if "=" not in o)
     kw = dict(o.split("=", 1) for o in opts if "=" in o)
     ko_dict, ko_present, ko_past, ko_connective = (f.replace("_", " ") for f in ko.split())
+    forms = {k: tuple(f.replace("_", " ") for f in kw[k].split(",")) if k in kw else () for k in ("neg", "present", "prog")}
     return Verb(vid, tuple(f.replace("_", " ") for f in en.split()), ko_dict, ko_present, ko_past, ko_connective, frame,
-                noun_ids(subj), noun_ids(comp), flags, kw.get("prep", "to"),
-                tuple(f.replace("_", " ") for f in kw["neg"].split(",")) if "neg" in kw else ())
+                noun_ids(subj), noun_ids(comp), flags, kw.get("prep", "to"), **forms)
 
 
 VERBS = {v.id: v for v in map(_verb, _S["verbs"])}
-ADJECTIVES = {a[0]: Adjective(a[0], a[1], a[2].strip("-"), a[3].strip("-"), noun_ids(a[4]))
+ADJECTIVES = {a[0]: Adjective(a[0], a[1], a[2].strip("-"), a[3].strip("-"), noun_ids(a[4]), "".join(a[5:]))
               for a in (line.split() for line in _S["adjectives"])}
 ADJECTIVES_OF: dict[str, list[Adjective]] = {}  # noun id → the adjectives that fit it
 for _adj in ADJECTIVES.values():
     for _nid in _adj.nouns:
         ADJECTIVES_OF.setdefault(_nid, []).append(_adj)
-REASONS = {r[0]: r[1:] for r in (line.split("|") for line in _S["reasons"])}  # en, pres, past, conn, who, actions
+# en, pres, past, conn, who, actions[, third-person "pres,past"]
+REASONS = {r[0]: r[1:] for r in (line.split("|") for line in _S["reasons"])}
 STATES = [r for r, v in REASONS.items() if not v[0].startswith("it ")]     # predicates of people and animals
 
 
@@ -158,6 +163,25 @@ def _table(name: str) -> dict[str, str]:
 # vehicles|places, time phrases by tense, meals (no morning or night time phrase with a meal).
 DIET, _DRINKS, _PREY, _JOBS = _table("diet"), _table("drinks"), _table("prey"), _table("jobs")
 HONOURED = set(_S["honoured"][0].split())
+CLASSES["honoured"] = tuple(sorted(HONOURED))
+# verb id → [(variant verb id, the role that decides: subject/object/recipient, the nouns that take the variant)]
+_VARIANTS: dict[str, list[tuple[str, str, tuple[str, ...]]]] = {}
+for _line in _S["variants"]:
+    _base, _var, _role, _spec = _line.split("|")
+    _VARIANTS.setdefault(_base, []).append((_var, _role, noun_ids(_spec)))
+
+
+@dataclass(frozen=True)
+class ItRule:
+    """A line of the "it" construction: "because it was ADJ" refers to the subject or to the object."""
+    referent: str                 # "subject" or "object"
+    adjectives: tuple[str, ...]   # subject: REASONS names (hungry); object: ADJECTIVES ids (sweet)
+    actions: tuple[str, ...]      # "verb:complements", "!" negated, as in [reasons]
+    subjects: tuple[str, ...]
+
+
+IT_RULES = [ItRule(r, tuple(a.split()), tuple(act.split()), noun_ids(subj))
+            for r, a, act, subj in (line.split("|") for line in _S["it"])]
 PLACE_OBJECTS = [line.split("|") for line in _S["place_objects"]]
 TOOLS = [line.split("|") for line in _S["tools"]]
 VEHICLES = [line.split("|") for line in _S["vehicles"]]
@@ -219,12 +243,16 @@ def _place_np(place: Noun, prep: str) -> str:
 
 def _verb_ko(v: Verb, past: bool, prog: bool, neg: bool) -> str:
     if prog:
-        return v.ko[:-1] + ("고 있었다" if past else "고 있다")
+        return v.prog[past] if v.prog else v.ko[:-1] + ("고 있었다" if past else "고 있다")
+    if v.present and not past:
+        return v.present[neg]  # holds → 들고 있다
     form = v.ko_past if past else v.ko_present
     if not neg:
         return form
     if v.neg:
         return v.neg[past]
+    if "L" in v.flags:  # long negation: 걸어가지 않았다, not 안 걸어갔다
+        return v.ko[:-1] + ("지 않았다" if past else "지 않는다")
     if v.ko.endswith("하다") and len(v.ko) > 2:  # 공부하다 → 공부를 안 한다
         return f"{with_particle(v.ko[:-2], '을/를')} 안 {'했다' if past else '한다'}"
     return "안 " + form
@@ -287,7 +315,7 @@ def _ko_words(subj: tuple[Noun, ...], v: Verb, comps: tuple[Noun, ...], adj: Adj
     ko += [time[1]] if time else []
     ko += [REASONS[reason][3]] if reason else []
     ko += [place.ko + ("에" if "E" in v.flags else "에서")] if place else []
-    ko += [recipient.ko + "에게"] if recipient else []
+    ko += [recipient.ko + ("께" if recipient.id in HONOURED else "에게")] if recipient else []
     ko += [with_particle(tool.ko, "으로/로")] if tool else []
     return ko + _ko_complements(v, comps, adj)
 
@@ -306,6 +334,7 @@ def build_sentence(subj: tuple[Noun, ...], v: Verb, comp=None, *, tense: str = "
     """One sentence pair: (English, Korean, content-word ids)."""
     number, past = ("pl" if len(subj) > 1 else number_of(subj[0])), tense == "past"
     comps = comp if isinstance(comp, tuple) else ((comp,) if comp is not None else ())
+    v = variant(v, subj, comps, recipient)
     en = [" and ".join(subject_np(s) for s in subj), _en_verb(v, number, past, prog, neg)]
     en += _en_complements(v, comps, art, adj, recipient)
     en += _en_adjuncts(subj, number, past, place, tool, time, reason)
@@ -323,8 +352,27 @@ def like_sentence(s: Noun, o: Noun) -> tuple[str, str, tuple[str, ...]]:
     return en[0].upper() + en[1:], f"{with_particle(s.ko, '은/는')} {ko}.", ("N." + s.id, "V.like", "N." + o.id)
 
 
-# Verbs by frame (obj, dest, loc, dat, none), leaving out those flagged B (built only by special samplers).
-VERBS_BY_FRAME = {f: [v for v in VERBS.values() if v.frame == f and "B" not in v.flags]
+def variant(v: Verb, subj: Sequence[Noun], comps: Sequence[Noun], recipient: Noun | None = None) -> Verb:
+    """The verb that Korean uses with these nouns: 테니스를 치다 (not 하다), 개를 씻기다, 선생님께 드리다 ([variants])."""
+    for var, role, ids in _VARIANTS.get(v.id, ()):
+        nouns = {"subject": subj, "object": comps, "recipient": (recipient,) if recipient else ()}[role]
+        if any(n.id in ids for n in nouns):
+            return VERBS[var]
+    return v
+
+
+def it_object_sentence(s: Noun, v: Verb, o: Noun, adj: Adjective, *, tense: str = "past", neg: bool = False,
+                       time: tuple[str, str] | None = None) -> tuple[str, str, tuple[str, ...]]:
+    """The cat drank the milk because it was sweet. → 고양이는 우유가 달아서 마셨다. ("it" is the object: the object
+    becomes the adjective's subject and is not repeated); returns (English, Korean, word ids)."""
+    en, _, words = build_sentence((s,), v, o, tense=tense, neg=neg, art=("the",), time=time)
+    ko = [with_particle(s.ko, "은/는")] + ([time[1]] if time else []) + [with_particle(o.ko, "이/가"), adj.connective]
+    ko.append(_verb_ko(variant(v, (s,), (o,)), tense == "past", False, neg))
+    return f"{en[:-1]} because it {be_form('sg', tense == 'past')} {adj.id}.", " ".join(ko) + ".", words + ("A." + adj.id,)
+
+
+# Verbs by frame (obj, dest, loc, dat, none), leaving out those built only by special samplers (flags B, V, I).
+VERBS_BY_FRAME = {f: [v for v in VERBS.values() if v.frame == f and not set("BVI") & set(v.flags)]
                   for f in ("obj", "dest", "loc", "dat", "none")}
 
 

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attention import causal_mask
+from .corpus import NOUNS, Pair, referent, words_of
 from .encoder import LayerNorm
 from .hooks import HookPoint, run_with_cache, run_with_hooks
 from .multihead import MultiHeadAttention
@@ -24,7 +25,8 @@ from .validate import check_int
 __all__ = ["AttentionOnly", "AttentionOnlyBlock", "FinalNorm", "RepeatedTokens", "TrainingLog", "repeated_tokens",
            "repeated_twice", "train_induction", "masked_losses", "previous_token_scores", "induction_scores",
            "logit_lens", "head_contributions", "direct_logit_attribution", "alignment_accuracy", "logit_difference",
-           "recovery", "patch_sweep"]
+           "recovery", "patch_sweep", "ItCase", "it_cases", "it_attention", "referent_scores", "AdjectivePair",
+           "adjective_minimal_pairs"]
 
 
 # --- the attention-only model -----------------------------------------------------------------
@@ -347,3 +349,105 @@ def patch_sweep(model: nn.Module, clean: Sequence[Tensor], corrupted: Sequence[T
             patched = metric(run_with_hooks(model, *corrupted, hooks=[(name, patch)]))
             out[i, j] = recovery(patched, clean_m, corrupted_m).mean()
     return out
+
+
+# --- the note's "it": which noun does "it" refer to? -----------------------------------------------
+
+class ItCase(NamedTuple):
+    """A "... because it was ADJ." pair as the translator reads it: its word tokens and four positions in ``en``.
+
+    ``subject`` and ``object`` are the positions of the two nouns (the last word of "police officer"), ``referent``
+    says which of them "it" refers to ("subject": ... because it was hungry; "object": ... because it was sweet).
+    """
+
+    en: list[str]
+    ko: list[str]
+    it: int
+    subject: int
+    object: int
+    adjective: int
+    referent: str
+
+
+def it_cases(pairs: Sequence[Pair]) -> list[ItCase]:
+    """The pairs of the corpus's "it" construction (subject, verb, object, "because it was ADJ"), with the positions
+    of "it", the two nouns and the adjective, and the noun "it" refers to (``Pair.it``, ``corpus.referent``); other
+    pairs are skipped. The only function of this module that reads ``Pair``'s fields."""
+    cases = []
+    for pair in pairs:
+        kind = referent(pair)
+        if pair.construction != "it" or not kind:
+            continue
+        en = words_of(pair.en)
+        lowered = [w.lower() for w in en]
+        subject = _noun_position(lowered, NOUNS[pair.key[0]].en, 0, pair.en)
+        obj = _noun_position(lowered, NOUNS[pair.key[2]].en, subject + 1, pair.en)
+        it = lowered.index("because") + 1  # "because it was ADJ ."
+        cases.append(ItCase(en, words_of(pair.ko), it, subject, obj, len(en) - 2, kind))
+    return cases
+
+
+def _noun_position(lowered: list[str], noun: str, start: int, sentence: str) -> int:
+    """The position of the last word of ``noun`` ("officer" of "police officer") at or after ``start``."""
+    tokens = noun.lower().split()
+    for i in range(start, len(lowered) - len(tokens) + 1):
+        if lowered[i:i + len(tokens)] == tokens:
+            return i + len(tokens) - 1
+    raise ValueError(f"it_cases: the noun {noun!r} is not in {sentence!r} after word {start}")
+
+
+def it_attention(pattern: Tensor, case: ItCase) -> Tensor:
+    """The weight from "it" to the noun it refers to, to the other noun, and to the adjective (in that order).
+
+    Shape:
+        pattern (..., S, S) for the sentence of ``case`` -> (..., 3)
+    """
+    if not isinstance(pattern, Tensor) or pattern.dim() < 2 or pattern.shape[-2] != pattern.shape[-1] \
+            or pattern.shape[-1] <= max(case.it, case.subject, case.object, case.adjective):
+        raise ValueError(f"it_attention expects a self-attention pattern (..., S, S) with S >= {len(case.en)} for "
+                         f"{' '.join(case.en)!r}, got {_describe(pattern)}")
+    right, other = (case.subject, case.object) if case.referent == "subject" else (case.object, case.subject)
+    return pattern[..., case.it, [right, other, case.adjective]]  # (..., 3)
+
+
+def referent_scores(to_referent: Tensor, to_other: Tensor) -> Tensor:
+    """The share of cases in which the weight on the noun "it" refers to exceeds the weight on the other noun.
+
+    Ties count half, so a head that cannot tell the nouns apart scores 0.5 (chance); 1 = always the right noun.
+    Shape:
+        to_referent, to_other (N, ...) -> (...)
+    """
+    if not isinstance(to_referent, Tensor) or not isinstance(to_other, Tensor) or to_referent.shape != to_other.shape \
+            or to_referent.dim() == 0 or to_referent.shape[0] == 0:
+        raise ValueError(f"referent_scores expects two tensors of the same shape (N, ...) with N >= 1 cases, got "
+                         f"to_referent {_describe(to_referent)} and to_other {_describe(to_other)}")
+    wins = (to_referent > to_other).double() + 0.5 * (to_referent == to_other).double()  # (N, ...)
+    return wins.mean(dim=0)
+
+
+class AdjectivePair(NamedTuple):
+    """Two "it" sentences equal but for the adjective: "it" is the subject in one, the object in the other.
+
+    ``k`` is the first Korean word where their translations differ (배가 / 우유가 in 고양이는 배가 고파서 ... /
+    고양이는 우유가 달아서 ...): the word whose choice names the referent.
+    """
+
+    subject: ItCase
+    object: ItCase
+    k: int
+
+
+def adjective_minimal_pairs(cases: Sequence[ItCase]) -> list[AdjectivePair]:
+    """Every (subject-referent, object-referent) couple of ``cases`` whose English differs only in the adjective,
+    sorted by the English; a sentence with two partners (hot, cold) is in two couples."""
+    groups: dict[tuple[str, ...], list[ItCase]] = {}
+    for case in cases:
+        frame = case.en[:case.adjective] + ["_"] + case.en[case.adjective + 1:]
+        groups.setdefault(tuple(frame), []).append(case)
+    out = []
+    for group in groups.values():
+        for a in (c for c in group if c.referent == "subject"):
+            for b in (c for c in group if c.referent == "object"):
+                k = next((j for j, (x, y) in enumerate(zip(a.ko, b.ko)) if x != y), min(len(a.ko), len(b.ko)))
+                out.append(AdjectivePair(a, b, k))
+    return sorted(out, key=lambda p: (" ".join(p.subject.en), " ".join(p.object.en)))

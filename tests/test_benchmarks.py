@@ -5,6 +5,7 @@ rotates its order; and ``python -m course_lib.training --config paper_base --bf1
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import subprocess
 import sys
@@ -348,3 +349,24 @@ def test_the_unk_dropout_table_chapter_10_prints_is_the_shipped_checkpoints():
     shipped = checkpoint.load_pretrained()
     assert f"| 0 | {training.UNK_DROPOUT:g} |" in text and shipped.meta["unk_dropout"] == training.UNK_DROPOUT
     assert "| 0 | 0 |" in text  # the run without word dropout, for comparison
+
+
+def test_ch07_recipe_table_from_rows_keeps_the_recipes_order_and_writes_atomically(tmp_path):
+    """The recipe benchmark's table (no training here): rows merged from two runs come out in RECIPES' order."""
+    recipe = _load("ch07_recipe")
+    names = list(recipe.RECIPES)
+    assert names[0] == "8x128 (before)" and "4x64 cool" in names and "4x64" in names
+    shipped = recipe.RECIPES["4x64"].train
+    chosen = {k: getattr(training.CHAPTER07_TRAIN, k) for k in shipped}
+    assert chosen == shipped, "the chapter's recipe is a row of the benchmark"
+    row = {"recipe": "", "cpu": 61.4, "seconds": 70.2, "steps": 1252, "epochs": 4, "batch": 64, "warmup": 300,
+           "factor": 1.0, "cooldown": 0.4, "d_ff": 512, "valid": 0.1412, "bleu": 99.171, "exact": 0.983, "notes": "9/9"}
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("\n".join(json.dumps({**row, "recipe": n}) for n in reversed(names[:2])) + "\n", encoding="utf-8")
+    out = tmp_path / "table.md"
+    assert recipe.main(["--table-from", str(rows), "--out", str(out)]) == 0
+    lines = out.read_text(encoding="utf-8").splitlines()
+    body = [line for line in lines if line.startswith("| ") and not line.startswith("| recipe")]
+    assert [line.split(" | ")[0] for line in body] == [f"| {n}" for n in names[:2]]
+    assert "| 61 | 70 | 1,252 | 4 × 64 | 300 | 1 | 40% | 512 | 0.141 | 99.17 | 98.3 % | 9/9 |" in body[0]
+    assert "BLEU nrefs:1" in lines[0] and sorted(p.name for p in tmp_path.iterdir()) == ["rows.jsonl", "table.md"]

@@ -497,7 +497,7 @@ def _first_exercise(solution: nbformat.NotebookNode) -> tuple[int, str, int]:
 
 def test_exercise_filled_in_passes_its_checker_and_is_never_overwritten(lab, page):
     """Type the first answer into exercises/01_tokens.ipynb, Run All, see ✓; save; regenerate: kept."""
-    from course_lib.exercises import is_untouched, write_exercises
+    from course_lib.course.exercises import is_untouched, write_exercises
 
     course = lab[2]
     index, answer, check = _first_exercise(nbformat.read(SOLUTION, as_version=4))

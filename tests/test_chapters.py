@@ -1,4 +1,4 @@
-"""The course map is true: ``course_lib.chapters.CHAPTERS`` against the notebooks, the README and chapter 00.
+"""The course map is true: ``course_lib.course.chapters.CHAPTERS`` against the notebooks, the README and chapter 00.
 
 For any number of chapters: every ``notebooks/NN_name.ipynb`` is a published row of the list (and every
 published row has its notebook, titled ``# NN · title``); a row marked ``planned`` has no notebook yet
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from course_lib.chapters import CHAPTERS, Chapter, course_map, modules_cell, next_chapter, published
+from course_lib.course.chapters import CHAPTERS, Chapter, course_map, modules_cell, next_chapter, published
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -69,9 +69,9 @@ def test_the_list_is_numbered_in_order_and_names_existing_modules():
 def test_every_notebook_is_a_published_chapter_and_the_other_way_round():
     by_stem = {c.stem: c for c in CHAPTERS}
     for path in NOTEBOOKS:
-        assert path.stem in by_stem, f"notebooks/{path.name} is not in course_lib/chapters.py: add its row"
+        assert path.stem in by_stem, f"notebooks/{path.name} is not in course_lib/course/chapters.py: add its row"
         assert not by_stem[path.stem].planned, (
-            f"notebooks/{path.name} exists: remove planned=True from its row in course_lib/chapters.py")
+            f"notebooks/{path.name} exists: remove planned=True from its row in course_lib/course/chapters.py")
     stems = {p.stem for p in NOTEBOOKS}
     for c in published():
         assert c.stem in stems, f"chapter {c.nn} is listed but notebooks/{c.stem}.ipynb does not exist (mark it planned)"
@@ -82,7 +82,7 @@ def test_title_and_what_comes_next(chapter):
     cells = _cells(ROOT / "notebooks" / f"{chapter.stem}.ipynb")
     heading = re.search(r"^# (.+)$", cells[0]["source"], re.MULTILINE)
     assert heading and heading.group(1).strip() == f"{chapter.nn} · {chapter.title}", (
-        "the notebook's title and course_lib/chapters.py disagree")
+        "the notebook's title and course_lib/course/chapters.py disagree")
     assert next_problems(chapter.number, cells[-1]["source"], published()) == []
     elsewhere = [i for i, c in enumerate(cells[:-1]) if c["cell_type"] == "markdown" and LAST.search(c["source"])]
     if next_chapter(chapter.number) is not None:
@@ -111,7 +111,7 @@ def test_chapter_00_shows_the_map_of_the_list():
     maps = [c["source"] for c in cells if c["cell_type"] == "markdown" and re.search(r"^\| ?\d\d ?\|", c["source"], re.M)]
     assert len(maps) == 1, "chapter 00 holds exactly one course map"
     assert maps[0].rstrip().endswith(course_map().rstrip()), (
-        "chapter 00's course map differs from course_lib.chapters.course_map(): paste the new table")
+        "chapter 00's course map differs from course_lib.course.chapters.course_map(): paste the new table")
 
 
 def test_the_map_lists_every_published_chapter_and_no_planned_one():

@@ -6,8 +6,8 @@ from collections import Counter, defaultdict
 import pytest
 import torch
 
-from course_lib import checks
-from course_lib.checks import CheckFailed
+from course_lib.course import checks
+from course_lib.course.checks import CheckFailed
 
 ch01 = checks.ch01
 

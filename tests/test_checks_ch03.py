@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
-from course_lib import attention, checks
-from course_lib.checks import CheckFailed
+from course_lib import attention
+from course_lib.course import checks
+from course_lib.course.checks import CheckFailed
 
 ch03 = checks.ch03
 

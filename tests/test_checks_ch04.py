@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from course_lib import checks
 from course_lib.attention import scaled_dot_product_attention
-from course_lib.checks import CheckFailed
+from course_lib.course import checks
+from course_lib.course.checks import CheckFailed
 from course_lib.multihead import MultiHeadAttention as LibraryMHA
 from course_lib.multihead import merge_heads as lib_merge
 from course_lib.multihead import split_heads as lib_split
@@ -291,7 +291,7 @@ def test_mask_not_per_head_is_caught_both_as_a_crash_and_as_a_silent_error():
     with pytest.raises(CheckFailed, match="RuntimeError.*must match the size") as crash:
         ch04.multi_head_attention(bad)
     assert "padding mask" in str(crash.value) and "mask is not broadcast per head" in str(crash.value)
-    from course_lib.checks.ch04 import _cases, _mha, _mistakes
+    from course_lib.course.checks.ch04 import _cases, _mha, _mistakes
     what, d_model, n_heads, (q, k, v), mask = _cases()[3]
     assert mask.shape[0] == n_heads == 2
     module = bad(d_model, n_heads).double()
@@ -300,13 +300,13 @@ def test_mask_not_per_head_is_caught_both_as_a_crash_and_as_a_silent_error():
     with torch.no_grad():
         got = module(q, k, v, mask=mask)
     assert not torch.allclose(got, _mha(p, q, k, v, mask, n_heads), atol=1e-6)
-    from course_lib.checks.ch04 import MASK_HEAD_HINT
+    from course_lib.course.checks.ch04 import MASK_HEAD_HINT
     torch.testing.assert_close(got, dict(_mistakes(p, q, k, v, mask, n_heads))[MASK_HEAD_HINT])
 
 
 def test_reference_equals_the_library_and_pytorch():
     """The checker's own reference is right: equal to nn.MultiheadAttention with copied weights."""
-    from course_lib.checks.ch04 import _cases, _mha
+    from course_lib.course.checks.ch04 import _cases, _mha
     for what, d_model, n_heads, (q, k, v), mask in _cases():
         torch.manual_seed(1)
         theirs = nn.MultiheadAttention(d_model, n_heads, batch_first=True).double()

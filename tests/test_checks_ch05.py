@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from course_lib import checks
-from course_lib.checks import CheckFailed
+from course_lib.course import checks
+from course_lib.course.checks import CheckFailed
 from course_lib.encoder import FeedForward as LibFeedForward
 from course_lib.encoder import LayerNorm
 from course_lib.multihead import MultiHeadAttention

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from course_lib import checks
-from course_lib.checks import CheckFailed
+from course_lib.course import checks
+from course_lib.course.checks import CheckFailed
 from course_lib.decoder import DecoderLayer as LibDecoderLayer
 from course_lib.encoder import FeedForward, LayerNorm
 from course_lib.multihead import MultiHeadAttention

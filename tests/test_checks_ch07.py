@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from course_lib import checks
-from course_lib.checks import CheckFailed
+from course_lib.course import checks
+from course_lib.course.checks import CheckFailed
 
 ch07 = checks.ch07
 

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from course_lib import checks
-from course_lib.checks import CheckFailed
+from course_lib.course import checks
+from course_lib.course.checks import CheckFailed
 
 ch08 = checks.ch08
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from course_lib import checks
-from course_lib.checks import CheckFailed
+from course_lib.course import checks
+from course_lib.course.checks import CheckFailed
 from course_lib.llama import apply_rotary as lib_apply_rotary
 from course_lib.llama import grouped_query_attention as lib_gqa
 from course_lib.llama import rotary_cos_sin

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from course_lib import checks
-from course_lib.checks import CheckFailed
+from course_lib.course import checks
+from course_lib.course.checks import CheckFailed
 
 ch11 = checks.ch11
 

@@ -1,4 +1,4 @@
-"""The checker infrastructure (course_lib.checks): graded hints, first difference, (hint, value)
+"""The checker infrastructure (course_lib.course.checks): graded hints, first difference, (hint, value)
 mistakes, the @checker decorator (no RNG trace, a pointer to the hints, a success report that only
 `python -m course_lib check` can read)."""
 from __future__ import annotations
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from course_lib import checks
-from course_lib.checks import CheckFailed, checker, expect_close, randn
+from course_lib.course import checks
+from course_lib.course.checks import CheckFailed, checker, expect_close, randn
 
 
 def test_hint_prints_the_next_level_on_each_call(capsys, monkeypatch):

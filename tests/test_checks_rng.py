@@ -1,7 +1,7 @@
 """Checkers leave no trace: torch's, NumPy's and Python's RNG states are as they were, on success
 and on failure, for every checker of every chapter (issue 11 §4).
 
-Failure: each public checker of each ``course_lib.checks.chNN`` module is given a wrong answer that
+Failure: each public checker of each ``course_lib.course.checks.chNN`` module is given a wrong answer that
 itself draws from all three RNGs. Success: each solution notebook's code runs in this process and
 the states are compared around every check cell.
 """
@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-import course_lib.checks as checks_pkg
+import course_lib.course.checks as checks_pkg
 
 matplotlib.use("Agg")
 
@@ -40,7 +40,7 @@ def _assert_same(before: tuple, after: tuple, what: str) -> None:
 
 
 def _checkers(chapter: str) -> list[tuple[str, object]]:
-    module = importlib.import_module(f"course_lib.checks.{chapter}")
+    module = importlib.import_module(f"course_lib.course.checks.{chapter}")
     public = [(name, getattr(module, name)) for name in getattr(module, "__all__", [])]
     return [(name, obj) for name, obj in public if inspect.isfunction(obj)]  # not HINTS, not helper classes
 
@@ -51,7 +51,7 @@ def test_every_chapter_module_is_found():
 
 @pytest.mark.parametrize("chapter", CHAPTERS)
 def test_every_checker_is_decorated_and_has_graded_hints(chapter):
-    module = importlib.import_module(f"course_lib.checks.{chapter}")
+    module = importlib.import_module(f"course_lib.course.checks.{chapter}")
     assert len(_checkers(chapter)) >= 3, f"{chapter} has fewer than 3 checked exercises"
     for name, fn in _checkers(chapter):
         assert getattr(fn, "exercise", None) == f"{chapter}.{name}", f"{chapter}.{name} lacks @checker('{chapter}.{name}')"

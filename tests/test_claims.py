@@ -6,7 +6,7 @@ The rule (COURSE_DESIGN §4 "Claims"). The markdown cell states a number as a te
 For every ``claim`` call in notebooks/ and solutions/, ``every_claim_is_stated`` demands:
 
 1. ``low`` and ``high`` are literal numbers and ``said`` is a literal string;
-2. ``said`` holds a number (``course_lib.claims.stated_number``: digits with commas, a decimal point or
+2. ``said`` holds a number (``course_lib.course.claims.stated_number``: digits with commas, a decimal point or
    an exponent; ``%`` also allows the fraction; number words "zero" to "ten", "twice", "half") that lies
    in ``[low, high]``;
 3. ``said`` is written, as a whole number and not inside a longer one ("6" does not match "64" or
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from course_lib.claims import ClaimError, claim, stated_number
+from course_lib.course.claims import NOT_CHECKED, ClaimError, claim, stated_number
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted([*ROOT.glob("notebooks/*.ipynb"), *ROOT.glob("solutions/*.ipynb")])
@@ -58,6 +58,28 @@ def test_claim_rejects_bad_arguments():
         claim("merges", 69, 60, 70, said="many")
     with pytest.raises(TypeError, match="said must be"):
         claim("merges", 69, 60, 70, said=69)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("value", [13.7, 3.0, float("nan")])
+def test_a_claim_that_does_not_apply_prints_the_value_as_not_checked_and_never_raises(value, capsys):
+    assert claim("the speed-up", value, 10, 20, said="about 14×", applies=False) == pytest.approx(value, nan_ok=True)
+    out = capsys.readouterr().out
+    assert out == (f"– the speed-up: {value:.4g} (not checked: your model stopped early; the text describes a fully "
+                   "trained one: it says about 14×, allowed 10 to 20)\n")
+    assert NOT_CHECKED in out and "✓" not in out
+
+
+def test_applies_true_still_checks_and_applies_false_still_checks_the_arguments():
+    with pytest.raises(ClaimError):  # True is the default: the number is checked
+        claim("the speed-up", 3.0, 10, 20, said="14×", applies=True)
+    with pytest.raises(ValueError, match="outside the tolerance"):  # the text and the tolerance must agree anyway
+        claim("merges", 69, 60, 70, said="75", applies=False)
+    with pytest.raises(ValueError, match="low"):
+        claim("x", 1, 2, 1, applies=False)
+    with pytest.raises(TypeError, match="applies must be True or False"):
+        claim("x", 1, 0, 2, applies="no")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="applies must be True or False"):
+        claim("x", 1, 0, 2, applies=None)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("said, expected", [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from course_lib import checks
+from course_lib.course import checks
 
 
 def pad_batch(id_lists, pad_id):

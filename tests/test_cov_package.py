@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from course_lib import __main__ as cli
-from course_lib import exercises, set_seed, show_source
+from course_lib import set_seed, show_source
+from course_lib.course import cli, exercises
 from course_lib.hangul import final_index
 
 

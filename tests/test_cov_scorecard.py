@@ -17,7 +17,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from course_lib import scorecard as sc
+from course_lib.course import scorecard as sc
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="stand-in workers are shebang scripts; groups need POSIX")
 
@@ -152,7 +152,7 @@ def test_the_kernel_gets_no_token_and_no_learners_folder_but_a_run_mark_and_this
     assert sc.TOKEN_ENV not in env and "OLDPWD" not in env and env["PWD"] == str(tmp_path)
     assert "/home/learner" not in "".join(env.values())
     assert len(env[sc.RUN_ENV]) == 16
-    here = str(Path(sc.__file__).resolve().parents[1])
+    here = str(Path(__file__).resolve().parents[1])  # the folder that holds this course_lib (the repository)
     assert env["PYTHONPATH"].split(os.pathsep) == [here, "/somewhere/else"]
     assert sc._kernel_env(tmp_path)[sc.RUN_ENV] != env[sc.RUN_ENV]  # a fresh mark for every run
 
@@ -345,7 +345,7 @@ def test_format_scorecard_counts_passes_and_shows_notes():
 
 
 def test_the_check_command_prints_the_scorecard_and_fails_unless_all_passed(tmp_path, monkeypatch, capsys):
-    from course_lib import __main__ as cli
+    from course_lib.course import cli
 
     path = _notebook(tmp_path / "ex.ipynb", "checks.ch01.encode(encode)", "checks.ch01.decode(decode)")
     body = """
@@ -373,7 +373,7 @@ open(progress, 'w').write(json.dumps({'notebook': nb, 'stopped': {}, 'running': 
 @pytest.mark.parametrize("option", ["--timeout", "--time-limit"])
 @pytest.mark.parametrize("value", ["0", "-1", "-5", "1.5", "soon"])
 def test_check_refuses_a_limit_below_one_second_in_the_parser(tmp_path, capsys, option, value):
-    from course_lib import __main__ as cli
+    from course_lib.course import cli
 
     path = _notebook(tmp_path / "ex.ipynb", "x = 1")
     with pytest.raises(SystemExit) as exit_:
@@ -394,7 +394,7 @@ def test_scorecard_refuses_a_bad_limit_before_running_anything(tmp_path, monkeyp
 
 def test_a_run_that_deletes_its_own_folders_still_gives_a_scorecard(tmp_path, monkeypatch, capsys):
     """The worker (as a notebook might) deletes the sandbox and then the grader's folder: a scorecard, exit 1."""
-    from course_lib import __main__ as cli
+    from course_lib.course import cli
 
     path = _notebook(tmp_path / "ex.ipynb", "checks.ch01.encode(encode)")
     body = """
@@ -427,7 +427,7 @@ def test_processes_that_leave_the_worker_before_it_exits_are_ended_too(tmp_path,
     pids = tmp_path / "pids"
     body = f"""
 import subprocess
-from course_lib.scorecard import _become_subreaper
+from course_lib.course.scorecard import _become_subreaper
 _become_subreaper()
 copy, progress, timeout, pidfile = sys.argv[3:7]
 a = subprocess.Popen(['sleep', '300'], start_new_session=True, env={{}})

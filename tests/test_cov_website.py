@@ -12,7 +12,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from course_lib import website
+from course_lib.course import website
 
 
 class _FakeClient:
@@ -72,9 +72,9 @@ def course(tmp_path, monkeypatch):
     (root / "benchmarks").mkdir()
     (root / "benchmarks" / "README.md").write_text("# Benchmarks\n\nNumbers.\n", encoding="utf-8")
     (root / "README.md").write_text("# The Course\n\nWhat it is.\n\n## Tests\n\nnot on the site\n", encoding="utf-8")
-    (root / "course_lib").mkdir()
+    (root / "course_lib" / "course").mkdir(parents=True)
     (root / "course_lib" / "model.py").write_text("X = 1\n", encoding="utf-8")
-    (root / "course_lib" / "website.py").write_text("# the site's own code\n", encoding="utf-8")
+    (root / "course_lib" / "course" / "website.py").write_text("# the site's own code\n", encoding="utf-8")
     monkeypatch.setattr(website, "ROOT", root)
     return root
 
@@ -92,7 +92,7 @@ def test_execute_runs_with_the_thread_policy_first_and_caches_by_source_hash(cou
     assert "executing notebooks/00_intro.ipynb" in capsys.readouterr().out
 
     assert website.execute(path, target) == nb and len(fake_kernel.runs) == 1  # cached: no kernel
-    (course / "course_lib" / "website.py").write_text("# the site's code changed\n", encoding="utf-8")
+    (course / "course_lib" / "course" / "website.py").write_text("# the site's code changed\n", encoding="utf-8")
     assert website.execute(path, target) == nb and len(fake_kernel.runs) == 1  # the site's own code is not hashed
     (course / "course_lib" / "model.py").write_text("X = 2\n", encoding="utf-8")
     website.execute(path, target)

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from course_lib import doctor, viz
-from course_lib.__main__ import main as cli
+from course_lib import viz
+from course_lib.course import doctor
+from course_lib.course.cli import main as cli
 
 ROOT = Path(__file__).resolve().parents[1]
 

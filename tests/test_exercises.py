@@ -8,8 +8,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from course_lib.exercises import DEFAULT_TODO, is_untouched, make_exercise, strip_code
-from course_lib.scorecard import format_scorecard, grade
+from course_lib.course.exercises import DEFAULT_TODO, is_untouched, make_exercise, strip_code
+from course_lib.course.scorecard import format_scorecard, grade
 
 ROOT = Path(__file__).resolve().parents[1]
 SOLUTIONS = sorted((ROOT / "solutions").glob("*.ipynb"))
@@ -152,8 +152,8 @@ def test_check_command_scores_a_solution_notebook_as_all_passed():
 
 import re  # noqa: E402
 
-from course_lib import checks  # noqa: E402
-from course_lib.exercises import MODEL_ANSWER, is_model_answer  # noqa: E402
+from course_lib.course import checks  # noqa: E402
+from course_lib.course.exercises import MODEL_ANSWER, is_model_answer  # noqa: E402
 
 DIFFICULTY = re.compile(r"^\*\*Difficulty:\*\* ([●○]{3}) \(([123]) of 3\) · \*\*about \d+ minutes\*\*$", re.MULTILINE)
 def _chapter_param(path: Path):

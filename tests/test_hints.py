@@ -1,4 +1,4 @@
-"""The graded hints live in Markdown (course_lib/checks/hints/chNN.md), read by checks.load_hints:
+"""The graded hints live in Markdown (course_lib/course/checks/hints/chNN.md), read by checks.load_hints:
 the text comes back exactly as the Python tuples had it, tricky text survives, and a malformed file
 fails with its file and line."""
 from __future__ import annotations
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from course_lib import checks
-from course_lib.checks import ch01, ch03, load_hints, read_hints
+from course_lib.course import checks
+from course_lib.course.checks import ch01, ch03, load_hints, read_hints
 
 try:
     import tomllib
@@ -17,7 +17,7 @@ except ImportError:  # Python 3.10
     import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
-HINTS_DIR = ROOT / "course_lib" / "checks" / "hints"
+HINTS_DIR = ROOT / "course_lib" / "course" / "checks" / "hints"
 
 # Frozen copies of the tuples as they stood in ch01.py / ch03.py before the move to Markdown.
 FROZEN = {
@@ -75,8 +75,8 @@ def test_every_chapter_module_takes_its_hints_from_its_markdown_file_once():
 
 def test_the_hints_files_are_shipped_with_the_package():
     config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
-    assert "course_lib.checks" in config["packages"]
-    assert "hints/*.md" in config["package-data"]["course_lib.checks"]
+    assert "course_lib.course.checks" in config["packages"]
+    assert "hints/*.md" in config["package-data"]["course_lib.course.checks"]
 
 
 CHECKERS = '''from . import checker

@@ -20,9 +20,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from course_lib import exercises
-from course_lib.__main__ import main as cli
-from course_lib.exercises import is_untouched, make_exercise
+from course_lib.course import exercises
+from course_lib.course.cli import main as cli
+from course_lib.course.exercises import is_untouched, make_exercise
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,8 +51,8 @@ def solution_notebook(answer: str = "return x * x") -> nbformat.NotebookNode:
     nb.cells = [
         nbformat.v4.new_markdown_cell("# Exercises 00 · Squares<!-- BEGIN SOLUTION --> (solutions)<!-- END SOLUTION -->"),
         nbformat.v4.new_code_cell(
-            "from course_lib.checks import checker, ok\n"
-            "class checks:  # stands in for course_lib.checks\n"
+            "from course_lib.course.checks import checker, ok\n"
+            "class checks:  # stands in for course_lib.course.checks\n"
             "    class ch00:\n"
             "        @staticmethod\n"
             "        @checker('ch00.square')\n"
@@ -282,7 +282,7 @@ def _processes_with(marker: str) -> list[int]:
 
 
 MISBEHAVING = [
-    "import os, signal, time, torch\nfrom course_lib import checks",
+    "import os, signal, time, torch\nfrom course_lib.course import checks",
     # 1. a correct answer whose check passes
     "def pad_batch(id_lists, pad_id):\n    L = max(map(len, id_lists))\n"
     "    return torch.tensor([x + [pad_id] * (L - len(x)) for x in id_lists])",
@@ -363,7 +363,7 @@ ESCAPING = [  # issue 24: what a notebook can do to its grader; {report} and {pi
     # 4. deletes the temporary folder it runs in
     "shutil.rmtree(os.path.dirname(os.path.dirname(os.getcwd())))",
     # 5. and a real check still passes after all that
-    "from course_lib import checks\n"
+    "from course_lib.course import checks\n"
     "def pad_batch(id_lists, pad_id):\n    L = max(map(len, id_lists))\n"
     "    return torch.tensor([x + [pad_id] * (L - len(x)) for x in id_lists])\n"
     "checks.ch01.pad_batch(pad_batch)",

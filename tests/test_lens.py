@@ -5,19 +5,25 @@ import pytest
 import torch
 from torch import nn
 
+from course_lib.corpus import Pair, generate
 from course_lib.hooks import HookPoint, hook_names, run_with_cache, run_with_hooks
 from course_lib.lens import (
     AttentionOnly,
+    ItCase,
+    adjective_minimal_pairs,
     alignment_accuracy,
     direct_logit_attribution,
     head_contributions,
     induction_scores,
+    it_attention,
+    it_cases,
     logit_difference,
     logit_lens,
     masked_losses,
     patch_sweep,
     previous_token_scores,
     recovery,
+    referent_scores,
     repeated_tokens,
     repeated_twice,
     train_induction,
@@ -256,3 +262,81 @@ def test_patch_sweep_on_the_attention_only_model_restores_the_clean_run():
     torch.testing.assert_close(got[1, :5], torch.zeros(5, dtype=torch.float64))  # causal: no later read
     out = run_with_hooks(model, corrupted, hooks=[])
     torch.testing.assert_close(out, model(corrupted))
+
+
+# --- the note's "it" ---------------------------------------------------------------------------------------
+
+def _it_pair(en: str, ko: str, key: tuple, it: str, construction: str = "it") -> Pair:
+    return Pair(en, ko, construction, key, "past", (), it)
+
+
+def test_it_cases_finds_it_the_nouns_and_the_adjective():
+    note = ("cat", "drink", "milk")
+    pairs = [_it_pair("The cat drank the milk because it was hungry.", "고양이는 배가 고파서 우유를 마셨다.", note, "cat"),
+             _it_pair("The police officer ate the cookie because it was sweet.", "경찰관은 쿠키가 달아서 먹었다.",
+                      ("police_officer", "eat", "cookie"), "cookie"),
+             _it_pair("The cat drank the milk because it was thirsty.", "고양이는 목이 말라서 우유를 마셨다.", note, "cat",
+                      construction="because"),  # an "it", but not the construction's: skipped
+             _it_pair("It was raining.", "비가 왔다.", ("-", "rain", "-"), "")]  # no "it" that refers to a noun: skipped
+    cat, officer = it_cases(pairs)
+    assert cat == ItCase("The cat drank the milk because it was hungry .".split(), "고양이는 배가 고파서 우유를 마셨다 .".split(),
+                         it=6, subject=1, object=4, adjective=8, referent="subject")
+    assert (officer.it, officer.subject, officer.object, officer.adjective, officer.referent) == (7, 2, 5, 9, "object")
+    with pytest.raises(ValueError, match="it_cases: the noun 'milk' is not in"):
+        it_cases([_it_pair("The cat drank the water because it was hungry.", "", ("cat", "drink", "milk"), "cat")])
+
+
+def test_it_cases_on_generated_pairs():
+    pairs = [p for p in generate(seed=1, n_pairs=3000) if p.construction == "it"]
+    cases = it_cases(pairs)
+    assert len(cases) == len(pairs) > 100
+    assert {c.referent for c in cases} == {"subject", "object"}
+    for c in cases:
+        assert c.subject < c.object < c.it < c.adjective == len(c.en) - 2 and c.en[c.it] == "it"
+        assert c.en[c.adjective] in (("hungry", "tired", "sleepy") if c.referent == "subject"
+                                     else ("sweet", "fresh", "hot", "cold", "heavy"))
+
+
+def _case(adjective: str, referent: str, ko: str, verb: str = "drank") -> ItCase:
+    return ItCase(f"The cat {verb} the milk because it was {adjective} .".split(), ko.split(), 6, 1, 4, 8, referent)
+
+
+def test_it_attention_reads_the_row_of_it_in_the_referents_order():
+    pattern = torch.zeros(2, 10, 10)  # (H, S, S)
+    pattern[0, 6, [1, 4, 8]] = torch.tensor([0.5, 0.2, 0.3])  # head 0: "it" -> cat, milk, hungry
+    pattern[1, 6, [1, 4, 8]] = torch.tensor([0.1, 0.6, 0.3])
+    pattern[:, 5, 1] = 9.0  # another row: never read
+    subject, obj = _case("hungry", "subject", ""), _case("sweet", "object", "")
+    torch.testing.assert_close(it_attention(pattern, subject), torch.tensor([[0.5, 0.2, 0.3], [0.1, 0.6, 0.3]]))
+    torch.testing.assert_close(it_attention(pattern, obj), torch.tensor([[0.2, 0.5, 0.3], [0.6, 0.1, 0.3]]))
+    torch.testing.assert_close(it_attention(pattern[None], obj)[0], it_attention(pattern, obj))  # any leading dims
+    with pytest.raises(ValueError, match=r"it_attention expects a self-attention pattern \(\.\.\., S, S\) with S >= 10"):
+        it_attention(torch.rand(2, 8, 8), subject)
+    with pytest.raises(ValueError, match="it_attention"):
+        it_attention(torch.rand(2, 10, 12), subject)
+
+
+def test_referent_scores_count_wins_and_half_the_ties():
+    to_referent = torch.tensor([[0.5, 0.1], [0.2, 0.3], [0.3, 0.3]])  # (N=3 cases, 2 heads)
+    to_other = torch.tensor([[0.1, 0.2], [0.4, 0.3], [0.3, 0.3]])
+    torch.testing.assert_close(referent_scores(to_referent, to_other), torch.tensor([0.5, 1 / 3], dtype=torch.float64))
+    assert float(referent_scores(torch.ones(4), torch.ones(4))) == 0.5  # cannot tell the nouns apart: chance
+    with pytest.raises(ValueError, match="referent_scores expects two tensors of the same shape"):
+        referent_scores(torch.ones(3, 2), torch.ones(3))
+    with pytest.raises(ValueError, match="N >= 1"):
+        referent_scores(torch.ones(0, 2), torch.ones(0, 2))
+
+
+def test_adjective_minimal_pairs_match_sentences_that_differ_only_in_the_adjective():
+    hungry = _case("hungry", "subject", "고양이는 배가 고파서 우유를 마셨다 .")
+    sweet = _case("sweet", "object", "고양이는 우유가 달아서 마셨다 .")
+    fresh = _case("fresh", "object", "고양이는 우유가 신선해서 마셨다 .")
+    other_verb = _case("cold", "object", "고양이는 우유가 차가워서 안 마셨다 .", verb="spilled")  # another sentence frame
+    tired = _case("tired", "subject", "고양이는 피곤해서 우유를 마셨다 .")
+    pairs = adjective_minimal_pairs([sweet, other_verb, hungry, fresh, tired])
+    assert [(p.subject.en[8], p.object.en[8], p.k) for p in pairs] == [("hungry", "fresh", 1), ("hungry", "sweet", 1),
+                                                                      ("tired", "fresh", 1), ("tired", "sweet", 1)]
+    assert pairs[0].subject is hungry and pairs[0].object is fresh
+    late = _case("sweet", "object", "고양이는 배가 달아서 마셨다 .")  # the translations first differ at word 2
+    assert [p.k for p in adjective_minimal_pairs([hungry, late])] == [2]
+    assert adjective_minimal_pairs([hungry, tired]) == []  # the same referent: no pair

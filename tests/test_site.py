@@ -51,7 +51,7 @@ _PROSE_JS = """() => {
 
 
 def _build_subset(build_root: Path) -> Path:
-    from course_lib import website
+    from course_lib.course import website
 
     saved = os.environ.get("PYTHONPATH")
     started = time.perf_counter()

@@ -16,7 +16,7 @@ from course_lib import corpus  # noqa: E402  (after importorskip)
 from course_lib.tokens import BPE, LITERAL_SPACE_MARK, pretokenize, to_hf_tokenizer  # noqa: E402
 
 SPLITS = corpus.make_splits(seed=0)
-FIRST_DIFFERENCE = {"ko": 69, "en": 53}  # index of the first merge HF's trainer learns differently
+FIRST_DIFFERENCE = {"ko": 57, "en": 37}  # index of the first merge HF's trainer learns differently
 
 
 def _texts(split, lang: str) -> list[str]:
@@ -41,7 +41,7 @@ def test_the_parity_test_can_fail(trained):
     """The same merges in another order (a real bug: ranks lost) do change HF's pieces."""
     lang, bpe = trained
     shuffled = to_hf_tokenizer(BPE(bpe.merges[::-1], alphabet=bpe.alphabet))
-    assert any(shuffled.encode(t).tokens != bpe.tokenize(t) for t in _texts(SPLITS.test, lang)[:50])
+    assert any(shuffled.encode(t).tokens != bpe.tokenize(t) for t in _texts(SPLITS.test, lang)[:200])
 
 
 def _pair_counts_after(texts: list[str], merges: list[tuple[str, str]]) -> Counter:

@@ -20,6 +20,7 @@ from course_lib.training import (
     build_vocabs,
     chapter07_config,
     chapter07_pairs,
+    cooled_lr,
     encode_pairs,
     evaluate_loss,
     label_smoothing_loss,
@@ -152,6 +153,36 @@ def test_make_optimizer_uses_the_papers_adam_and_schedule():
         schedule.step()
 
 
+def test_cooled_lr_is_noam_then_a_straight_line_to_zero():
+    total = 100
+    assert [cooled_lr(s, total, 64, 10, 2.0, cooldown=0.0) for s in range(1, 121)] == \
+        [noam_lr(s, 64, 10, 2.0) for s in range(1, 121)]  # no cool-down: the paper's schedule, bit for bit
+    rates = [cooled_lr(s, total, 64, 10, 2.0, cooldown=0.3) for s in range(1, total + 1)]
+    assert rates[:70] == [noam_lr(s, 64, 10, 2.0) for s in range(1, 71)]  # steps 1..70: the paper's
+    top = noam_lr(70, 64, 10, 2.0)
+    assert rates[70] == pytest.approx(top * 30 / 31, rel=1e-12)  # step 71: one 31st of the way down
+    assert rates[-1] == pytest.approx(top / 31, rel=1e-12)  # step 100: the last step still learns a little
+    assert cooled_lr(total + 1, total, 64, 10, 2.0, 0.3) == 0.0 and cooled_lr(total + 50, total, 64, 10, 2.0, 0.3) == 0.0
+    steps = [b - a for a, b in zip(rates[70:], rates[71:])]
+    assert max(steps) == pytest.approx(min(steps), rel=1e-9) and steps[0] < 0  # a straight line, falling
+    for bad, match in (({"cooldown": 1.0}, "cooldown"), ({"cooldown": -0.1}, "cooldown"), ({"total": 0}, "total")):
+        with pytest.raises(ValueError, match=match):
+            cooled_lr(1, **{"total": 10, "d_model": 64, "cooldown": 0.5, **bad})
+
+
+def test_make_optimizer_with_a_cooldown_follows_cooled_lr():
+    model = torch.nn.Linear(3, 3)
+    optimizer, schedule = make_optimizer(model, d_model=64, warmup=10, factor=2.0, total=40, cooldown=0.25)
+    for step in range(1, 41):
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(cooled_lr(step, 40, 64, 10, 2.0, 0.25), rel=1e-12)
+        optimizer.step()
+        schedule.step()
+    with pytest.raises(ValueError, match="needs total"):
+        make_optimizer(model, d_model=64, cooldown=0.25)
+    with pytest.raises(ValueError, match="TrainConfig.cooldown"):
+        TrainConfig(cooldown=1.5)
+
+
 # --- the model's start and the loop -----------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -192,6 +223,9 @@ def test_train_learns_a_tiny_task_and_records_history(vocabs):
     assert len(history["valid_loss"]) == 40 and history["valid_loss"][-1] == pytest.approx(after)
     assert history["lr"] == pytest.approx([noam_lr(s, 32, 20, 0.5) for s in range(1, 81)])
     assert history["tokens"] == 40 * sum(b.n_tokens for b in batches) and history["tokens_per_s"] > 0
+    cooled = train(tiny_model(src_vocab, tgt_vocab), batches, None, TrainConfig(epochs=10, warmup=5, cooldown=0.5, device="cpu"),
+                   progress=False)  # the cool-down ends at the planned last step: 10 epochs x 2 batches
+    assert cooled["lr"] == pytest.approx([cooled_lr(s, 20, 32, 5, 1.0, 0.5) for s in range(1, 21)])
     assert not model.training  # handed back in eval mode
 
 

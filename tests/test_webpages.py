@@ -1,11 +1,11 @@
-"""The website's page transforms (course_lib/webpages.py), on small hand-made notebooks."""
+"""The website's page transforms (course_lib/course/webpages.py), on small hand-made notebooks."""
 from __future__ import annotations
 
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from course_lib import webpages
-from course_lib.exercises import make_exercise
+from course_lib.course import webpages
+from course_lib.course.exercises import make_exercise
 
 
 def _view(model_id: str):

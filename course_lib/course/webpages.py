@@ -1,4 +1,4 @@
-"""Pages of the course website, made from executed notebooks (used by :mod:`course_lib.website`).
+"""Pages of the course website, made from executed notebooks (used by :mod:`course_lib.course.website`).
 
 Widgets do not survive a static page, so each ``interact`` output becomes a labelled snapshot of
 what it drew (from the saved widget state) and each tqdm bar its final line. Exercise pages show

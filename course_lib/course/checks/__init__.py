@@ -457,7 +457,7 @@ def hint_available(name: str) -> str:
 
 
 def __getattr__(name: str) -> Any:
-    """Load ``checks.ch03`` and friends on first use, so ``from course_lib import checks`` is enough."""
+    """Load ``checks.ch03`` and friends on first use, so ``from course_lib.course import checks`` is enough."""
     if name.startswith("ch") and name[2:].isdigit():
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -5,7 +5,7 @@
    notebook under ``_build/site_executed/`` by a hash of the notebook and ``course_lib``.
 2. Prepares a Jupyter Book (1.x) in ``_build/site_src/``: chapters with a download link, exercise
    pages (solutions behind a click), the glossary, troubleshooting and benchmarks; widgets become
-   static snapshots (:mod:`course_lib.webpages`); MathJax and a Hangul subset of NanumGothic
+   static snapshots (:mod:`course_lib.course.webpages`); MathJax and a Hangul subset of NanumGothic
    (renamed CourseHangul, OFL, licence beside it) are bundled, so nothing loads from the network.
 3. Builds it with Sphinx into ``_build/site/`` and prints the page to open.
 """
@@ -26,7 +26,7 @@ import nbformat
 
 from . import webpages
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HANGUL_RANGES = [(0x1100, 0x11FF), (0x3130, 0x318F), (0xA960, 0xA97F), (0xAC00, 0xD7AF), (0xD7B0, 0xD7FF)]
 FONT_FAMILY = "CourseHangul"  # "Nanum"/"NanumGothic" are Reserved Font Names: a subset must be renamed
 _SETUP = 'from course_lib import set_threads as _set_threads\n_set_threads("small")'
@@ -73,7 +73,7 @@ def subset_font(target_dir: Path) -> Path:
     from fontTools import subset  # type: ignore[import-untyped]
     from fontTools.ttLib import TTFont  # type: ignore[import-untyped]
 
-    from .viz import hangul_font_path
+    from ..viz import hangul_font_path
 
     font = TTFont(hangul_font_path())
     options = subset.Options()

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import nbformat
 
-from .files import atomic_write
+from ..files import atomic_write
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 DEFAULT_TODO = "Write your answer here (replace this line), then run the check below."

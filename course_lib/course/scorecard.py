@@ -6,7 +6,7 @@ another temporary folder. Every process the run starts is ended with it: on Linu
 orphans of the kernel's children (a child subreaper), and the grader kills every descendant of the worker,
 including those seen during the run that left its tree. A per-run token goes to the worker on its stdin and
 to the kernel in a silent request before the first cell, which puts it in ``os.environ`` only while it
-imports ``course_lib.checks`` (which takes it out): no process's initial environment, command line or
+imports ``course_lib.course.checks`` (which takes it out): no process's initial environment, command line or
 file holds it. A checker decorated with
 ``@checks.checker`` that succeeds emits a display_data output whose metadata is
 ``{"course_check": {"name": "chNN.exercise", "token": TOKEN}}``; only such an output counts as a
@@ -34,9 +34,9 @@ from pathlib import Path
 
 import nbformat
 
+from ..files import atomic_write
+from ..validate import check_int
 from .exercises import unreadable_reason
-from .files import atomic_write
-from .validate import check_int
 
 _CHECK_CALL = re.compile(r"checks\.(ch\d\d)\.(\w+)\(")
 
@@ -187,7 +187,7 @@ def _kernel_env(work: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in (TOKEN_ENV, "OLDPWD")}
     env["PWD"] = str(work)
     env[RUN_ENV] = secrets.token_hex(8)
-    here = str(Path(__file__).resolve().parents[1])  # the course_lib this grader is, for the copy's kernel
+    here = str(Path(__file__).resolve().parents[2])  # the course_lib this grader is, for the copy's kernel
     env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH", "")) if p)
     return env
 
@@ -205,7 +205,7 @@ def _run_worker(copy: Path, progress: Path, token: str, timeout: int, time_limit
     """Run the worker in its own session (the token on its stdin); end it and everything it started, whatever happened."""
     log = tmp / "worker.log"
     pids = tmp / "kernel.pid"
-    cmd = [sys.executable, "-m", "course_lib.scorecard", str(copy), str(progress), str(timeout), str(pids)]
+    cmd = [sys.executable, "-m", "course_lib.course.scorecard", str(copy), str(progress), str(timeout), str(pids)]
     notes = []
     env = _kernel_env(copy.parent)
     seen: dict[int, str] = {}  # every descendant of the worker seen during the run: pid -> its start time
@@ -333,10 +333,10 @@ def _save_progress(path: Path, nb: nbformat.NotebookNode, stopped: dict[int, str
 
 
 # Run silently in the kernel before the first cell: the token exists in its os.environ only while
-# course_lib.checks is imported (which takes it out), so no cell can read it there, nor in /proc/PID/environ.
+# course_lib.course.checks is imported (which takes it out), so no cell can read it there, nor in /proc/PID/environ.
 _TOKEN_SETUP = """try:
     __import__("os").environ[{env!r}] = {token!r}
-    __import__("course_lib.checks")
+    __import__("course_lib.course.checks")
 finally:
     __import__("os").environ.pop({env!r}, None)
 """
@@ -426,6 +426,6 @@ def format_scorecard(path: str | Path, results: list[Result], notes: Sequence[st
     return "\n".join(lines)
 
 
-if __name__ == "__main__":  # the worker of ``scorecard``: python -m course_lib.scorecard COPY PROGRESS TIMEOUT PIDFILE
+if __name__ == "__main__":  # the worker of ``scorecard``: python -m course_lib.course.scorecard COPY PROGRESS TIMEOUT PIDFILE
     sys.exit(_worker(Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4]),
                      token=sys.stdin.readline().strip()))  # the token comes on stdin, never in argv or the environment
