@@ -549,15 +549,19 @@ def test_without_the_widget_extension_the_test_fails_clearly(lab, page):
 TRANSLATION = ROOT / "notebooks" / "07_translation.ipynb"
 _TRAIN_CONFIG = "cfg = training.CHAPTER07_TRAIN\n"
 _QUICK_CONFIG = "cfg = dataclasses.replace(training.CHAPTER07_TRAIN, max_steps=30)\n"  # the chapter imports dataclasses
+_USE_OWN = "USE_SHIPPED = False"
 
 
 def _quick_translation_chapter() -> nbformat.NotebookNode:
-    """Chapter 07 with its training cut to 30 steps: the chapter's own fallback (the shipped
-    checkpoint) takes over, as on a learner's slow CPU, and the rest runs in about a minute."""
+    """Chapter 07 with its training cut to 30 steps, as on a learner's slow CPU, and the learner's explicit
+    choice to go on with the shipped checkpoint (``USE_SHIPPED = True``): the rest runs in about a minute."""
     nb = nbformat.read(ROOT / course_file(TRANSLATION.relative_to(ROOT).as_posix()), as_version=4)
     cells = [c for c in nb.cells if c.cell_type == "code" and _TRAIN_CONFIG in c.source]
     assert len(cells) == 1, f"{TRANSLATION.name} no longer sets `{_TRAIN_CONFIG.strip()}` in one cell; update this test"
     cells[0].source = cells[0].source.replace(_TRAIN_CONFIG, _QUICK_CONFIG)
+    switch = [c for c in nb.cells if c.cell_type == "code" and _USE_OWN in c.source]
+    assert len(switch) == 1, f"{TRANSLATION.name} no longer sets `{_USE_OWN}` in one cell; update this test"
+    switch[0].source = switch[0].source.replace(_USE_OWN, "USE_SHIPPED = True")
     return nb
 
 
@@ -569,7 +573,8 @@ def test_the_translator_translates_what_a_learner_types(lab, page):
     nbformat.write(_quick_translation_chapter(), lab[2] / name)
     open_notebook(page, lab, name)
     assert_no_error_shown(page, run_all(page), name)
-    expect(page.locator(".jp-Notebook")).to_contain_text("training stopped early (30 of")
+    expect(page.locator(".jp-Notebook")).to_contain_text("training stopped at its limit")
+    expect(page.locator(".jp-Notebook")).to_contain_text("the chapter describes the shipped checkpoint")
     translator = page.locator(".jp-Notebook .jp-Cell").filter(has=page.locator(".widget-text input"))
     assert translator.count() == 1, "chapter 07 should have exactly one cell with a text box (the translator)"
     index = page.evaluate("() => Array.from(document.querySelectorAll('.jp-Notebook .jp-Cell'))"
