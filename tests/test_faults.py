@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PAIRS = [("I go to school.", "나는 학교에 간다."), ("Suni closed the window.", "순이는 창문을 닫았다."),
          ("She closed the drawer.", "그녀는 서랍을 닫았다."), ("I like cats.", "나는 고양이가 좋다."),
          ("I was born in Paris.", "나는 파리에서 태어났다."), ("He closed his heart.", "그는 마음을 닫았다.")]
-SHIPPED_FP16_FINGERPRINT = "62510af127835d6db998f307051edef313d48e778aa32c74ede8f951d13e948c"  # the weights as trained (retrained 7 Dec: --epochs 8)
+SHIPPED_FP16_FINGERPRINT = "62510af127835d6db998f307051edef313d48e778aa32c74ede8f951d13e948c"  # as trained (--epochs 8)
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
