@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Set up the course and run it: ``python3 course.py lab``, ``python3 course.py test`` or
 ``python3 course.py site`` (the course as a website with every output, in ``_build/site/``).
+``python3 course.py lab --ko`` opens the Korean edition (한국어판).
 
 Needs only Python 3.10+. Creates ``.venv/`` beside this file, installs PyTorch (the CPU build
 on machines without an NVIDIA GPU) and the course, then opens JupyterLab, runs every test or builds
@@ -125,9 +126,14 @@ def is_root() -> bool:
     return hasattr(os, "geteuid") and os.geteuid() == 0
 
 
+KOREAN_START = "ko/notebooks/00_introduction.ipynb"  # the Korean edition (한국어판): ``lab --ko`` opens it
+
+
 def lab_args(extra: list[str]) -> list[str]:
     """JupyterLab's arguments: ``extra``, plus ``--allow-root`` when we run as root (a container, a cloud
-    VM), where JupyterLab otherwise refuses to start."""
+    VM), where JupyterLab otherwise refuses to start. ``--ko`` becomes the Korean edition's first chapter."""
+    if "--ko" in extra:
+        extra = [a for a in extra if a != "--ko"] + [KOREAN_START]
     if is_root() and "--allow-root" not in extra:
         print("running as root (e.g. in a container): passing --allow-root to JupyterLab", flush=True)
         return [*extra, "--allow-root"]

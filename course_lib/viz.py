@@ -104,17 +104,17 @@ _MHA, _FFN, _NORM, _EMB, _LIN, _SOFT = "#fbd8a6", "#c7e4f5", "#f3f0b8", "#f7cfd8
 _BLOCKS = [
     ("enc_embedding", "enc", 1.2, 0.8, "Input Embedding", "입력 임베딩", _EMB),
     ("enc_attention", "enc", 3.3, 0.8, "Multi-Head Attention", "멀티 헤드 어텐션", _MHA),
-    ("enc_norm1", "enc", 4.45, 0.6, "Add & Norm", "잔여 연결 + 정규화", _NORM),
-    ("enc_ffn", "enc", 5.45, 0.8, "Feed Forward", "피드 포워드", _FFN),
-    ("enc_norm2", "enc", 6.6, 0.6, "Add & Norm", "잔여 연결 + 정규화", _NORM),
+    ("enc_norm1", "enc", 4.45, 0.6, "Add & Norm", "잔차 연결 + 층 정규화", _NORM),
+    ("enc_ffn", "enc", 5.45, 0.8, "Feed Forward", "피드포워드", _FFN),
+    ("enc_norm2", "enc", 6.6, 0.6, "Add & Norm", "잔차 연결 + 층 정규화", _NORM),
     ("dec_embedding", "dec", 1.2, 0.8, "Output Embedding", "출력 임베딩", _EMB),
     ("dec_attention", "dec", 3.3, 0.8, "Masked Multi-Head Attention", "마스크드 멀티 헤드 어텐션", _MHA),
-    ("dec_norm1", "dec", 4.45, 0.6, "Add & Norm", "잔여 연결 + 정규화", _NORM),
+    ("dec_norm1", "dec", 4.45, 0.6, "Add & Norm", "잔차 연결 + 층 정규화", _NORM),
     ("dec_cross", "dec", 5.45, 0.8, "Multi-Head Attention", "인코더-디코더 어텐션", _MHA),
-    ("dec_norm2", "dec", 6.6, 0.6, "Add & Norm", "잔여 연결 + 정규화", _NORM),
-    ("dec_ffn", "dec", 7.6, 0.8, "Feed Forward", "피드 포워드", _FFN),
-    ("dec_norm3", "dec", 8.75, 0.6, "Add & Norm", "잔여 연결 + 정규화", _NORM),
-    ("linear", "dec", 10.0, 0.6, "Linear", "선형", _LIN),
+    ("dec_norm2", "dec", 6.6, 0.6, "Add & Norm", "잔차 연결 + 층 정규화", _NORM),
+    ("dec_ffn", "dec", 7.6, 0.8, "Feed Forward", "피드포워드", _FFN),
+    ("dec_norm3", "dec", 8.75, 0.6, "Add & Norm", "잔차 연결 + 층 정규화", _NORM),
+    ("linear", "dec", 10.0, 0.6, "Linear", "선형 층", _LIN),
     ("softmax", "dec", 10.95, 0.6, "Softmax", "소프트맥스", _SOFT),
 ]
 _CENTRE = {"enc": 2.5, "dec": 7.7}
@@ -261,7 +261,7 @@ def draw_transformer(
     _arrow(ax, [(x_dec, 11.55), (x_dec, 11.9)])
     # Inputs and outputs.
     ax.text(_CENTRE["enc"], 0.55, _label("Inputs", "입력 (원문 토큰)", lang), ha="center", va="center", fontsize=small + 0.5)
-    ax.text(_CENTRE["dec"], 0.55, _label("Outputs (shifted right)", "출력 (오른쪽으로 한 칸 밀림)", lang),
+    ax.text(_CENTRE["dec"], 0.55, _label("Outputs (shifted right)", "출력 (오른쪽으로 한 칸 이동)", lang),
             ha="center", va="center", fontsize=small + 0.5)
     ax.text(_CENTRE["dec"], 12.2, _label("Output Probabilities", "출력 확률", lang), ha="center", va="center",
             fontsize=small + 0.5)

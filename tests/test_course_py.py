@@ -204,3 +204,10 @@ def test_course_py_lab_starts_jupyterlab_and_serves_lab(tmp_path):
         while time.monotonic() < deadline:
             os.killpg(proc.pid, 0)
             time.sleep(0.2)
+
+
+def test_lab_ko_opens_the_korean_editions_first_chapter(course, monkeypatch):
+    monkeypatch.setattr(course, "is_root", lambda: False)
+    assert course.lab_args(["--ko", "--no-browser"]) == ["--no-browser", course.KOREAN_START]
+    assert (course.ROOT / course.KOREAN_START).name == "00_introduction.ipynb"
+    assert course.lab_args(["--no-browser"]) == ["--no-browser"]

@@ -38,6 +38,12 @@ def fake_kernel(monkeypatch):
 
     _FakeClient.runs = []
     monkeypatch.setattr(nbclient, "NotebookClient", _FakeClient)
+
+    def in_process(path, target, timeout, key, deadline):  # the child process, here, so the stand-in is used
+        website.run_notebook(path, target, timeout, key)
+        return True
+
+    monkeypatch.setattr(website, "_run_in_child", in_process)
     return _FakeClient
 
 
@@ -178,7 +184,8 @@ def test_title_is_the_first_heading_or_untitled():
 def test_build_prepares_then_runs_jupyter_book_config_and_sphinx(tmp_path, monkeypatch):
     calls: list = []
     monkeypatch.setenv("PYTHONPATH", "/elsewhere")
-    monkeypatch.setattr(website, "prepare", lambda src, executed, ch, ex: calls.append(("prepare", src, executed, ch, ex)))
+    monkeypatch.setattr(website, "prepare",
+                        lambda src, executed, ch, ex, deadline: calls.append(("prepare", src, executed, ch, ex)))
     monkeypatch.setattr(website.subprocess, "run", lambda cmd, **kw: calls.append((cmd, kw.get("check"))))
     (tmp_path / "site").mkdir()
     (tmp_path / "site" / "old.html").write_text("stale", encoding="utf-8")
@@ -218,3 +225,61 @@ def test_the_font_subset_has_every_hangul_syllable_under_the_course_name(tmp_pat
     assert ord("A") not in cmap  # Latin text keeps the theme's font
     assert (tmp_path / "fonts" / "OFL.txt").read_text(encoding="utf-8").startswith(
         (website.ROOT / "website" / "OFL.txt").read_text(encoding="utf-8")[:40])
+
+
+def test_a_stalled_execution_is_killed_at_its_deadline_and_tried_once_more(course, tmp_path, monkeypatch, capsys):
+    import time
+
+    monkeypatch.setattr(website, "_CHILD", "import time; time.sleep(60)")  # a run that never finishes
+    path = course / "notebooks" / "00_intro.ipynb"
+    started = time.perf_counter()
+    with pytest.raises(RuntimeError, match="stalled twice"):
+        website.execute(path, tmp_path / "executed" / "00_intro.ipynb", deadline=1)
+    assert time.perf_counter() - started < 30
+    assert capsys.readouterr().out.count("did not finish within 1 s") == 2
+    monkeypatch.setattr(website, "_CHILD", "import sys; sys.exit(3)")
+    with pytest.raises(RuntimeError, match="exit status 3"):
+        website.execute(path, tmp_path / "executed" / "00_intro.ipynb", deadline=30)
+
+
+def test_prepare_adds_the_korean_edition_with_the_english_outputs_and_a_switch(course, tmp_path, fake_kernel,
+                                                                              monkeypatch):
+    monkeypatch.setattr(website, "subset_font", lambda d: None)
+    _write_nb(course / "ko" / "notebooks" / "00_intro.ipynb", [
+        md("# 00 · 소개\n\n**용어집**\n\n| English | 한국어 | 뜻 |\n|---|---|---|\n| token | 토큰 | 텍스트 조각 |\n"),
+        code("print(1)")])
+    (course / "README.ko.md").write_text("[English](README.md)\n\n# 강좌\n\n무엇인지.\n\n## 테스트\n\n사이트에 없음\n",
+                                         encoding="utf-8")
+    src = tmp_path / "site_src"
+    pages = website.prepare(src, tmp_path / "executed")
+    assert "ko/notebooks/00_intro" in pages and pages[-2:] == ["ko/index", "ko/glossary"]
+    assert len(fake_kernel.runs) == 3  # two chapters and one exercise page: the Korean page is not executed
+    korean = nbformat.read(src / "ko" / "notebooks" / "00_intro.ipynb", as_version=4)
+    assert korean.cells[1].source == "[🌐 English edition](../../notebooks/00_intro.ipynb)"
+    assert korean.cells[2].source == "{download}`⬇ 이 노트북 내려받기 </files/ko/notebooks/00_intro.ipynb>`"
+    assert korean.cells[3].outputs[0]["text"] == "out: print(1)\n"  # the English run's output
+    english = nbformat.read(src / "notebooks" / "00_intro.ipynb", as_version=4)
+    assert english.cells[1].source == "[🌐 한국어판으로](../ko/notebooks/00_intro.ipynb)"
+    other = nbformat.read(src / "notebooks" / "01_more.ipynb", as_version=4)
+    assert "🌐" not in other.cells[1].source  # no Korean counterpart: no switch
+    index = (src / "ko" / "index.md").read_text(encoding="utf-8")
+    assert index.startswith("# 강좌\n\n무엇인지.") and "README.md" not in index and "[🌐 English edition](../index.md)" in index
+    glossary = (src / "ko" / "glossary.md").read_text(encoding="utf-8")
+    assert "| token | 토큰 | 텍스트 조각 | [00](notebooks/00_intro.ipynb) |" in glossary
+    toc = (src / "_toc.yml").read_text(encoding="utf-8")
+    assert "  - caption: 한국어판 · 장 (Korean edition)\n    chapters:\n      - file: ko/index\n" \
+           "      - file: ko/notebooks/00_intro\n" in toc and "      - file: ko/glossary\n" in toc
+    assert "[🌐 한국어 용어집](ko/glossary.md)" in (src / "glossary.md").read_text(encoding="utf-8")
+
+
+def test_a_korean_page_refuses_cells_that_do_not_line_up_with_the_english_run():
+    from course_lib.course import webpages
+
+    ran = nbformat.v4.new_notebook(cells=[md("# 00"), code("x = 1")])
+    ran.cells[1].outputs = [nbformat.v4.new_output("stream", name="stdout", text="✓ f: fine\n")]
+    with pytest.raises(ValueError, match="do not line up"):
+        webpages.korean_page(ran, nbformat.v4.new_notebook(cells=[md("# 00")]))
+    with pytest.raises(ValueError, match="differs from the English one"):
+        webpages.korean_page(ran, nbformat.v4.new_notebook(cells=[md("# 00"), code("x = 2")]))
+    page = webpages.korean_page(ran, nbformat.v4.new_notebook(cells=[md("# 00 · 소개"), code("x = 1")]))
+    assert page.cells[1].outputs[0]["text"] == "✓ f: fine\n" and page.cells[0].source == "# 00 · 소개"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "benchmarks" / "README.md"]
+PAGES = [ROOT / "README.md", ROOT / "README.ko.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "benchmarks" / "README.md"]
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
 
 
@@ -65,3 +65,12 @@ def test_the_readme_is_short_and_links_every_doc():
 def test_what_the_readme_left_out_is_in_docs(doc, facts):
     text = (ROOT / doc).read_text(encoding="utf-8")
     assert [f for f in facts if f not in text] == []
+
+
+def test_the_korean_readme_gives_the_same_commands_and_the_english_one_links_it():
+    english, korean = ((ROOT / name).read_text(encoding="utf-8") for name in ("README.md", "README.ko.md"))
+    assert "](README.ko.md)" in "\n".join(english.splitlines()[:5]), "README.md links the Korean edition in its first lines"
+    assert "](README.md)" in "\n".join(korean.splitlines()[:5])
+    commands = set(re.findall(r"(?m)^python3 course\.py \w+(?: --\w+)?", english))
+    assert commands <= set(re.findall(r"(?m)^python3 course\.py \w+(?: --\w+)?", korean))
+    assert "python3 course.py lab --ko" in korean and "ko/notebooks" in korean

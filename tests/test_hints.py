@@ -76,7 +76,8 @@ def test_every_chapter_module_takes_its_hints_from_its_markdown_file_once():
 def test_the_hints_files_are_shipped_with_the_package():
     config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
     assert "course_lib.course.checks" in config["packages"]
-    assert "hints/*.md" in config["package-data"]["course_lib.course.checks"]
+    shipped = config["package-data"]["course_lib.course.checks"]
+    assert {"hints/*.md", "hints/ko/*.md", "hints/ko/*.json"} <= set(shipped)  # the Korean edition's hints and messages
 
 
 CHECKERS = '''from . import checker

@@ -144,7 +144,7 @@ def test_every_page_link_and_figure_answers_from_localhost_only(site, context):
 
 
 @pytest.mark.parametrize("path", ["notebooks/00_introduction.html", "notebooks/03_attention.html",
-                                  "exercises/03_attention.html"])
+                                  "exercises/03_attention.html", "ko/notebooks/03_attention.html"])
 def test_math_is_rendered_by_the_bundled_mathjax(site, context, path):
     page = _open(context, site[0] + path)
     formulas = page.locator(".math").count()
@@ -189,7 +189,8 @@ def test_exercise_solution_hidden_until_clicked_and_checks_visible(site, context
     page.close()
 
 
-@pytest.mark.parametrize("path", ["glossary.html", "exercises/03_attention.html", "notebooks/00_introduction.html"])
+@pytest.mark.parametrize("path", ["glossary.html", "exercises/03_attention.html", "notebooks/00_introduction.html",
+                                  "ko/notebooks/03_attention.html", "ko/exercises/03_attention.html"])
 def test_hangul_is_drawn_with_the_bundled_font(site, context, path):
     page = _open(context, site[0] + path)
     counts = page.evaluate(_MARK_HANGUL_JS)
@@ -223,4 +224,33 @@ def test_glossary_links_chapters_and_search_finds_korean(site, context):
     results.first.wait_for(timeout=20_000)
     found = results.evaluate_all("links => links.map(a => a.getAttribute('href'))")
     assert any("glossary" in h for h in found) and any("03_attention" in h for h in found), found
+    assert any("ko/notebooks/03_attention" in h for h in found), f"search finds no Korean page: {found}"
+    page.close()
+
+
+def test_a_korean_chapter_shows_the_english_runs_figures_and_switches_language(site, context):
+    page = _open(context, site[0] + "ko/notebooks/03_attention.html")
+    assert page.locator("h1").first.inner_text().startswith("03 · "), page.locator("h1").first.inner_text()
+    assert "어텐션" in page.locator("main").inner_text()
+    assert page.locator(".cell_output img").count() >= 5, "the Korean chapter 03 shows fewer than 5 figures"
+    assert page.get_by_text("이 노트북 내려받기").first.is_visible()
+    page.get_by_text("English edition").first.click()
+    page.wait_for_url("**/notebooks/03_attention.html")
+    assert "/ko/" not in page.url and page.get_by_text("Download this notebook").first.is_visible()
+    page.get_by_text("한국어판으로").first.click()
+    page.wait_for_url("**/ko/notebooks/03_attention.html")
+    page.screenshot(path=str(ARTIFACTS / "site-chapter-ko.png"))
+    page.close()
+
+
+def test_a_korean_exercise_page_hides_its_solution_and_shows_korean_checks(site, context):
+    page = _open(context, site[0] + "ko/exercises/03_attention.html")
+    solution = page.locator("pre", has_text="keepdim=True").first
+    assert not solution.is_visible(), "the solution shows before a click"
+    assert page.get_by_text(re.compile("✓ softmax: .*[가-힣]")).first.is_visible(), "no Korean ✓ line"
+    assert page.get_by_text("연습 문제 노트북 내려받기").first.is_visible()
+    page.get_by_text("풀이 보기").first.click()
+    solution.wait_for(state="visible", timeout=5_000)
+    assert page.locator(".dropdown", has_text="모범 답안").count() >= 1, "no model answer behind a click"
+    page.screenshot(path=str(ARTIFACTS / "site-exercise-ko.png"))
     page.close()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def _check(args: argparse.Namespace) -> int:
-    from .scorecard import format_scorecard, scorecard
+    from .scorecard import format_scorecard, notebook_language, scorecard
 
     path = Path(args.notebook)
     if path.suffix != ".ipynb":
@@ -18,7 +18,7 @@ def _check(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(format_scorecard(path, results, notes))
+    print(format_scorecard(path, results, notes, notebook_language(path)))
     return 0 if results and all(r.status == "passed" for r in results) else 1
 
 

@@ -36,6 +36,7 @@ from ..files import atomic_write
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 DEFAULT_TODO = "Write your answer here (replace this line), then run the check below."
 MODEL_ANSWER = "**Model answer.**"  # first line of a markdown cell kept in solutions/ only
+MODEL_ANSWERS = (MODEL_ANSWER, "**모범 답안.**")  # ... and in the Korean edition (course_lib.course.edition)
 _MD_SOLUTION = re.compile(r"<!-- BEGIN SOLUTION -->.*?<!-- END SOLUTION -->", re.DOTALL)
 
 
@@ -73,16 +74,17 @@ def make_exercise(solution: nbformat.NotebookNode) -> nbformat.NotebookNode:
             cell.outputs, cell.execution_count = [], None
         elif cell.cell_type == "markdown":
             cell.source = _MD_SOLUTION.sub("", cell.source)
-    nb.metadata["course"] = {"generated_from": "solutions", "sha256": content_hash(nb)}
+    language = {"language": lang} if (lang := solution.metadata.get("course", {}).get("language")) else {}
+    nb.metadata["course"] = {"generated_from": "solutions", "sha256": content_hash(nb), **language}
     return nb
 
 
 def is_model_answer(cell: nbformat.NotebookNode) -> bool:
-    """True for a markdown cell whose first line is ``**Model answer.**`` (dropped from exercises)."""
+    """True for a markdown cell whose first line is ``**Model answer.**`` or ``**모범 답안.**`` (dropped from exercises)."""
     if cell.cell_type != "markdown":
         return False
     lines = cell.source.lstrip().splitlines()
-    return bool(lines) and lines[0].strip() == MODEL_ANSWER
+    return bool(lines) and lines[0].strip() in MODEL_ANSWERS
 
 
 def content_hash(nb: nbformat.NotebookNode) -> str:

@@ -114,7 +114,7 @@ def grade(nb: nbformat.NotebookNode, token: str | None = None, stopped: dict[int
             elif error[0] == "NotImplementedError" or stub_failed:
                 results.append(Result(name, "not attempted"))
             elif error[0] == "CheckFailed":
-                hint = re.search(r"hint:\s*(.*)", error[1])
+                hint = re.search(r"(?:hint|힌트):\s*(.*)", error[1])
                 results.append(Result(name, "failed", hint.group(1).strip() if hint else error[1].strip()))
             else:
                 results.append(Result(name, "error", f"{error[0]}: {error[1]}".strip()))
@@ -413,16 +413,42 @@ def _execute_cells(client, nb: nbformat.NotebookNode, progress: Path, stopped: d
     _save_progress(progress, nb, stopped, None)
 
 
-def format_scorecard(path: str | Path, results: list[Result], notes: Sequence[str] = ()) -> str:
-    """The scorecard as text, one line per exercise and a total."""
+_KOREAN_STATUS = {"passed": "통과", "failed": "실패", "not attempted": "시도 안 함", "error": "오류", "not run": "실행 안 됨"}
+_KOREAN_PHRASES = [(r"timed out after (\d+) s", r"시간 초과(\1초)"), (r"\bcell (\d+)", r"셀 \1"),
+                   (r"\bkernel died", "커널이 멈춤"),
+                   (r"the checker never reported success \(is the call commented out\?\)",
+                    "검사기가 통과를 알리지 않았습니다(호출을 주석으로 막아 두었나요?)")]
+
+
+def notebook_language(path: str | Path) -> str:
+    """``"ko"`` for a notebook of the Korean edition (its metadata says so), else ``"en"``."""
+    try:
+        meta = json.loads(Path(path).read_text(encoding="utf-8")).get("metadata", {})
+    except (OSError, ValueError, AttributeError):
+        return "en"
+    course = meta.get("course", {}) if isinstance(meta, dict) else {}
+    return "ko" if isinstance(course, dict) and course.get("language") == "ko" else "en"
+
+
+def _korean(text: str) -> str:
+    for pattern, replacement in _KOREAN_PHRASES:
+        text = re.sub(pattern, replacement, text)
+    return text
+
+
+def format_scorecard(path: str | Path, results: list[Result], notes: Sequence[str] = (), language: str = "en") -> str:
+    """The scorecard as text, one line per exercise and a total (in Korean for ``language="ko"``)."""
     marks = {"passed": "✓", "failed": "✗", "not attempted": "·", "error": "!", "not run": "-"}
-    lines = [f"Scorecard for {path} (run on a copy; your file was not changed)"]
+    ko = language == "ko"
+    lines = [f"{path} 채점표 (사본에서 실행했습니다. 원래 파일은 바뀌지 않았습니다)" if ko
+             else f"Scorecard for {path} (run on a copy; your file was not changed)"]
     for note in notes:
-        lines.append(f"  note: {note}")
+        lines.append(f"  참고: {_korean(note)}" if ko else f"  note: {note}")
     for r in results:
-        lines.append(f"  {marks[r.status]} {r.name:<40} {r.status}" + (f": {r.detail}" if r.detail else ""))
+        status, detail = (_KOREAN_STATUS[r.status], _korean(r.detail)) if ko else (r.status, r.detail)
+        lines.append(f"  {marks[r.status]} {r.name:<40} {status}" + (f": {detail}" if detail else ""))
     done = sum(r.status == "passed" for r in results)
-    lines.append(f"  {done}/{len(results)} exercises passed")
+    lines.append(f"  연습 문제 {len(results)}개 중 {done}개 통과" if ko else f"  {done}/{len(results)} exercises passed")
     return "\n".join(lines)
 
 

@@ -101,21 +101,54 @@ def download_cell(relpath: str, label: str) -> nbformat.NotebookNode:
     return nbformat.v4.new_markdown_cell(f"{{download}}`⬇ {label} <{relpath}>`", metadata={"tags": ["download"]})
 
 
-def exercise_page(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+_PAGE_WORDS = {"en": ("Model answer", "Show the solution", "Hide the solution"),
+               "ko": ("모범 답안", "풀이 보기", "풀이 숨기기")}
+
+
+def exercise_page(nb: nbformat.NotebookNode, language: str = "en") -> nbformat.NotebookNode:
     """An executed solutions notebook as an exercise page: the task shows, every solution cell's
     code and every model answer opens on a click, the checkers' ✓ lines stay visible."""
+    answer, show, hide = _PAGE_WORDS[language]
     for cell in nb.cells:
         if cell.cell_type == "markdown" and is_model_answer(cell):
             body = cell.source.split("\n", 1)[1] if "\n" in cell.source else ""
-            cell.source = f"````{{admonition}} Model answer\n:class: dropdown\n{body.strip()}\n````"
+            cell.source = f"````{{admonition}} {answer}\n:class: dropdown\n{body.strip()}\n````"
         elif cell.cell_type == "markdown":
             cell.source = _MD_SOLUTION_MARK.sub("", cell.source)
         elif cell.cell_type == "code" and BEGIN in cell.source:
             cell.source = "\n".join(line for line in cell.source.splitlines()
                                     if not line.strip().startswith((BEGIN, END)))
             cell.metadata.setdefault("tags", []).append("hide-input")
-            cell.metadata["mystnb"] = {"code_prompt_show": "Show the solution", "code_prompt_hide": "Hide the solution"}
+            cell.metadata["mystnb"] = {"code_prompt_show": show, "code_prompt_hide": hide}
     return nb
+
+
+def korean_page(executed: nbformat.NotebookNode, korean: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """The Korean edition's notebook with the outputs of the English run (its code cells are the English ones:
+    :mod:`course_lib.course.edition`), the checkers' ✓ lines in Korean. Raises ValueError if the cells differ."""
+    from .checks.i18n import catalog
+    from .edition import english_code
+
+    page = nbformat.from_dict(korean)
+    kinds = [c.cell_type for c in executed.cells], [c.cell_type for c in page.cells]
+    if kinds[0] != kinds[1]:
+        raise ValueError("the Korean notebook's cells do not line up with the English ones: run "
+                         "`python -m course_lib.course.edition check`")
+    ko = catalog()
+    for en, cell in zip(executed.cells, page.cells):
+        if cell.cell_type != "code":
+            continue
+        if english_code(cell.source) != en.source:
+            raise ValueError(f"a Korean code cell differs from the English one: {en.source[:60]!r}")
+        cell.outputs = nbformat.from_dict(en.get("outputs", []))
+        cell.execution_count = en.get("execution_count")
+        for out in cell.outputs:
+            if out.get("output_type") == "stream":
+                out["text"] = "\n".join(f"✓ {ko.get(line[2:], line[2:])}" if line.startswith("✓ ") else line
+                                        for line in out["text"].split("\n"))
+    if "widgets" in executed.metadata:
+        page.metadata["widgets"] = executed.metadata["widgets"]
+    return page
 
 
 @dataclass
@@ -126,13 +159,17 @@ class Term:
     chapters: list[str] = field(default_factory=list)  # page names, in course order
 
 
+GLOSSARY_MARKS = ("**Glossary**", "**용어집**")  # English and Korean editions
+
+
 def glossary_rows(nb: nbformat.NotebookNode) -> list[tuple[str, str, str]]:
-    """(English, 한국어, meaning) rows of the table under a notebook's ``**Glossary**`` heading."""
+    """(English, 한국어, meaning) rows of the table under a notebook's ``**Glossary**`` (``**용어집**``) heading."""
     rows: list[tuple[str, str, str]] = []
     for cell in nb.cells:
-        if cell.cell_type != "markdown" or "**Glossary**" not in cell.source:
+        mark = next((m for m in GLOSSARY_MARKS if m in cell.source), None) if cell.cell_type == "markdown" else None
+        if mark is None:
             continue
-        table = cell.source.split("**Glossary**", 1)[1].strip().splitlines()
+        table = cell.source.split(mark, 1)[1].strip().splitlines()
         for line in table[2:]:
             if not line.startswith("|"):
                 break
@@ -161,13 +198,19 @@ def gather_glossary(chapters: dict[str, nbformat.NotebookNode]) -> list[Term]:
     return sorted(terms.values(), key=lambda t: t.english.lower())
 
 
-def glossary_page(terms: list[Term], titles: dict[str, str]) -> str:
-    """The glossary as a MyST page: one row per term, links to the chapters that use it."""
-    lines = ["# Glossary · 용어집", "",
-             "Every term of the chapters' glossary tables, English and 한국어, with the chapters that use it.", "",
-             "| English | 한국어 | meaning | chapters |", "|---|---|---|---|"]
+def glossary_page(terms: list[Term], titles: dict[str, str], language: str = "en", folder: str = "") -> str:
+    """The glossary as a MyST page: one row per term, links to the chapters that use it (``folder``: where the
+    page lies, e.g. ``ko/`` for the Korean glossary, whose chapter pages are ``ko/notebooks/...``)."""
+    if language == "ko":
+        lines = ["# 용어집 · Glossary", "",
+                 "각 장의 용어집 표에 나온 모든 용어를 영어와 한국어로, 그 용어를 쓰는 장과 함께 모았습니다.", "",
+                 "| English | 한국어 | 뜻 | 장 |", "|---|---|---|---|"]
+    else:
+        lines = ["# Glossary · 용어집", "",
+                 "Every term of the chapters' glossary tables, English and 한국어, with the chapters that use it.", "",
+                 "| English | 한국어 | meaning | chapters |", "|---|---|---|---|"]
     for t in terms:
-        links = ", ".join(f"[{titles[p].split(' ·')[0]}]({p}.ipynb)" for p in t.chapters)
+        links = ", ".join(f"[{titles[p].split(' ·')[0]}]({p.removeprefix(folder)}.ipynb)" for p in t.chapters)
         lines.append(f"| {t.english} | {t.korean} | {t.meaning} | {links} |")
     return "\n".join(lines) + "\n"
 

@@ -41,15 +41,47 @@ def _source_hash(path: Path) -> str:
     return digest.hexdigest()
 
 
-def execute(path: Path, target: Path, timeout: int = 900) -> nbformat.NotebookNode:
-    """Run a notebook top to bottom in a fresh kernel (cached by :func:`_source_hash`)."""
-    from nbclient import NotebookClient
+def execute(path: Path, target: Path, timeout: int = 900, deadline: int = 1200) -> nbformat.NotebookNode:
+    """Run a notebook top to bottom in a fresh kernel (cached by :func:`_source_hash`).
 
+    It runs in a child process with a hard ``deadline`` (seconds): a run that stalls (once seen: nbclient idle
+    after a widget cell, no cell timeout firing) is killed with its kernel and tried once more, then fails.
+    """
     key = _source_hash(path)
     if target.exists():
         cached = nbformat.read(target, as_version=4)
         if cached.metadata.get("course_site", {}).get("source_hash") == key:
             return cached
+    for attempt in (1, 2):
+        if _run_in_child(path, target, timeout, key, deadline):
+            return nbformat.read(target, as_version=4)
+        print(f"{path.relative_to(ROOT)} did not finish within {deadline} s (attempt {attempt} of 2)", flush=True)
+    raise RuntimeError(f"{path.relative_to(ROOT)} stalled twice (over {deadline} s each): the site was not built")
+
+
+_CHILD = ("import sys; from pathlib import Path; from course_lib.course.website import run_notebook as r; "
+          "r(Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4])")
+
+
+def _run_in_child(path: Path, target: Path, timeout: int, key: str, deadline: int) -> bool:
+    """:func:`run_notebook` in a child process group; False if it was killed at ``deadline`` (kernel included)."""
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(path), str(target), str(timeout), key],
+                             start_new_session=True)
+    try:
+        status = child.wait(timeout=deadline)
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, 9)
+        child.wait()
+        return False
+    if status != 0:
+        raise RuntimeError(f"executing {path.relative_to(ROOT)} failed (exit status {status}): see the error above")
+    return True
+
+
+def run_notebook(path: Path, target: Path, timeout: int, key: str) -> None:
+    """The child of :func:`execute`: run ``path`` with the site's thread policy and save it to ``target``."""
+    from nbclient import NotebookClient
+
     nb = nbformat.read(path, as_version=4)
     nb.cells.insert(0, nbformat.v4.new_code_cell(_SETUP))
     started = time.perf_counter()
@@ -63,7 +95,6 @@ def execute(path: Path, target: Path, timeout: int = 900) -> nbformat.NotebookNo
     nbformat.write(nb, tmp)
     os.replace(tmp, target)  # atomic: a killed build leaves no half-written cache entry
     print(f"  done in {nb.metadata['course_site']['seconds']} s", flush=True)
-    return nb
 
 
 def subset_font(target_dir: Path) -> Path:
@@ -126,6 +157,13 @@ def _markdown_page(source: Path, pages: set[str]) -> str:
     return re.sub(r"(?<!!)\[([^\]]+)\]\(([^)\s]+)\)", link, source.read_text(encoding="utf-8"))
 
 
+def _first_section(readme: Path) -> str:
+    """A README up to its first ``##`` heading, without the lines that link the other README (the site has
+    its own language switch)."""
+    text = readme.read_text(encoding="utf-8").split("\n## ", 1)[0]
+    return "\n".join(line for line in text.split("\n") if not re.search(r"\]\(README(\.ko)?\.md\)", line)).strip()
+
+
 def _config(title: str) -> str:
     return f"""title: "{title}"
 author: the course's authors
@@ -161,66 +199,124 @@ def _copy_into(path: Path, folder: Path) -> None:
     shutil.copy(path, folder / path.name)
 
 
-def prepare(src: Path, executed: Path, chapters: list[str] | None = None, exercises: list[str] | None = None) -> list[str]:
-    """Execute what is needed and write the book's sources into ``src``; returns the page names."""
+def _switch(page: str, other: str, language: str) -> nbformat.NotebookNode:
+    """The language switch at the top of a page: a link to the same page in the other edition."""
+    up = "../" * page.count("/")
+    text = f"[🌐 한국어판으로]({up}{other}.ipynb)" if language == "en" else f"[🌐 English edition]({up}{other}.ipynb)"
+    return nbformat.v4.new_markdown_cell(text, metadata={"tags": ["language-switch"]})
+
+
+_DOWNLOADS = {"en": ("Download this notebook", "Download the exercises with solutions", "Download the exercise notebook"),
+              "ko": ("이 노트북 내려받기", "풀이가 있는 연습 문제 내려받기", "연습 문제 노트북 내려받기")}
+
+
+def _page(nb: nbformat.NotebookNode, path: Path, folder: str, language: str, other: str | None,
+          src: Path) -> tuple[str, nbformat.NotebookNode]:
+    """Write one chapter or exercise page of ``language`` into ``src``; returns (page name, page)."""
+    base = "ko/" if language == "ko" else ""
+    kind = "notebooks" if folder == "notebooks" else "exercises"
+    page = f"{base}{kind}/{path.stem}"
+    webpages.freeze_widgets(nb)
+    _copy_into(path, src / "files" / base / folder)
+    this, solutions, exercise = _DOWNLOADS[language]
+    if folder == "notebooks":
+        downloads = [webpages.download_cell(f"/files/{base}notebooks/{path.name}", this)]
+    else:
+        webpages.exercise_page(nb, language)
+        downloads = [webpages.download_cell(f"/files/{base}solutions/{path.name}", solutions)]
+        stub = ROOT / base / "exercises" / path.name
+        if stub.exists():
+            _copy_into(stub, src / "files" / base / "exercises")
+            downloads.insert(0, webpages.download_cell(f"/files/{base}exercises/{path.name}", exercise))
+    if other is not None:
+        downloads.insert(0, _switch(page, other, language))
+    heading = next(i for i, c in enumerate(nb.cells) if c.cell_type == "markdown")
+    nb.cells[heading + 1:heading + 1] = downloads
+    (src / page).parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, src / f"{page}.ipynb")
+    return page, nb
+
+
+def prepare(src: Path, executed: Path, chapters: list[str] | None = None, exercises: list[str] | None = None,
+            deadline: int = 1200) -> list[str]:
+    """Execute what is needed and write the book's sources into ``src``; returns the page names.
+
+    The Korean edition (``ko/``) is not executed: each Korean page gets the outputs of the English run
+    (:func:`webpages.korean_page`), and every page links its counterpart in the other edition.
+    """
     shutil.rmtree(src, ignore_errors=True)
     (src / "_static").mkdir(parents=True)
     def pick(folder: str, only: Sequence[str] | None) -> list[Path]:
         return [p for p in sorted((ROOT / folder).glob("[0-9][0-9]_*.ipynb")) if only is None or p.name[:2] in only]
 
-    chapter_nbs: dict[str, nbformat.NotebookNode] = {}
+    chapter_nbs: dict[str, dict[str, nbformat.NotebookNode]] = {"en": {}, "ko": {}}
     titles: dict[str, str] = {}
-    toc_chapters: list[str] = []
-    toc_exercises: list[str] = []
-    for folder, only, toc in (("notebooks", chapters, toc_chapters), ("solutions", exercises, toc_exercises)):
+    toc: dict[tuple[str, str], list[str]] = {(lang, kind): [] for lang in ("en", "ko") for kind in ("notebooks", "solutions")}
+    for folder, only in (("notebooks", chapters), ("solutions", exercises)):
         for path in pick(folder, only):
-            nb = execute(path, executed / folder / path.name)
-            page = f"{'notebooks' if folder == 'notebooks' else 'exercises'}/{path.stem}"
-            nb = nbformat.from_dict(nb)
-            webpages.freeze_widgets(nb)
-            _copy_into(path, src / "files" / folder)
-            if folder == "notebooks":
-                chapter_nbs[page] = nb
-                downloads = [webpages.download_cell(f"/files/notebooks/{path.name}", "Download this notebook")]
-            else:
-                webpages.exercise_page(nb)
-                downloads = [webpages.download_cell(f"/files/solutions/{path.name}", "Download the exercises with solutions")]
-                if (ROOT / "exercises" / path.name).exists():
-                    _copy_into(ROOT / "exercises" / path.name, src / "files" / "exercises")
-                    downloads.insert(0, webpages.download_cell(f"/files/exercises/{path.name}", "Download the exercise notebook"))
-            heading = next(i for i, c in enumerate(nb.cells) if c.cell_type == "markdown")
-            nb.cells[heading + 1:heading + 1] = downloads
-            titles[page] = _title(nb)
-            (src / page).parent.mkdir(parents=True, exist_ok=True)
-            nbformat.write(nb, src / f"{page}.ipynb")
-            toc.append(page)
+            ran = execute(path, executed / folder / path.name, deadline=deadline)
+            korean_path = ROOT / "ko" / folder / path.name
+            korean = (webpages.korean_page(ran, nbformat.read(korean_path, as_version=4))
+                      if korean_path.exists() else None)
+            kind = "notebooks" if folder == "notebooks" else "exercises"
+            english_page = f"{kind}/{path.stem}"
+            for language, nb, file, other in (("en", nbformat.from_dict(ran), path, f"ko/{english_page}"),
+                                              ("ko", korean, korean_path, english_page)):
+                if nb is None:
+                    continue
+                page, nb = _page(nb, file, folder, language, other if korean is not None else None, src)
+                titles[page] = _title(nb)
+                toc[(language, folder)].append(page)
+                if folder == "notebooks":
+                    chapter_nbs[language][page] = nb
     pages = set(titles)
-    (src / "glossary.md").write_text(webpages.glossary_page(webpages.gather_glossary(chapter_nbs), titles), encoding="utf-8")
+    (src / "glossary.md").write_text(webpages.glossary_page(webpages.gather_glossary(chapter_nbs["en"]), titles),
+                                     encoding="utf-8")
     (src / "troubleshooting.md").write_text(_markdown_page(ROOT / "docs" / "troubleshooting.md", pages), encoding="utf-8")
     (src / "benchmarks.md").write_text(_markdown_page(ROOT / "benchmarks" / "README.md", pages), encoding="utf-8")
-    readme = (ROOT / "README.md").read_text(encoding="utf-8").split("\n## ", 1)[0]
+    readme = _first_section(ROOT / "README.md")
+    korean_site, extra = bool(toc[("ko", "notebooks")] or toc[("ko", "solutions")]), []
     (src / "index.md").write_text(
         readme + "\n\nThis site shows every chapter with its outputs, run offline on a CPU. Widgets are interactive "
-        "in JupyterLab; here each shows a snapshot of what it drew.\n", encoding="utf-8")
+        "in JupyterLab; here each shows a snapshot of what it drew.\n"
+        + ("\n[🌐 한국어판 (the Korean edition)](ko/index.md)\n" if korean_site else ""), encoding="utf-8")
+    reference = ["glossary", "troubleshooting", "benchmarks"]
+    parts = [("Chapters", toc[("en", "notebooks")]), ("Exercises, with solutions", toc[("en", "solutions")]),
+             ("Reference", reference)]
+    if korean_site:
+        readme_ko = _first_section(ROOT / "README.ko.md")
+        (src / "ko").mkdir(exist_ok=True)
+        (src / "ko" / "index.md").write_text(
+            readme_ko + "\n\n이 사이트는 모든 장을 CPU에서 오프라인으로 실행한 출력과 함께 보여 줍니다. 한국어판의 출력은 "
+            "영어판을 실행한 결과입니다(코드가 같으므로 다시 실행하지 않습니다). 위젯은 JupyterLab에서 움직이고, "
+            "여기서는 그린 그림의 스냅숏을 보여 줍니다.\n\n[🌐 English edition](../index.md)\n", encoding="utf-8")
+        (src / "ko" / "glossary.md").write_text(webpages.glossary_page(
+            webpages.gather_glossary(chapter_nbs["ko"]), titles, "ko", folder="ko/")
+            + "\n[🌐 English glossary](../glossary.md)\n", encoding="utf-8")
+        switches = {"glossary.md": "[🌐 한국어 용어집](ko/glossary.md)", "troubleshooting.md": "[🌐 한국어판](ko/index.md)",
+                    "benchmarks.md": "[🌐 한국어판](ko/index.md)"}
+        for name, switch in switches.items():  # the reference pages exist in English only: a way to the Korean side
+            (src / name).write_text((src / name).read_text(encoding="utf-8") + f"\n{switch}\n", encoding="utf-8")
+        parts += [("한국어판 · 장 (Korean edition)", ["ko/index", *toc[("ko", "notebooks")]]),
+                  ("한국어판 · 연습 문제와 풀이", toc[("ko", "solutions")]), ("한국어판 · 참고", ["ko/glossary"])]
+        extra = ["ko/index", "ko/glossary"]
     subset_font(src / "_static" / "fonts")
     (src / "_static" / "course.css").write_text(_css(), encoding="utf-8")
     (src / "_config.yml").write_text(_config(readme.splitlines()[0].lstrip("# ")), encoding="utf-8")
-    parts = [("Chapters", toc_chapters), ("Exercises, with solutions", toc_exercises),
-             ("Reference", ["glossary", "troubleshooting", "benchmarks"])]
     toc_text = "format: jb-book\nroot: index\nparts:\n" + "".join(
         f"  - caption: {caption}\n    chapters:\n" + "".join(f"      - file: {p}\n" for p in files)
         for caption, files in parts if files)
     (src / "_toc.yml").write_text(toc_text, encoding="utf-8")
-    return sorted(pages) + ["glossary", "troubleshooting", "benchmarks"]
+    return sorted(pages) + reference + extra
 
 
 def build(build_root: Path | None = None, chapters: list[str] | None = None,
-          exercises: list[str] | None = None) -> Path:
+          exercises: list[str] | None = None, deadline: int = 1200) -> Path:
     """Execute, prepare and build the site; returns ``<build_root>/site/index.html``."""
     build_root = build_root or ROOT / "_build"
     src, out = build_root / "site_src", build_root / "site"
     os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
-    prepare(src, build_root / "site_executed", chapters, exercises)
+    prepare(src, build_root / "site_executed", chapters, exercises, deadline)
     book = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()"]
     subprocess.run([*book, "config", "sphinx", str(src)], check=True, stdout=subprocess.DEVNULL)
     shutil.rmtree(out, ignore_errors=True)

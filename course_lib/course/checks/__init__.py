@@ -46,10 +46,14 @@ from typing import Any, NoReturn, TypeVar
 import numpy as np
 import torch
 
+from .i18n import LEVELS as LEVEL_NAMES
+from .i18n import label as _label
+from .i18n import language, translate
+
 __all__ = [
     "CheckFailed", "fail", "ok", "call", "expect_close", "expect_shape", "describe",
     "hint", "hints_for", "load_hints", "read_hints", "HINT_LEVELS", "checker", "no_trace", "randn", "first_difference",
-    "call_untouched", "expect_default", "forbidden", "naive_softmax", "OVERFLOW_HINT", "INPLACE_HINT",
+    "call_untouched", "expect_default", "forbidden", "naive_softmax", "OVERFLOW_HINT", "INPLACE_HINT", "language",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -80,12 +84,13 @@ def fail(tried: str, expected: Any, got: Any, hint: str) -> NoReturn:
     """Raise CheckFailed with the four parts every message has."""
     exp = expected if isinstance(expected, str) else describe(expected)
     res = got if isinstance(got, str) else describe(got)
-    raise CheckFailed(f"\n  tried:    {tried}\n  expected: {exp}\n  got:      {res}\n  hint:     {hint}")
+    raise CheckFailed(f"\n  {_label('tried')} {translate(tried)}\n  {_label('expected')} {exp}\n  {_label('got')} {res}"
+                      f"\n  {_label('hint')} {translate(hint)}")
 
 
 def ok(message: str) -> None:
     """Print the one success line."""
-    print(f"✓ {message}")
+    print(f"✓ {translate(message)}")
 
 
 def call(fn: Callable[..., Any], *args: Any, tried: str, **kwargs: Any) -> Any:
@@ -226,8 +231,8 @@ def expect_close(
     where = first_difference(got_c, expected, atol=atol, rtol=rtol)
     for mistake_hint, wrong in _pairs(mistakes):
         if wrong.shape == got_c.shape and torch.allclose(got_c, wrong.to(expected.dtype), atol=atol, rtol=rtol, equal_nan=True):
-            fail(tried, f"{describe(expected)}\n  first difference: {where}", got, mistake_hint)
-    fail(tried, f"{describe(expected)}\n  first difference: {where}", got, hint)
+            fail(tried, f"{describe(expected)}\n  {_label('first difference')} {where}", got, mistake_hint)
+    fail(tried, f"{describe(expected)}\n  {_label('first difference')} {where}", got, hint)
 
 
 def first_difference(got: torch.Tensor, expected: torch.Tensor, *, atol: float = 1e-5, rtol: float = 1e-4) -> str:
@@ -415,6 +420,12 @@ def _checker_lines(source: Path, chapter: str) -> dict[str, int]:
 _shown: dict[str, int] = {}
 
 
+@functools.cache
+def _korean_hints(chapter: str) -> dict[str, tuple[str, str, str]]:
+    """The Korean graded hints, ``checks/hints/ko/<chapter>.md``: the same exercises and levels as the English."""
+    return read_hints(_HERE / "hints" / "ko" / f"{chapter}.md", _HERE / f"{chapter}.py")
+
+
 def hints_for(name: str) -> tuple[str, ...]:
     """The graded hints of ``"chNN.exercise"``; raises KeyError naming what exists."""
     chapter, _, exercise = name.partition(".")
@@ -423,6 +434,8 @@ def hints_for(name: str) -> tuple[str, ...]:
     except ImportError:
         raise KeyError(f"no checker chapter {chapter!r}: use a name like 'ch03.scaled_dot_product_attention'") from None
     table: Mapping[str, tuple[str, ...]] = getattr(module, "HINTS", {})
+    if language() == "ko" and table:
+        table = _korean_hints(chapter)
     if exercise not in table:
         known = ", ".join(f"{chapter}.{k}" for k in table) or "none"
         raise KeyError(f"no hints for {name!r}; this chapter has hints for: {known}")
@@ -442,9 +455,14 @@ def hint(name: str, level: int | None = None) -> None:
     if not 1 <= level <= len(levels):
         raise ValueError(f"{name} has hints 1 to {len(levels)}, not {level}")
     _shown[name] = max(_shown.get(name, 0), level)
-    label = HINT_LEVELS[level - 1] if len(levels) == len(HINT_LEVELS) else f"{level}/{len(levels)}"
+    if language() == "ko":
+        last = " (마지막 힌트입니다. 풀이는 ko/solutions/에 있습니다)"
+        more = f" (다시 부르면 힌트 {level + 1})" if level < len(levels) else last
+        print(f"힌트 {level}/{len(levels)}, {LEVEL_NAMES['ko'][level - 1]}{more}:\n{levels[level - 1]}")
+        return
+    name_of_level = HINT_LEVELS[level - 1] if len(levels) == len(HINT_LEVELS) else f"{level}/{len(levels)}"
     more = f" (call again for hint {level + 1})" if level < len(levels) else " (the last hint; the solution is in solutions/)"
-    print(f"Hint {level} of {len(levels)}, {label}{more}:\n{levels[level - 1]}")
+    print(f"Hint {level} of {len(levels)}, {name_of_level}{more}:\n{levels[level - 1]}")
 
 
 def hint_available(name: str) -> str:
@@ -453,7 +471,7 @@ def hint_available(name: str) -> str:
         hints_for(name)
     except KeyError:
         return ""
-    return f"\n  more help: checks.hint({name!r})"
+    return f"\n  {_label('more help')} checks.hint({name!r})"
 
 
 def __getattr__(name: str) -> Any:
