@@ -74,3 +74,17 @@ def test_the_korean_readme_gives_the_same_commands_and_the_english_one_links_it(
     commands = set(re.findall(r"(?m)^python3 course\.py \w+(?: --\w+)?", english))
     assert commands <= set(re.findall(r"(?m)^python3 course\.py \w+(?: --\w+)?", korean))
     assert "python3 course.py lab --ko" in korean and "ko/notebooks" in korean
+
+
+def test_the_korean_readme_states_the_english_readmes_chapter_times_and_modules():
+    def rows(name: str) -> dict[str, list[str]]:
+        text = (ROOT / name).read_text(encoding="utf-8")
+        found = {}
+        for line in text.splitlines():
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if re.fullmatch(r"\d\d", cells[0]) and len(cells) >= 6:
+                found[cells[0]] = [cells[2], " ".join(re.findall(r"\d+", cells[-1]))]  # modules, CPU-time numbers
+        return found
+
+    english, korean = rows("README.md"), rows("README.ko.md")
+    assert len(english) == 12 and english == korean

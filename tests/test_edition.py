@@ -14,11 +14,9 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from test_claims import _claims, _normalise
 
 import course_lib.course.checks.i18n as lang
 from course_lib.course import checks, edition
-from course_lib.course.claims import stated_number
 from course_lib.course.exercises import make_exercise
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,53 +106,6 @@ def test_every_english_prose_cell_is_translated(english, korean):
                     if a["cell_type"] == "markdown" and len(re.findall(r"\b[a-z]{3,}\b", _text(a))) >= 5
                     and not HANGUL.search(_text(b))]
     assert untranslated == [], f"cells with English prose and no Korean: {untranslated}"
-
-
-# --- the numbers: each claim's number is in the Korean text above it -----------------------------------------
-
-_KOREAN_NUMBER_WORDS = {0: ("영", "없", "0"), 1: ("한 ", "하나", "1"), 2: ("두", "둘", "2"), 3: ("세 ", "셋", "3"),
-                        4: ("네 ", "넷", "4"), 5: ("다섯", "5"), 6: ("여섯", "6"), 7: ("일곱", "7"), 8: ("여덟", "8"),
-                        9: ("아홉", "9"), 10: ("열", "10"), 0.5: ("절반", "반"), 0.25: ("4분의 1", "사분의 일")}
-_DIGITS = re.compile(r"[-−]?\d[\d,]*(?:\.\d+)?(?:e[-+]?\d+)?")
-
-
-def stated_in_korean(said: str, prose: str) -> bool:
-    """Whether Korean ``prose`` states the number of ``said`` (English, as the code writes it): the same digits,
-    not inside a longer number (a counter may follow: 14배, 8개, 99.2%), or for a number word its Korean word."""
-    prose = _normalise(prose)
-    digits = _DIGITS.search(said)
-    if digits:
-        text = digits.group(0).replace("−", "-")
-        pattern = r"(?<![\d.,])" + re.escape(text).replace("\\-", "[-−]") + r"(?![\d]|[.,]\d)"
-        return re.search(pattern, prose) is not None
-    return any(word in prose for word in _KOREAN_NUMBER_WORDS.get(stated_number(said)[0], ()))
-
-
-def unstated_claims_in_korean(cells: list[dict]) -> list[str]:
-    problems, prose = [], ""
-    for cell in cells:
-        if cell["cell_type"] == "markdown":
-            prose = _text(cell)
-            continue
-        for what, _, _, said in _claims(_text(cell)) if cell["cell_type"] == "code" else []:
-            if said is not None and not stated_in_korean(said, prose):
-                problems.append(f"claim {what!r}: the Korean text above does not state {said!r}")
-        prose = ""
-    return problems
-
-
-@pytest.mark.parametrize("said, prose, expected", [
-    ("about 14×", "약 14배 빠릅니다", True), ("99.2 %", "정확도는 99.2%입니다", True), ("1,256", "병합 1,256번", True),
-    ("69", "병합 169번", False), ("69", "6.9", False), ("0.95", "0.955", False), ("six or all seven", "여섯 개", True),
-    ("zero", "차이가 없습니다", True), ("twice", "약 두 배", True), ("half", "3분의 1", False), ("−2.5 points", "-2.5점", True),
-])
-def test_a_korean_number_is_found_as_a_teacher_writes_it(said, prose, expected):
-    assert stated_in_korean(said, prose) is expected
-
-
-@pytest.mark.parametrize("korean", [k for k in KOREAN if k.exists()], ids=_id)
-def test_every_claim_is_stated_in_the_korean_text_above_it(korean):
-    assert unstated_claims_in_korean(_cells(korean)) == []
 
 
 # --- headers: the same fields as in English, in Korean ---------------------------------------------------------
