@@ -233,7 +233,7 @@ def test_check_on_a_korean_exercise_notebook_answers_in_korean(tmp_path):
     mine.write_text(json.dumps(nb, ensure_ascii=False), encoding="utf-8")
     run = subprocess.run([sys.executable, "-m", "course_lib", "check", str(mine)], capture_output=True, text=True,
                          timeout=600, cwd=tmp_path)
-    lines = run.stdout.split("\n")
+    lines = run.stdout.strip().split("\n")
     assert run.returncode == 1 and "채점표" in lines[0], run.stdout + run.stderr
     softmax = next(line for line in lines if "ch03.softmax" in line)
     assert "실패: " in softmax and HANGUL.search(softmax.split("실패: ", 1)[1]), softmax

@@ -111,11 +111,11 @@ def grade(nb: nbformat.NotebookNode, token: str | None = None, stopped: dict[int
                 results.append(Result(name, "passed"))
             elif error is None:
                 results.append(Result(name, "error", "the checker never reported success (is the call commented out?)"))
-            elif error[0] == "NotImplementedError" or stub_failed:
-                results.append(Result(name, "not attempted"))
-            elif error[0] == "CheckFailed":
+            elif error[0] == "CheckFailed":  # the checker ran the learner's answer: failed, whatever ran before
                 hint = re.search(r"(?:hint|힌트):\s*(.*)", error[1])
                 results.append(Result(name, "failed", hint.group(1).strip() if hint else error[1].strip()))
+            elif error[0] == "NotImplementedError" or stub_failed:
+                results.append(Result(name, "not attempted"))
             else:
                 results.append(Result(name, "error", f"{error[0]}: {error[1]}".strip()))
         stub_failed = False

@@ -48,7 +48,7 @@ import torch
 
 from .i18n import LEVELS as LEVEL_NAMES
 from .i18n import label as _label
-from .i18n import language, translate
+from .i18n import language, translate, translate_within
 
 __all__ = [
     "CheckFailed", "fail", "ok", "call", "expect_close", "expect_shape", "describe",
@@ -84,7 +84,7 @@ def fail(tried: str, expected: Any, got: Any, hint: str) -> NoReturn:
     """Raise CheckFailed with the four parts every message has."""
     exp = expected if isinstance(expected, str) else describe(expected)
     res = got if isinstance(got, str) else describe(got)
-    raise CheckFailed(f"\n  {_label('tried')} {translate(tried)}\n  {_label('expected')} {exp}\n  {_label('got')} {res}"
+    raise CheckFailed(f"\n  {_label('tried')} {translate_within(tried)}\n  {_label('expected')} {exp}\n  {_label('got')} {res}"
                       f"\n  {_label('hint')} {translate(hint)}")
 
 

@@ -33,6 +33,7 @@ from . import (
     ok,
     randn,
 )
+from .i18n import label
 
 __all__ = ["softmax", "scaled_dot_product_attention", "causal_mask", "padding_mask"]
 
@@ -304,7 +305,7 @@ def _expect_mask(got: Any, expected: torch.Tensor, mistakes: list[tuple[str, tor
     if torch.equal(got, expected):
         return
     where = first_difference(got.long(), expected.long())
-    shown = f"{describe(expected)}\n  first difference: {where}"
+    shown = f"{describe(expected)}\n  {label('first difference')} {where}"
     for mistake_hint, wrong in mistakes:
         if wrong.shape == got.shape and torch.equal(got, wrong):
             fail(tried, shown, got, mistake_hint)

@@ -68,6 +68,23 @@ def translate(text: str) -> str:
     return catalog().get(text) or graded_pairs().get(text, text)
 
 
+def translate_within(text: str) -> str:
+    """Like :func:`translate`, and where ``text`` is not a catalogue entry, each entry found inside it (a case
+    named inside ``f"softmax({case})"``) is translated in place, longest first."""
+    whole = translate(text)
+    if whole != text or _state["language"] == "en" or not isinstance(text, str):
+        return whole
+    for english in _by_length():
+        if english in text:
+            text = text.replace(english, catalog()[english])
+    return text
+
+
+@functools.cache
+def _by_length() -> list[str]:
+    return sorted((k for k in catalog() if len(k) >= 12), key=len, reverse=True)
+
+
 @functools.cache
 def graded_pairs() -> dict[str, str]:
     """English graded hint -> its Korean level, for a checker that gives a graded hint as a failure's hint."""
