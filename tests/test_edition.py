@@ -238,3 +238,16 @@ def test_check_on_a_korean_exercise_notebook_answers_in_korean(tmp_path):
     softmax = next(line for line in lines if "ch03.softmax" in line)
     assert "실패: " in softmax and HANGUL.search(softmax.split("실패: ", 1)[1]), softmax
     assert any("시도 안 함" in line for line in lines) and lines[-1].startswith("  연습 문제 ")
+
+
+def test_a_case_named_inside_a_longer_tried_text_is_translated_too(korean_checkers):
+    case = "x of shape (3, 4, 5), dim=-1"
+    assert case in lang.catalog()
+    with pytest.raises(checks.CheckFailed) as failed:
+        checks.fail(f"softmax({case})", "a result", "nothing", "run your function on this input yourself and read the error")
+    tried = str(failed.value).split("시도:", 1)[1].split("\n")[0]
+    assert tried.strip() == f"softmax({lang.catalog()[case]})" and HANGUL.search(tried)
+    assert HANGUL.search(str(failed.value).split("힌트:", 1)[1])
+    checks.language("en")
+    with pytest.raises(checks.CheckFailed, match=r"tried:    softmax\(x of shape"):
+        checks.fail(f"softmax({case})", "a result", "nothing", "hint")
