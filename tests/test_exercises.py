@@ -111,9 +111,10 @@ def test_grade_counts_only_the_checkers_own_success_reports():
         code("checks.ch03.t(t)", []),
     ]
     nb.cells[11:11] = [code("demo = f()  # an earlier exercise's stub, called", [err("NotImplementedError", "x")]),
-                       code("checks.ch03.u(u)  # a later exercise, answered wrongly", [err("CheckFailed", "\n  힌트: 아래 삼각형")])]
-    results = [(r.name, r.status, r.detail) for r in grade(nb, token="T0KEN", stopped={13: "timed out after 5 "
-                                                                                           "s", 15: "the kernel died"})]
+                       code("def u(x): return x  # the next exercise, answered (wrongly)", []),
+                       code("checks.ch03.u(u)", [err("CheckFailed", "\n  힌트: 아래 삼각형")])]
+    results = [(r.name, r.status, r.detail) for r in grade(nb, token="T0KEN", stopped={14: "timed out after 5 "
+                                                                                           "s", 16: "the kernel died"})]
     never = "the checker never reported success (is the call commented out?)"
     assert results == [
         ("ch03.f", "not attempted", ""),
@@ -124,10 +125,10 @@ def test_grade_counts_only_the_checkers_own_success_reports():
         ("ch03.n", "error", never),
         ("ch03.p", "error", never),
         ("ch03.q", "error", never),
-        ("ch03.u", "failed", "아래 삼각형"),  # a stub that failed before does not make a wrong answer "not attempted"
-        ("ch03.r", "not run", "timed out after 5 s (cell 14)"),
+        ("ch03.u", "failed", "아래 삼각형"),  # an earlier stub's error does not make a later wrong answer "not attempted"
+        ("ch03.r", "not run", "timed out after 5 s (cell 15)"),
         ("ch03.s", "error", never),
-        ("ch03.t", "not run", "the kernel died in cell 16"),
+        ("ch03.t", "not run", "the kernel died in cell 17"),
     ]
     assert all(status != "passed" for _, status, _ in (
         (r.name, r.status, r.detail) for r in grade(nb, token=None)))  # outside a check run nothing passes

@@ -103,19 +103,19 @@ def grade(nb: nbformat.NotebookNode, token: str | None = None, stopped: dict[int
             continue
         outputs = cell.get("outputs", [])
         error = _error_text(outputs)
-        if not names:
-            stub_failed = stub_failed or (error is not None and error[0] == "NotImplementedError")
+        if not names:  # a stub that raised counts until a cell runs cleanly (the learner's next answer, say)
+            stub_failed = error is not None and (stub_failed or error[0] == "NotImplementedError")
             continue
         for name in names:
             if _reported_success(outputs, name, token):
                 results.append(Result(name, "passed"))
             elif error is None:
                 results.append(Result(name, "error", "the checker never reported success (is the call commented out?)"))
-            elif error[0] == "CheckFailed":  # the checker ran the learner's answer: failed, whatever ran before
-                hint = re.search(r"(?:hint|힌트):\s*(.*)", error[1])
-                results.append(Result(name, "failed", hint.group(1).strip() if hint else error[1].strip()))
             elif error[0] == "NotImplementedError" or stub_failed:
                 results.append(Result(name, "not attempted"))
+            elif error[0] == "CheckFailed":
+                hint = re.search(r"(?:hint|힌트):\s*(.*)", error[1])
+                results.append(Result(name, "failed", hint.group(1).strip() if hint else error[1].strip()))
             else:
                 results.append(Result(name, "error", f"{error[0]}: {error[1]}".strip()))
         stub_failed = False
