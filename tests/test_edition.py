@@ -185,6 +185,7 @@ def test_a_checker_in_the_korean_edition_gives_its_verdict_and_hints_in_korean(k
     message = str(failed.value)
     for word in ("시도:", "기대:", "결과:", "힌트:", "힌트 더 보기: checks.hint('ch03.softmax')"):
         assert word in message
+    assert "인 텐서: [" in message.split("기대:", 1)[1].split("\n")[0]  # the expected tensor described in Korean
     hint_line = message.split("힌트:", 1)[1].split("\n")[0]
     assert HANGUL.search(hint_line), hint_line
     checks.hint("ch03.softmax", level=1)

@@ -69,6 +69,8 @@ def describe(value: Any, max_items: int = 6) -> str:
         flat = value.detach().flatten()
         head = ", ".join(_fmt(v) for v in flat[:max_items].tolist())
         more = ", ..." if flat.numel() > max_items else ""
+        if language() == "ko":
+            return f"모양 {tuple(value.shape)}, dtype {value.dtype}인 텐서: [{head}{more}]"
         return f"tensor of shape {tuple(value.shape)}, dtype {value.dtype}: [{head}{more}]"
     if isinstance(value, tuple) and any(isinstance(v, torch.Tensor) for v in value):
         return "(" + "; ".join(describe(v, max_items) for v in value) + ")"
