@@ -132,8 +132,8 @@ KOREAN_START = "ko/notebooks/00_introduction.ipynb"  # the Korean edition (í•œêµ
 def lab_args(extra: list[str]) -> list[str]:
     """JupyterLab's arguments: ``extra``, plus ``--allow-root`` when we run as root (a container, a cloud
     VM), where JupyterLab otherwise refuses to start. ``--ko`` becomes the Korean edition's first chapter."""
-    if "--ko" in extra:
-        extra = [a for a in extra if a != "--ko"] + [KOREAN_START]
+    if "--ko" in extra:  # a file argument would make its folder the server's root: open the page instead
+        extra = [a for a in extra if a != "--ko"] + [f"--LabApp.default_url=/lab/tree/{KOREAN_START}"]
     if is_root() and "--allow-root" not in extra:
         print("running as root (e.g. in a container): passing --allow-root to JupyterLab", flush=True)
         return [*extra, "--allow-root"]

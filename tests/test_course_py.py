@@ -155,8 +155,10 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_course_py_lab_starts_jupyterlab_and_serves_lab(tmp_path):
-    """The README's main command, run as the learner runs it (as root here, it must pass --allow-root)."""
+@pytest.mark.parametrize("korean", [False, True], ids=["lab", "lab --ko"])
+def test_course_py_lab_starts_jupyterlab_and_serves_lab(tmp_path, korean):
+    """The README's main command, run as the learner runs it (as root here, it must pass --allow-root); with --ko
+    it opens the Korean edition's first chapter and still serves the whole course (the server's root)."""
     venv = Path(sys.prefix)
     stamp = venv / ".course-installed"  # lab needs the package alone (no extra)
     extras_hash = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + b"").hexdigest()
@@ -167,7 +169,7 @@ def test_course_py_lab_starts_jupyterlab_and_serves_lab(tmp_path):
     (tmp_path / ".venv").symlink_to(venv)  # the existing venv: setup() finds it complete and installs nothing
     port = _free_port()
     cmd = ["python3", str(tmp_path / "course.py"), "lab", "--no-browser", f"--port={port}", "--ServerApp.ip=127.0.0.1",
-           "--ServerApp.port_retries=0", f"--ServerApp.root_dir={tmp_path}"]
+           "--ServerApp.port_retries=0", f"--ServerApp.root_dir={tmp_path}", *(["--ko"] if korean else [])]
     log = tmp_path / "lab.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
@@ -175,11 +177,11 @@ def test_course_py_lab_starts_jupyterlab_and_serves_lab(tmp_path):
     try:
         deadline, status, token = time.monotonic() + 120, None, None
         while time.monotonic() < deadline and proc.poll() is None:
-            found = re.search(rf"127\.0\.0\.1:{port}/lab\?token=(\w+)", log.read_text(errors="replace"))
+            found = re.search(rf"127\.0\.0\.1:{port}(/lab\S*)\?token=(\w+)", log.read_text(errors="replace"))
             if found:
-                token = found.group(1)
+                opened, token = found.group(1), found.group(2)
                 try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/lab?token={token}", timeout=10) as page:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}{opened}?token={token}", timeout=10) as page:
                         status, body = page.status, page.read().decode(errors="replace")
                     break
                 except OSError:
@@ -188,6 +190,8 @@ def test_course_py_lab_starts_jupyterlab_and_serves_lab(tmp_path):
         text = log.read_text(errors="replace")
         assert status == 200, f"no /lab page (exit code {proc.poll()}):\n{text[-3000:]}"
         assert "JupyterLab" in body or "jupyter" in body.lower()
+        assert opened == ("/lab/tree/ko/notebooks/00_introduction.ipynb" if korean else "/lab"), opened
+        assert f"Serving notebooks from local directory: {tmp_path}" in text  # not ko/notebooks/: the whole course
         assert "pip install" not in text and "+ " + sys.executable not in text  # nothing was installed
         if os.geteuid() == 0:
             assert "passing --allow-root" in text and "Running as root is not recommended" not in text
@@ -208,6 +212,6 @@ def test_course_py_lab_starts_jupyterlab_and_serves_lab(tmp_path):
 
 def test_lab_ko_opens_the_korean_editions_first_chapter(course, monkeypatch):
     monkeypatch.setattr(course, "is_root", lambda: False)
-    assert course.lab_args(["--ko", "--no-browser"]) == ["--no-browser", course.KOREAN_START]
+    assert course.lab_args(["--ko", "--no-browser"]) == ["--no-browser", f"--LabApp.default_url=/lab/tree/{course.KOREAN_START}"]
     assert (course.ROOT / course.KOREAN_START).name == "00_introduction.ipynb"
     assert course.lab_args(["--no-browser"]) == ["--no-browser"]
