@@ -220,9 +220,8 @@ def test_glossary_links_chapters_and_search_finds_korean(site, context):
     assert row.locator("a[href*='03_attention']").count() >= 1, "the glossary's 어텐션 does not link chapter 03"
     page.close()
     page = _open(context, site[0] + "search.html?q=" + urllib.request.quote("어텐션"))
-    results = page.locator("#search-results li a")
-    results.first.wait_for(timeout=20_000)
-    found = results.evaluate_all("links => links.map(a => a.getAttribute('href'))")
+    page.locator("#search-results .search-summary", has_text="found").wait_for(timeout=60_000)  # results come one by one
+    found = page.locator("#search-results li a").evaluate_all("links => links.map(a => a.getAttribute('href'))")
     assert any("glossary" in h for h in found) and any("03_attention" in h for h in found), found
     assert any("ko/notebooks/03_attention" in h for h in found), f"search finds no Korean page: {found}"
     page.close()
