@@ -52,7 +52,8 @@ from .i18n import language, translate, translate_within
 
 __all__ = [
     "CheckFailed", "fail", "ok", "call", "expect_close", "expect_shape", "describe",
-    "hint", "hints_for", "load_hints", "read_hints", "HINT_LEVELS", "checker", "no_trace", "randn", "first_difference",
+    "hint", "hints_for", "load_hints", "korean_hints", "read_hints", "HINT_LEVELS", "checker", "no_trace", "randn",
+    "first_difference",
     "call_untouched", "expect_default", "forbidden", "naive_softmax", "OVERFLOW_HINT", "INPLACE_HINT", "language",
 ]
 
@@ -423,7 +424,7 @@ _shown: dict[str, int] = {}
 
 
 @functools.cache
-def _korean_hints(chapter: str) -> dict[str, tuple[str, str, str]]:
+def korean_hints(chapter: str) -> dict[str, tuple[str, str, str]]:
     """The Korean graded hints, ``checks/hints/ko/<chapter>.md``: the same exercises and levels as the English."""
     return read_hints(_HERE / "hints" / "ko" / f"{chapter}.md", _HERE / f"{chapter}.py")
 
@@ -437,7 +438,7 @@ def hints_for(name: str) -> tuple[str, ...]:
         raise KeyError(f"no checker chapter {chapter!r}: use a name like 'ch03.scaled_dot_product_attention'") from None
     table: Mapping[str, tuple[str, ...]] = getattr(module, "HINTS", {})
     if language() == "ko" and table:
-        table = _korean_hints(chapter)
+        table = korean_hints(chapter)
     if exercise not in table:
         known = ", ".join(f"{chapter}.{k}" for k in table) or "none"
         raise KeyError(f"no hints for {name!r}; this chapter has hints for: {known}")
@@ -457,14 +458,9 @@ def hint(name: str, level: int | None = None) -> None:
     if not 1 <= level <= len(levels):
         raise ValueError(f"{name} has hints 1 to {len(levels)}, not {level}")
     _shown[name] = max(_shown.get(name, 0), level)
-    if language() == "ko":
-        last = " (마지막 힌트입니다. 풀이는 ko/solutions/에 있습니다)"
-        more = f" (다시 부르면 힌트 {level + 1})" if level < len(levels) else last
-        print(f"힌트 {level}/{len(levels)}, {LEVEL_NAMES['ko'][level - 1]}{more}:\n{levels[level - 1]}")
-        return
-    name_of_level = HINT_LEVELS[level - 1] if len(levels) == len(HINT_LEVELS) else f"{level}/{len(levels)}"
-    more = f" (call again for hint {level + 1})" if level < len(levels) else " (the last hint; the solution is in solutions/)"
-    print(f"Hint {level} of {len(levels)}, {name_of_level}{more}:\n{levels[level - 1]}")
+    name_of_level = LEVEL_NAMES[language()][level - 1] if len(levels) == len(HINT_LEVELS) else f"{level}/{len(levels)}"
+    more = _label("next hint").format(level=level + 1) if level < len(levels) else _label("last hint")
+    print(f"{_label('hint line').format(level=level, count=len(levels), name=name_of_level)}{more}:\n{levels[level - 1]}")
 
 
 def hint_available(name: str) -> str:

@@ -21,11 +21,16 @@ LANGUAGES = ("en", "ko")
 _HERE = Path(__file__).resolve().parent
 _state = {"language": "en"}
 
+CATALOG = _HERE / "hints" / "ko" / "messages.json"
 LABELS = {
     "en": {"tried": "tried:   ", "expected": "expected:", "got": "got:     ", "hint": "hint:    ",
-           "first difference": "first difference:", "more help": "more help:"},
+           "first difference": "first difference:", "more help": "more help:",
+           "hint line": "Hint {level} of {count}, {name}", "next hint": " (call again for hint {level})",
+           "last hint": " (the last hint; the solution is in solutions/)"},
     "ko": {"tried": "시도:", "expected": "기대:", "got": "결과:", "hint": "힌트:",
-           "first difference": "처음 다른 곳:", "more help": "힌트 더 보기:"},
+           "first difference": "처음 다른 곳:", "more help": "힌트 더 보기:",
+           "hint line": "힌트 {level}/{count}, {name}", "next hint": " (다시 부르면 힌트 {level})",
+           "last hint": " (마지막 힌트입니다. 풀이는 ko/solutions/에 있습니다)"},
 }
 LEVELS = {"en": ("idea", "approach", "near-code"), "ko": ("아이디어", "접근", "코드에 가까운 힌트")}
 
@@ -44,14 +49,10 @@ def label(key: str) -> str:
     return LABELS[_state["language"]][key]
 
 
-def catalog_path() -> Path:
-    return _HERE / "hints" / "ko" / "messages.json"
-
-
 @functools.cache
 def catalog() -> dict[str, str]:
-    """English text -> Korean text, read once from :func:`catalog_path`."""
-    path = catalog_path()
+    """English text -> Korean text, read once from :data:`CATALOG`."""
+    path = CATALOG
     if not path.exists():
         return {}
     pairs = json.loads(path.read_text(encoding="utf-8"))
@@ -88,20 +89,14 @@ def _by_length() -> list[str]:
 @functools.cache
 def graded_pairs() -> dict[str, str]:
     """English graded hint -> its Korean level, for a checker that gives a graded hint as a failure's hint."""
-    from . import read_hints
+    from . import korean_hints, load_hints
 
     pairs: dict[str, str] = {}
     for korean in sorted((_HERE / "hints" / "ko").glob("ch*.md")):
-        source = _HERE / f"{korean.stem}.py"
-        english, translated = read_hints(_HERE / "hints" / korean.name, source), read_hints(korean, source)
-        for name, levels in english.items():
+        translated = korean_hints(korean.stem)
+        for name, levels in load_hints(korean.stem).items():
             pairs.update(zip(levels, translated[name]))
     return pairs
-
-
-def hints_file(chapter: str) -> Path:
-    """``hints/chNN.md`` or, in Korean, ``hints/ko/chNN.md``."""
-    return _HERE / "hints" / ("ko" if _state["language"] == "ko" else "") / f"{chapter}.md"
 
 
 def _strings(node: ast.AST) -> Iterator[str]:
@@ -129,10 +124,6 @@ def static_messages(source: str) -> list[str]:
             for kw in node.keywords:
                 if kw.arg == "hint":
                     found += _strings(kw.value)
-                if kw.arg == "mistakes" and isinstance(kw.value, (ast.List, ast.Tuple)):
-                    for item in kw.value.elts:
-                        if isinstance(item, ast.Tuple) and item.elts:
-                            found += _strings(item.elts[0])
         elif isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None and any(
                 _hint_name(t) for t in (node.targets if isinstance(node, ast.Assign) else [node.target])):
             values = node.value.values if isinstance(node.value, ast.Dict) else [node.value]
