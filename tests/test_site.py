@@ -170,22 +170,34 @@ def test_chapter_shows_figures_and_a_labelled_widget_snapshot(site, context):
     page.close()
 
 
-def test_exercise_solution_hidden_until_clicked_and_checks_visible(site, context):
-    page = _open(context, site[0] + "exercises/03_attention.html")
+# Each edition's words on an exercise page: the page, its ✓ line, download link, solution and model-answer labels.
+EXERCISE_PAGES = {
+    "en": ("exercises/03_attention.html", re.compile("✓ softmax"), "Download the exercise notebook", "Show the solution",
+           "Hide the solution", "Model answer"),
+    "ko": ("ko/exercises/03_attention.html", re.compile("✓ softmax: .*[가-힣]"), "연습 문제 노트북 내려받기", "풀이 보기",
+           "풀이 숨기기", "모범 답안"),
+}
+
+
+@pytest.mark.parametrize("edition", EXERCISE_PAGES)
+def test_exercise_solution_hidden_until_clicked_and_checks_visible(site, context, edition):
+    path, tick, download, show, hide, model_answer = EXERCISE_PAGES[edition]
+    page = _open(context, site[0] + path)
     solution = page.locator("pre", has_text="keepdim=True").first
     assert not solution.is_visible(), "the solution shows before a click"
-    assert page.get_by_text("✓ softmax").first.is_visible(), "the checker's ✓ is not visible"
-    page.get_by_text("Show the solution").first.click()
+    assert page.get_by_text(tick).first.is_visible(), f"the checker's ✓ line ({tick.pattern}) is not visible"
+    assert page.get_by_text(download).first.is_visible()
+    page.get_by_text(show).first.click()
     solution.wait_for(state="visible", timeout=5_000)
-    answer = page.locator(".dropdown", has_text="Model answer").first
+    answer = page.locator(".dropdown", has_text=model_answer).first
     assert answer.count(), "no model answer behind a click"
     body = answer.locator("p:not(.admonition-title)").first
     assert not body.is_visible(), "the model answer shows before a click"
-    answer.get_by_text("Model answer").first.click()
+    answer.get_by_text(model_answer).first.click()
     body.wait_for(state="visible", timeout=5_000)
-    page.get_by_text("Hide the solution").first.scroll_into_view_if_needed()  # the opened one
+    page.get_by_text(hide).first.scroll_into_view_if_needed()  # the opened one
     page.evaluate("() => window.scrollBy(0, 300)")  # the opened solution and the checker's ✓ below it
-    page.screenshot(path=str(ARTIFACTS / "site-exercise.png"))
+    page.screenshot(path=str(ARTIFACTS / ("site-exercise.png" if edition == "en" else "site-exercise-ko.png")))
     page.close()
 
 
@@ -239,17 +251,4 @@ def test_a_korean_chapter_shows_the_english_runs_figures_and_switches_language(s
     page.get_by_text("한국어판으로").first.click()
     page.wait_for_url("**/ko/notebooks/03_attention.html")
     page.screenshot(path=str(ARTIFACTS / "site-chapter-ko.png"))
-    page.close()
-
-
-def test_a_korean_exercise_page_hides_its_solution_and_shows_korean_checks(site, context):
-    page = _open(context, site[0] + "ko/exercises/03_attention.html")
-    solution = page.locator("pre", has_text="keepdim=True").first
-    assert not solution.is_visible(), "the solution shows before a click"
-    assert page.get_by_text(re.compile("✓ softmax: .*[가-힣]")).first.is_visible(), "no Korean ✓ line"
-    assert page.get_by_text("연습 문제 노트북 내려받기").first.is_visible()
-    page.get_by_text("풀이 보기").first.click()
-    solution.wait_for(state="visible", timeout=5_000)
-    assert page.locator(".dropdown", has_text="모범 답안").count() >= 1, "no model answer behind a click"
-    page.screenshot(path=str(ARTIFACTS / "site-exercise-ko.png"))
     page.close()
