@@ -284,21 +284,7 @@ def prepare(src: Path, executed: Path, chapters: list[str] | None = None, exerci
     parts = [("Chapters", toc[("en", "notebooks")]), ("Exercises, with solutions", toc[("en", "solutions")]),
              ("Reference", reference)]
     if korean_site:
-        readme_ko = _first_section(ROOT / "README.ko.md")
-        (src / "ko").mkdir(exist_ok=True)
-        (src / "ko" / "index.md").write_text(
-            readme_ko + "\n\n이 사이트는 모든 장을 CPU에서 오프라인으로 실행한 출력과 함께 보여 줍니다. 한국어판의 출력은 "
-            "영어판을 실행한 결과입니다(코드가 같으므로 다시 실행하지 않습니다). 위젯은 JupyterLab에서 움직이고, "
-            "여기서는 그린 그림의 스냅숏을 보여 줍니다.\n\n[🌐 English edition](../index.md)\n", encoding="utf-8")
-        (src / "ko" / "glossary.md").write_text(webpages.glossary_page(
-            webpages.gather_glossary(chapter_nbs["ko"]), titles, "ko", folder="ko/")
-            + "\n[🌐 English glossary](../glossary.md)\n", encoding="utf-8")
-        switches = {"glossary.md": "[🌐 한국어 용어집](ko/glossary.md)", "troubleshooting.md": "[🌐 한국어판](ko/index.md)",
-                    "benchmarks.md": "[🌐 한국어판](ko/index.md)"}
-        for name, switch in switches.items():  # the reference pages exist in English only: a way to the Korean side
-            (src / name).write_text((src / name).read_text(encoding="utf-8") + f"\n{switch}\n", encoding="utf-8")
-        parts += [("한국어판 · 장 (Korean edition)", ["ko/index", *toc[("ko", "notebooks")]]),
-                  ("한국어판 · 연습 문제와 풀이", toc[("ko", "solutions")]), ("한국어판 · 참고", ["ko/glossary"])]
+        parts += _korean_front(src, toc, chapter_nbs["ko"], titles)
         extra = ["ko/index", "ko/glossary"]
     subset_font(src / "_static" / "fonts")
     (src / "_static" / "course.css").write_text(_css(), encoding="utf-8")
@@ -308,6 +294,27 @@ def prepare(src: Path, executed: Path, chapters: list[str] | None = None, exerci
         for caption, files in parts if files)
     (src / "_toc.yml").write_text(toc_text, encoding="utf-8")
     return sorted(pages) + reference + extra
+
+
+def _korean_front(src: Path, toc: dict[tuple[str, str], list[str]], chapters: dict[str, nbformat.NotebookNode],
+                  titles: dict[str, str]) -> list[tuple[str, list[str]]]:
+    """The Korean index and glossary, a way to them from the English-only reference pages, and the Korean parts
+    of the table of contents."""
+    (src / "ko").mkdir(exist_ok=True)
+    (src / "ko" / "index.md").write_text(
+        _first_section(ROOT / "README.ko.md") + "\n\n이 사이트는 모든 장을 CPU에서 오프라인으로 실행한 출력과 함께 보여 "
+        "줍니다. 한국어판의 출력은 영어판을 실행한 결과입니다(코드가 같으므로 다시 실행하지 않습니다). 위젯은 "
+        "JupyterLab에서 움직이고, 여기서는 그린 그림의 스냅숏을 보여 줍니다.\n\n[🌐 English edition](../index.md)\n",
+        encoding="utf-8")
+    (src / "ko" / "glossary.md").write_text(webpages.glossary_page(
+        webpages.gather_glossary(chapters), titles, "ko", folder="ko/")
+        + "\n[🌐 English glossary](../glossary.md)\n", encoding="utf-8")
+    switches = {"glossary.md": "[🌐 한국어 용어집](ko/glossary.md)", "troubleshooting.md": "[🌐 한국어판](ko/index.md)",
+                "benchmarks.md": "[🌐 한국어판](ko/index.md)"}
+    for name, switch in switches.items():  # the reference pages exist in English only: a way to the Korean side
+        (src / name).write_text((src / name).read_text(encoding="utf-8") + f"\n{switch}\n", encoding="utf-8")
+    return [("한국어판 · 장 (Korean edition)", ["ko/index", *toc[("ko", "notebooks")]]),
+            ("한국어판 · 연습 문제와 풀이", toc[("ko", "solutions")]), ("한국어판 · 참고", ["ko/glossary"])]
 
 
 def build(build_root: Path | None = None, chapters: list[str] | None = None,
